@@ -1,0 +1,287 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Load a LeRobot pi0 checkpoint directory into a `Pi0Policy`.
+
+A directory as `PI0Policy.save_pretrained` + the processors' `save_pretrained` write it:
+``config.json`` (PI0Config, ``"type": "pi0"``), ``model.safetensors``, ``policy_preprocessor.json``
+with its normalizer ``.safetensors``, ``policy_postprocessor.json`` with its unnormalizer.
+Loading is strict: every tensor is used (the two unused ``lm_head`` matrices excepted),
+none is missing, every shape matches; otherwise `CheckpointError` names the tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pi0_trt_ros.errors import CheckpointError
+from pi0_trt_ros.model.config import Pi0Config
+from pi0_trt_ros.runners.base import PolicyIO
+
+IMAGE_PREFIX = 'observation.images.'
+STATE_KEY = 'observation.state'
+ACTION_KEY = 'action'
+
+_PG = 'model.paligemma_with_expert.paligemma.'
+_EXPERT = 'model.paligemma_with_expert.gemma_expert.'
+# LeRobot state_dict key prefix -> our Pi0Model key prefix (first match wins).
+KEY_PREFIXES: tuple[tuple[str, str], ...] = (
+    (_PG + 'model.vision_tower.vision_model.embeddings.', 'vision.'),
+    (_PG + 'model.vision_tower.vision_model.encoder.layers.', 'vision.layers.'),
+    (_PG + 'model.vision_tower.vision_model.post_layernorm.', 'vision.post_layernorm.'),
+    (_PG + 'model.multi_modal_projector.linear.', 'vision.projector.'),
+    (_PG + 'model.language_model.embed_tokens.', 'embed_tokens.'),
+    (_PG + 'model.language_model.', 'vlm.'),
+    (_EXPERT + 'model.', 'expert.'),
+    ('model.', ''),
+)
+# Present in every LeRobot pi0 checkpoint, never used at inference.
+UNUSED_KEYS = (_PG + 'lm_head.weight', _EXPERT + 'lm_head.weight')
+
+
+@dataclasses.dataclass(frozen=True)
+class NormStats:
+    """Normalization of state and unnormalization of actions, as float32 vectors."""
+
+    state_mean: np.ndarray
+    state_std: np.ndarray
+    action_mean: np.ndarray
+    action_std: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A parsed LeRobot pi0 checkpoint (weights as numpy, nothing on a device yet)."""
+
+    path: Path
+    config: Pi0Config
+    io: PolicyIO
+    dtype: str  # 'float32' or 'bfloat16', as trained
+    weights: dict[str, np.ndarray]  # our Pi0Model keys (torch-free arrays; bf16 stored as float32)
+    stats: NormStats
+    sha256: str  # of model.safetensors
+
+    def build_policy(self, dtype: Any = None, device: Any = 'cpu') -> Any:
+        """Instantiate the PyTorch `Pi0Policy` with these weights (imports torch)."""
+        import torch
+
+        from pi0_trt_ros.model.pi0 import Pi0Model, Pi0Policy
+
+        with torch.device('meta'):
+            model = Pi0Model(self.config)
+        tensors = {k: torch.from_numpy(v) for k, v in self.weights.items()}
+        model.load_state_dict(tensors, strict=True, assign=True)
+        s = self.stats
+        policy = Pi0Policy(model, *(torch.from_numpy(a) for a in (s.state_mean, s.state_std,
+                                                                   s.action_mean, s.action_std)))
+        policy = policy.to(device)
+        if dtype is not None:
+            cast_matmul_weights(policy, dtype)
+        return policy.eval()
+
+
+def cast_matmul_weights(policy: Any, dtype: Any) -> None:
+    """Store GEMM/conv/embedding weights in ``dtype``; norms and stats stay float32."""
+    from torch import nn
+
+    from pi0_trt_ros.model.layers import GemmaRMSNorm, LayerNorm
+
+    for module in policy.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)) and not isinstance(module, LayerNorm):
+            module.to(dtype)
+        elif isinstance(module, (GemmaRMSNorm, LayerNorm)):
+            module.float()
+
+
+def map_key(key: str) -> str | None:
+    """LeRobot state_dict key -> our Pi0Model key, or None for known-unused tensors."""
+    if not key.startswith('model.'):
+        key = 'model.' + key  # older exports without the prefix
+    key = key.replace('model.time_mlp_', 'model.action_time_mlp_')
+    if key in UNUSED_KEYS:
+        return None
+    for src, dst in KEY_PREFIXES:
+        if key.startswith(src):
+            return dst + key[len(src):]
+    raise CheckpointError(f'unexpected tensor {key!r} in model.safetensors')
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f'{path.name} missing in {path.parent}: not a LeRobot pi0 checkpoint directory')
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f'{path} is not valid JSON: {e}') from None
+
+
+def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Read a safetensors file as numpy float32/int arrays (bf16 widened), without torch."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f'{path.name} missing in {path.parent}')
+    out: dict[str, np.ndarray] = {}
+    try:
+        with safe_open(str(path), framework='numpy') as f:
+            for k in f.keys():
+                out[k] = f.get_tensor(k)
+    except (TypeError, ValueError):  # numpy has no bfloat16: go through torch
+        import torch
+        from safetensors.torch import load_file
+
+        out = {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in load_file(str(path)).items()}
+    return out
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open('rb') as f:
+        for chunk in iter(lambda: f.read(1 << 22), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _processor_state(ckpt: Path, processor: str, registry_name: str) -> dict[str, np.ndarray]:
+    spec = read_json(ckpt / f'{processor}.json')
+    for step in spec.get('steps', []):
+        if step.get('registry_name') == registry_name:
+            state_file = step.get('state_file')
+            if not state_file:
+                raise CheckpointError(f'{processor}.json: step {registry_name!r} names no state_file')
+            return _load_safetensors(ckpt / state_file)
+    raise CheckpointError(f'{processor}.json has no {registry_name!r} step')
+
+
+def _stat(stats: dict[str, np.ndarray], key: str, dim: int, source: str) -> np.ndarray:
+    if key not in stats:
+        raise CheckpointError(f'{source}: statistic {key!r} missing')
+    value = np.asarray(stats[key], dtype=np.float32).reshape(-1)
+    if value.shape != (dim,):
+        raise CheckpointError(f'{source}: {key!r} has shape {value.shape}, config says ({dim},)')
+    return value
+
+
+def read_config(ckpt: Path, arch: dict[str, Any] | None) -> tuple[Pi0Config, PolicyIO, str, dict[str, Any]]:
+    """Parse config.json (+ optional hf_configs dict) into the architecture and the I/O shapes."""
+    cfg = read_json(ckpt / 'config.json')
+    if cfg.get('type') != 'pi0':
+        raise CheckpointError(f'{ckpt}/config.json has type {cfg.get("type")!r}, expected "pi0"')
+    try:
+        config = Pi0Config.from_variants(
+            cfg.get('paligemma_variant', 'gemma_2b'), cfg.get('action_expert_variant', 'gemma_300m'),
+            chunk_size=cfg.get('chunk_size', 50), max_state_dim=cfg.get('max_state_dim', 32),
+            max_action_dim=cfg.get('max_action_dim', 32), num_inference_steps=cfg.get('num_inference_steps', 10),
+            min_period=cfg.get('min_period', 4e-3), max_period=cfg.get('max_period', 4.0),
+            image_resolution=tuple(cfg.get('image_resolution', (224, 224))))
+        if arch is not None:
+            config = config.with_hf_configs(arch)
+    except ValueError as e:
+        raise CheckpointError(f'{ckpt}/config.json: {e}') from None
+    norm = cfg.get('normalization_mapping', {})
+    for feature in ('STATE', 'ACTION'):
+        if norm.get(feature, 'MEAN_STD') != 'MEAN_STD':
+            raise CheckpointError(f'normalization {norm[feature]} for {feature} is not supported (MEAN_STD only)')
+    if cfg.get('use_relative_actions'):
+        raise CheckpointError('use_relative_actions=true checkpoints are not supported')
+    inputs = cfg.get('input_features') or {}
+    cameras = [(k, v) for k, v in inputs.items() if v.get('type') == 'VISUAL']
+    if not cameras:
+        raise CheckpointError(f'{ckpt}/config.json describes no VISUAL input feature (camera)')
+    for key, feat in cameras:
+        if len(feat.get('shape', ())) != 3 or 3 not in (feat['shape'][0], feat['shape'][-1]):
+            raise CheckpointError(f'camera {key!r} has shape {feat.get("shape")}; expected [3, H, W]')
+    camera_hw = tuple((int(f['shape'][1]), int(f['shape'][2])) if f['shape'][0] == 3
+                      else (int(f['shape'][0]), int(f['shape'][1])) for _, f in cameras)
+    try:
+        state_dim = int(inputs[STATE_KEY]['shape'][0])
+        action_dim = int(cfg['output_features'][ACTION_KEY]['shape'][0])
+    except (KeyError, IndexError, TypeError):
+        raise CheckpointError(f'{ckpt}/config.json lacks {STATE_KEY} input or {ACTION_KEY} output features') from None
+    if state_dim > config.max_state_dim or action_dim > config.max_action_dim:
+        raise CheckpointError(f'state_dim {state_dim} / action_dim {action_dim} exceed max_state_dim '
+                              f'{config.max_state_dim} / max_action_dim {config.max_action_dim}')
+    io = PolicyIO(camera_keys=tuple(k for k, _ in cameras), camera_hw=camera_hw, state_dim=state_dim,
+                  action_dim=action_dim, chunk_size=config.chunk_size, max_action_dim=config.max_action_dim,
+                  token_len=int(cfg.get('tokenizer_max_length', 48)),
+                  n_action_steps=int(cfg.get('n_action_steps', config.chunk_size)))
+    return config, io, str(cfg.get('dtype', 'float32')), cfg
+
+
+def expected_shapes(config: Pi0Config) -> dict[str, tuple[int, ...]]:
+    """Our Pi0Model parameter shapes for ``config`` (built on the meta device: no memory)."""
+    import torch
+
+    from pi0_trt_ros.model.pi0 import Pi0Model
+
+    with torch.device('meta'):
+        model = Pi0Model(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def load_checkpoint(path: str | Path, arch: str | Path | dict[str, Any] | None = None) -> Checkpoint:
+    """Parse and validate a LeRobot pi0 checkpoint directory.
+
+    ``arch``: an `hf_configs.json` path or dict for non-standard sizes; when None, a file
+    named ``hf_configs.json`` in the checkpoint directory or its parent is used if present.
+    """
+    ckpt = Path(path)
+    if not ckpt.is_dir():
+        raise CheckpointError(f'checkpoint directory {ckpt} does not exist')
+    if arch is None:
+        for candidate in (ckpt / 'hf_configs.json', ckpt.parent / 'hf_configs.json'):
+            if candidate.is_file():
+                arch = candidate
+                break
+    if isinstance(arch, (str, Path)):
+        arch = read_json(Path(arch))
+    config, io, dtype, _ = read_config(ckpt, arch)
+
+    raw = _load_safetensors(ckpt / 'model.safetensors')
+    emb_key = _PG + 'model.language_model.embed_tokens.weight'
+    if emb_key not in raw and _PG + 'lm_head.weight' in raw:  # tied in older checkpoints
+        raw[emb_key] = raw[_PG + 'lm_head.weight']
+    weights = {}
+    for key, value in raw.items():
+        ours = map_key(key)
+        if ours is not None:
+            weights[ours] = value
+    want = expected_shapes(config)
+    missing = sorted(set(want) - set(weights))
+    unexpected = sorted(set(weights) - set(want))
+    if missing or unexpected:
+        raise CheckpointError(f'model.safetensors does not match the architecture: missing {missing[:8]}'
+                              f'{" ..." if len(missing) > 8 else ""}, unexpected {unexpected[:8]}'
+                              f'{" ..." if len(unexpected) > 8 else ""} (non-standard sizes need --arch hf_configs.json)')
+    for key, shape in want.items():
+        if tuple(weights[key].shape) != shape:
+            raise CheckpointError(f'tensor {key!r} has shape {tuple(weights[key].shape)}, architecture '
+                                  f'expects {shape} (non-standard sizes need --arch hf_configs.json)')
+
+    pre = _processor_state(ckpt, 'policy_preprocessor', 'normalizer_processor')
+    post = _processor_state(ckpt, 'policy_postprocessor', 'unnormalizer_processor')
+    stats = NormStats(
+        state_mean=_stat(pre, f'{STATE_KEY}.mean', io.state_dim, 'normalizer'),
+        state_std=_stat(pre, f'{STATE_KEY}.std', io.state_dim, 'normalizer'),
+        action_mean=_stat(post, f'{ACTION_KEY}.mean', io.action_dim, 'unnormalizer'),
+        action_std=_stat(post, f'{ACTION_KEY}.std', io.action_dim, 'unnormalizer'),
+    )
+    return Checkpoint(path=ckpt, config=config, io=io, dtype=dtype, weights=weights, stats=stats,
+                      sha256=_file_sha256(ckpt / 'model.safetensors'))
