@@ -88,6 +88,7 @@ class Checkpoint:
             model = Pi0Model(self.config)
         tensors = {k: torch.from_numpy(v) for k, v in self.weights.items()}
         model.load_state_dict(tensors, strict=True, assign=True)
+        model.time_embeddings = model.time_embedding_table()  # non-persistent: still on meta
         s = self.stats
         policy = Pi0Policy(model, *(torch.from_numpy(a) for a in (s.state_mean, s.state_std,
                                                                    s.action_mean, s.action_std)))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -63,9 +64,10 @@ class LayerNorm(nn.LayerNorm):
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """RoPE tables for integer positions [B, S] -> (cos, sin), each float32 [B, 1, S, D]."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))  # [D/2]
-    freqs = positions.float()[:, :, None] * inv_freq.to(positions.device)[None, None, :]  # [B, S, D/2]
+    """RoPE tables for positions float32 [B, S] (integer-valued) -> (cos, sin), each float32 [B, 1, S, D]."""
+    inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim))
+    inv_freq_t = torch.from_numpy(inv_freq.astype(np.float32)).to(positions.device)  # [D/2], a graph constant
+    freqs = positions[:, :, None] * inv_freq_t[None, None, :]  # [B, S, D/2]
     emb = torch.cat((freqs, freqs), dim=-1)  # [B, S, D]
     return emb.cos()[:, None], emb.sin()[:, None]
 
@@ -101,13 +103,14 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate='tanh')
 
 
-def sinusoidal_time_embedding(t: torch.Tensor, dim: int, min_period: float, max_period: float) -> torch.Tensor:
-    """Pi0 flow-matching time embedding of scalar times t [B] -> float32 [B, dim].
+def sinusoidal_time_embedding(times: np.ndarray, dim: int, min_period: float, max_period: float) -> np.ndarray:
+    """Pi0 flow-matching time embedding of float32 times [N] -> float32 [N, dim].
 
-    Computed in float64 like LeRobot (`create_sinusoidal_pos_embedding`), then cast.
+    Computed in float64 like LeRobot (`create_sinusoidal_pos_embedding`), then cast. The
+    Euler schedule is fixed, so the model keeps the table as a constant (no float64 in graphs).
     """
-    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float64)
+    fraction = np.linspace(0.0, 1.0, dim // 2, dtype=np.float64)
     period = min_period * (max_period / min_period) ** fraction
-    scaling = (1.0 / period * 2 * math.pi).to(t.device)  # [dim/2]
-    arg = scaling[None, :] * t.double()[:, None]
-    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1).float()
+    scaling = 1.0 / period * 2 * math.pi  # [dim/2]
+    arg = scaling[None, :] * np.asarray(times, dtype=np.float32).astype(np.float64)[:, None]
+    return np.concatenate([np.sin(arg), np.cos(arg)], axis=1).astype(np.float32)

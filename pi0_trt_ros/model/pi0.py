@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -65,6 +66,14 @@ class Pi0Model(nn.Module):
         self.action_time_mlp_in = Linear(2 * exp.width, exp.width)
         self.action_time_mlp_out = Linear(exp.width, exp.width)
         self.action_out_proj = Linear(exp.width, config.max_action_dim)
+        self.register_buffer('time_embeddings', self.time_embedding_table(), persistent=False)  # [n, W]
+
+    def time_embedding_table(self) -> torch.Tensor:
+        """Embeddings of the Euler schedule t_k = float32(1 + k*dt), dt = -1/n (t=1 noise, t=0 data)."""
+        cfg = self.config
+        n = cfg.num_inference_steps
+        times = np.array([1.0 + k * (-1.0 / n) for k in range(n)], dtype=np.float32)
+        return torch.from_numpy(sinusoidal_time_embedding(times, cfg.expert.width, cfg.min_period, cfg.max_period))
 
     # -- prefix ----------------------------------------------------------------------------
     def embed_prefix(self, images: Sequence[torch.Tensor], tokens: torch.Tensor,
@@ -89,7 +98,7 @@ class Pi0Model(nn.Module):
         x, pad = self.embed_prefix(images, tokens, token_mask)
         # ar-mask is all zero: valid prefix tokens see each other bidirectionally.
         mask = additive_mask(pad[:, None, :] & pad[:, :, None])  # [B, 1, P, P]
-        positions = torch.cumsum(pad.long(), dim=1) - 1  # padding repeats positions
+        positions = torch.cumsum(pad.float(), dim=1) - 1  # padding repeats positions; float32 [B, P]
         cos, sin = rope_cos_sin(positions, self.config.vlm.head_dim, self.config.vlm.rope_theta)
         k_cache, v_cache = self.vlm.fill_cache(x, cos, sin, mask)
         return k_cache, v_cache, pad
@@ -101,27 +110,25 @@ class Pi0Model(nn.Module):
         t = self.config.chunk_size
         s = t + 1
         # ar = [1 (state), 1, 0, ..., 0 (actions)]: cumsum = [1, 2, ..., 2]; key j visible iff cum[j] <= cum[i].
-        cum = torch.cat([torch.ones(1, dtype=torch.long), torch.full((t,), 2, dtype=torch.long)]).to(prefix_pad.device)
+        cum = torch.from_numpy(np.array([1] + [2] * t, dtype=np.float32)).to(prefix_pad.device)  # [S]
         suffix_visible = (cum[None, :] <= cum[:, None])[None].expand(b, s, s)  # [B, S, S]
         visible = torch.cat([prefix_pad[:, None, :].expand(b, s, p), suffix_visible], dim=2)
-        offsets = prefix_pad.long().sum(dim=1, keepdim=True)  # [B, 1]
-        positions = offsets + torch.arange(s, device=prefix_pad.device)[None, :]  # [B, S]
+        offsets = prefix_pad.float().sum(dim=1, keepdim=True)  # [B, 1]
+        positions = offsets + torch.arange(s, dtype=torch.float32, device=prefix_pad.device)[None, :]  # [B, S]
         cos, sin = rope_cos_sin(positions, self.config.expert.head_dim, self.config.expert.rope_theta)
         return additive_mask(visible), cos, sin
 
-    def denoise_step(self, state: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, k_cache: torch.Tensor,
+    def denoise_step(self, state: torch.Tensor, x_t: torch.Tensor, time_emb: torch.Tensor, k_cache: torch.Tensor,
                      v_cache: torch.Tensor, mask: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                      ) -> torch.Tensor:
-        """Velocity v_t float32 [B, T, A] for x_t [B, T, A] at times t float32 [B].
+        """Velocity v_t float32 [B, T, A] for x_t [B, T, A] at the time embedded as time_emb float32 [W].
 
-        state: normalized, zero-padded float32 [B, max_state_dim]; mask/cos/sin from
-        `suffix_attention`; caches from `fill_cache`.
+        state: normalized, zero-padded float32 [B, max_state_dim]; time_emb: a row of
+        ``time_embeddings``; mask/cos/sin from `suffix_attention`; caches from `fill_cache`.
         """
-        exp_w = self.config.expert.width
         state_tok = self.state_proj(state).float()[:, None, :]  # [B, 1, W]
         action_emb = self.action_in_proj(x_t).float()  # [B, T, W]
-        time_emb = sinusoidal_time_embedding(t, exp_w, self.config.min_period, self.config.max_period)
-        time_emb = time_emb[:, None, :].expand_as(action_emb)  # [B, T, W]
+        time_emb = time_emb[None, None, :].expand_as(action_emb)  # [B, T, W]
         h = self.action_time_mlp_in(torch.cat([action_emb, time_emb], dim=2))
         action_tok = self.action_time_mlp_out(F.silu(h)).float()  # [B, T, W]
         x = torch.cat([state_tok, action_tok], dim=1)  # [B, S, W]
@@ -133,13 +140,12 @@ class Pi0Model(nn.Module):
         """Euler integration from noise (t=1) to actions (t=0): float32 [B, T, A], normalized."""
         k_cache, v_cache, pad = self.fill_cache(images, tokens, token_mask)
         mask, cos, sin = self.suffix_attention(pad)
-        b = noise.shape[0]
         n = self.config.num_inference_steps
         dt = -1.0 / n
         x_t = noise
         for step in range(n):  # unrolled: static step count
-            t = torch.full((b,), 1.0 + step * dt, dtype=torch.float32, device=noise.device)
-            x_t = x_t + dt * self.denoise_step(state, x_t, t, k_cache, v_cache, mask, cos, sin)
+            v_t = self.denoise_step(state, x_t, self.time_embeddings[step], k_cache, v_cache, mask, cos, sin)
+            x_t = x_t + dt * v_t
         return x_t
 
 
