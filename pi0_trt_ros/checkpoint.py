@@ -88,7 +88,8 @@ class Checkpoint:
             model = Pi0Model(self.config)
         tensors = {k: torch.from_numpy(v) for k, v in self.weights.items()}
         model.load_state_dict(tensors, strict=True, assign=True)
-        model.time_embeddings = model.time_embedding_table()  # non-persistent: still on meta
+        for name, value in model.constant_tables().items():  # non-persistent buffers: still on meta
+            setattr(model, name, value)
         s = self.stats
         policy = Pi0Policy(model, *(torch.from_numpy(a) for a in (s.state_mean, s.state_std,
                                                                    s.action_mean, s.action_std)))
@@ -286,3 +287,110 @@ def load_checkpoint(path: str | Path, arch: str | Path | dict[str, Any] | None =
     )
     return Checkpoint(path=ckpt, config=config, io=io, dtype=dtype, weights=weights, stats=stats,
                       sha256=_file_sha256(ckpt / 'model.safetensors'))
+
+
+# Our Pi0Model key prefix -> LeRobot key prefix, most specific first (inverse of KEY_PREFIXES).
+_SAVE_PREFIXES: tuple[tuple[str, str], ...] = (
+    ('vision.layers.', _PG + 'model.vision_tower.vision_model.encoder.layers.'),
+    ('vision.post_layernorm.', _PG + 'model.vision_tower.vision_model.post_layernorm.'),
+    ('vision.projector.', _PG + 'model.multi_modal_projector.linear.'),
+    ('vision.', _PG + 'model.vision_tower.vision_model.embeddings.'),
+    ('embed_tokens.', _PG + 'model.language_model.embed_tokens.'),
+    ('vlm.', _PG + 'model.language_model.'),
+    ('expert.', _EXPERT + 'model.'),
+    ('', 'model.'),
+)
+
+
+def lerobot_key(key: str) -> str:
+    """Our Pi0Model key -> LeRobot state_dict key."""
+    for src, dst in _SAVE_PREFIXES:
+        if key.startswith(src):
+            return dst + key[len(src):]
+    raise AssertionError('unreachable: the empty prefix matches every key')
+
+
+def hf_configs(config: Pi0Config) -> dict[str, Any]:
+    """The `hf_configs.json` dict describing ``config`` (the subset of transformers fields we read)."""
+    def gemma(spec: Any) -> dict[str, Any]:
+        return {'hidden_size': spec.width, 'num_hidden_layers': spec.depth, 'intermediate_size': spec.mlp_dim,
+                'num_attention_heads': spec.num_heads, 'num_key_value_heads': spec.num_kv_heads,
+                'head_dim': spec.head_dim, 'rms_norm_eps': spec.rms_eps, 'hidden_activation': 'gelu_pytorch_tanh',
+                'rope_parameters': {'rope_theta': spec.rope_theta, 'rope_type': 'default'},
+                'vocab_size': config.vocab_size, 'model_type': 'gemma'}
+
+    v = config.vision
+    vision = {'hidden_size': v.width, 'num_hidden_layers': v.depth, 'intermediate_size': v.mlp_dim,
+              'num_attention_heads': v.num_heads, 'patch_size': v.patch_size, 'image_size': v.image_size,
+              'layer_norm_eps': v.ln_eps, 'hidden_act': 'gelu_pytorch_tanh', 'model_type': 'siglip_vision_model',
+              'vision_use_head': False}
+    return {'paligemma': {'model_type': 'paligemma', 'text_config': gemma(config.vlm), 'vision_config': vision,
+                          'projection_dim': config.vlm.width},
+            'gemma_expert': gemma(config.expert)}
+
+
+def save_checkpoint(out_dir: str | Path, config: Pi0Config, io: PolicyIO, weights: dict[str, np.ndarray],
+                    stats: NormStats) -> Path:
+    """Write a checkpoint directory in LeRobot's layout (loadable by LeRobot and by `load_checkpoint`).
+
+    ``weights`` are our Pi0Model tensors as float32 numpy arrays. Writes `hf_configs.json` beside
+    `config.json` so non-standard sizes load without `--arch`.
+    """
+    from safetensors.numpy import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {lerobot_key(k): np.ascontiguousarray(v) for k, v in weights.items()}
+    embed = tensors[_PG + 'model.language_model.embed_tokens.weight']
+    tensors[_PG + 'lm_head.weight'] = embed.copy()  # LeRobot loads strictly: keep the unused heads
+    tensors[_EXPERT + 'lm_head.weight'] = np.zeros((config.vocab_size, config.expert.width), np.float32)
+    save_file(tensors, str(out / 'model.safetensors'))
+
+    def feature(kind: str, shape: list[int]) -> dict[str, Any]:
+        return {'type': kind, 'shape': shape}
+
+    inputs = {key: feature('VISUAL', [3, h, w]) for key, (h, w) in zip(io.camera_keys, io.camera_hw)}
+    inputs[STATE_KEY] = feature('STATE', [io.state_dim])
+    outputs = {ACTION_KEY: feature('ACTION', [io.action_dim])}
+    cfg = {'type': 'pi0', 'n_obs_steps': 1, 'input_features': inputs, 'output_features': outputs,
+           'device': 'cpu', 'paligemma_variant': 'gemma_2b', 'action_expert_variant': 'gemma_300m',
+           'dtype': 'float32', 'chunk_size': config.chunk_size, 'n_action_steps': io.n_action_steps,
+           'max_state_dim': config.max_state_dim, 'max_action_dim': config.max_action_dim,
+           'num_inference_steps': config.num_inference_steps, 'min_period': config.min_period,
+           'max_period': config.max_period, 'use_relative_actions': False,
+           'image_resolution': list(config.image_resolution), 'empty_cameras': 0,
+           'normalization_mapping': {'VISUAL': 'IDENTITY', 'STATE': 'MEAN_STD', 'ACTION': 'MEAN_STD'},
+           'tokenizer_max_length': io.token_len}
+    (out / 'config.json').write_text(json.dumps(cfg, indent=4))
+    (out / 'hf_configs.json').write_text(json.dumps(hf_configs(config), indent=1))
+
+    features = {**inputs, **outputs}
+    norm_map = cfg['normalization_mapping']
+    pre_file = 'policy_preprocessor_step_6_normalizer_processor.safetensors'
+    post_file = 'policy_postprocessor_step_0_unnormalizer_processor.safetensors'
+    pre = {'name': 'policy_preprocessor', 'steps': [
+        {'registry_name': 'rename_observations_processor', 'config': {'rename_map': {}}},
+        {'registry_name': 'to_batch_processor', 'config': {}},
+        {'registry_name': 'pi0_new_line_processor', 'config': {}},
+        {'registry_name': 'tokenizer_processor', 'config': {
+            'max_length': io.token_len, 'task_key': 'task', 'padding_side': 'right', 'padding': 'max_length',
+            'truncation': True, 'tokenizer_name': 'google/paligemma-3b-pt-224'}},
+        {'registry_name': 'device_processor', 'config': {'device': 'cpu', 'float_dtype': None}},
+        {'registry_name': 'relative_actions_processor', 'config': {
+            'enabled': False, 'exclude_joints': ['gripper'], 'action_names': None}},
+        {'registry_name': 'normalizer_processor', 'config': {'eps': 1e-08, 'features': features,
+                                                             'norm_map': norm_map},
+         'state_file': pre_file}]}
+    post = {'name': 'policy_postprocessor', 'steps': [
+        {'registry_name': 'unnormalizer_processor', 'config': {'eps': 1e-08, 'features': outputs,
+                                                               'norm_map': norm_map},
+         'state_file': post_file},
+        {'registry_name': 'device_processor', 'config': {'device': 'cpu', 'float_dtype': None}}]}
+    (out / 'policy_preprocessor.json').write_text(json.dumps(pre, indent=2))
+    (out / 'policy_postprocessor.json').write_text(json.dumps(post, indent=2))
+    all_stats = {f'{STATE_KEY}.mean': stats.state_mean, f'{STATE_KEY}.std': stats.state_std,
+                 f'{ACTION_KEY}.mean': stats.action_mean, f'{ACTION_KEY}.std': stats.action_std}
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in all_stats.items()}, str(out / pre_file))
+    action_stats = {k: v for k, v in all_stats.items() if k.startswith(ACTION_KEY)}
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in action_stats.items()}, str(out / post_file))
+    return out

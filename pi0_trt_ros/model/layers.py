@@ -63,11 +63,15 @@ class LayerNorm(nn.LayerNorm):
         return F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
 
 
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
+    """RoPE inverse frequencies float32 [D/2], as transformers' default rope computes them."""
+    exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim
+    return torch.from_numpy((1.0 / (theta ** exponent)).astype(np.float32))
+
+
+def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """RoPE tables for positions float32 [B, S] (integer-valued) -> (cos, sin), each float32 [B, 1, S, D]."""
-    inv_freq = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim))
-    inv_freq_t = torch.from_numpy(inv_freq.astype(np.float32)).to(positions.device)  # [D/2], a graph constant
-    freqs = positions[:, :, None] * inv_freq_t[None, None, :]  # [B, S, D/2]
+    freqs = positions[:, :, None] * inv_freq[None, None, :]  # [B, S, D/2]
     emb = torch.cat((freqs, freqs), dim=-1)  # [B, S, D]
     return emb.cos()[:, None], emb.sin()[:, None]
 

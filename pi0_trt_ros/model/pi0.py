@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from pi0_trt_ros.model.config import Pi0Config
 from pi0_trt_ros.model.gemma import GemmaStack
-from pi0_trt_ros.model.layers import Linear, MASK_VALUE, rope_cos_sin, sinusoidal_time_embedding
+from pi0_trt_ros.model.layers import Linear, MASK_VALUE, rope_cos_sin, rope_inv_freq, sinusoidal_time_embedding
 from pi0_trt_ros.model.preprocess import preprocess_frame
 from pi0_trt_ros.model.siglip import SiglipVision
 
@@ -66,14 +66,26 @@ class Pi0Model(nn.Module):
         self.action_time_mlp_in = Linear(2 * exp.width, exp.width)
         self.action_time_mlp_out = Linear(exp.width, exp.width)
         self.action_out_proj = Linear(exp.width, config.max_action_dim)
-        self.register_buffer('time_embeddings', self.time_embedding_table(), persistent=False)  # [n, W]
+        for name, value in self.constant_tables().items():
+            self.register_buffer(name, value, persistent=False)
 
-    def time_embedding_table(self) -> torch.Tensor:
-        """Embeddings of the Euler schedule t_k = float32(1 + k*dt), dt = -1/n (t=1 noise, t=0 data)."""
+    def constant_tables(self) -> dict[str, torch.Tensor]:
+        """Input-independent tables, kept as buffers so no host data is created during a forward.
+
+        ``time_embeddings`` [n, W]: the Euler schedule t_k = float32(1 + k*dt), dt = -1/n (t=1 noise,
+        t=0 data), embedded; ``*_inv_freq`` [D/2]: RoPE; ``suffix_ar_cumsum`` [S]: cumsum of the
+        suffix ar-mask [1 (state), 1, 0, ..., 0 (actions)] = [1, 2, ..., 2].
+        """
         cfg = self.config
         n = cfg.num_inference_steps
         times = np.array([1.0 + k * (-1.0 / n) for k in range(n)], dtype=np.float32)
-        return torch.from_numpy(sinusoidal_time_embedding(times, cfg.expert.width, cfg.min_period, cfg.max_period))
+        table = sinusoidal_time_embedding(times, cfg.expert.width, cfg.min_period, cfg.max_period)
+        return {
+            'time_embeddings': torch.from_numpy(table),
+            'vlm_inv_freq': rope_inv_freq(cfg.vlm.head_dim, cfg.vlm.rope_theta),
+            'expert_inv_freq': rope_inv_freq(cfg.expert.head_dim, cfg.expert.rope_theta),
+            'suffix_ar_cumsum': torch.from_numpy(np.array([1] + [2] * cfg.chunk_size, dtype=np.float32)),
+        }
 
     # -- prefix ----------------------------------------------------------------------------
     def embed_prefix(self, images: Sequence[torch.Tensor], tokens: torch.Tensor,
@@ -86,8 +98,7 @@ class Pi0Model(nn.Module):
         n_img = self.config.vision.num_patches
         embs = [self.vision(img) for img in images]  # C x [B, 256, W]
         word = self.embed_tokens(tokens)  # [B, L, W]
-        scale = torch.tensor(math.sqrt(self.config.vlm.width), dtype=word.dtype)
-        embs.append((word * scale).float())
+        embs.append((word * math.sqrt(self.config.vlm.width)).float())  # LeRobot scales in the table dtype
         pads = [torch.ones(b, n_img, dtype=torch.bool, device=tokens.device) for _ in images]
         pads.append(token_mask)
         return torch.cat(embs, dim=1), torch.cat(pads, dim=1)
@@ -99,7 +110,7 @@ class Pi0Model(nn.Module):
         # ar-mask is all zero: valid prefix tokens see each other bidirectionally.
         mask = additive_mask(pad[:, None, :] & pad[:, :, None])  # [B, 1, P, P]
         positions = torch.cumsum(pad.float(), dim=1) - 1  # padding repeats positions; float32 [B, P]
-        cos, sin = rope_cos_sin(positions, self.config.vlm.head_dim, self.config.vlm.rope_theta)
+        cos, sin = rope_cos_sin(positions, self.vlm_inv_freq)
         k_cache, v_cache = self.vlm.fill_cache(x, cos, sin, mask)
         return k_cache, v_cache, pad
 
@@ -109,13 +120,12 @@ class Pi0Model(nn.Module):
         b, p = prefix_pad.shape
         t = self.config.chunk_size
         s = t + 1
-        # ar = [1 (state), 1, 0, ..., 0 (actions)]: cumsum = [1, 2, ..., 2]; key j visible iff cum[j] <= cum[i].
-        cum = torch.from_numpy(np.array([1] + [2] * t, dtype=np.float32)).to(prefix_pad.device)  # [S]
+        cum = self.suffix_ar_cumsum  # key j visible to query i iff cum[j] <= cum[i]
         suffix_visible = (cum[None, :] <= cum[:, None])[None].expand(b, s, s)  # [B, S, S]
         visible = torch.cat([prefix_pad[:, None, :].expand(b, s, p), suffix_visible], dim=2)
         offsets = prefix_pad.float().sum(dim=1, keepdim=True)  # [B, 1]
         positions = offsets + torch.arange(s, dtype=torch.float32, device=prefix_pad.device)[None, :]  # [B, S]
-        cos, sin = rope_cos_sin(positions, self.config.expert.head_dim, self.config.expert.rope_theta)
+        cos, sin = rope_cos_sin(positions, self.expert_inv_freq)
         return additive_mask(visible), cos, sin
 
     def denoise_step(self, state: torch.Tensor, x_t: torch.Tensor, time_emb: torch.Tensor, k_cache: torch.Tensor,

@@ -1,0 +1,173 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""`pi0-trt`: export, build, infer, bench, make-bag, replay and demo from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+import sys
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from pi0_trt_ros.errors import Pi0Error
+
+LOG = logging.getLogger('pi0-trt')
+ENGINE_BACKENDS = ('onnxruntime', 'tensorrt', 'tensorrt_rtx')
+
+
+# -- infer ---------------------------------------------------------------------------------------
+def load_observation(obs_path: Path, io: Any, instruction: str | None, tokenizer: str | None,
+                     ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Read OBS.npz: image.0..N-1 uint8 HxWx3 RGB, state float32, tokens+token_mask or an instruction."""
+    from pi0_trt_ros.errors import RunnerError
+
+    obs = np.load(obs_path)
+    missing = [f'image.{i}' for i in range(io.num_cameras) if f'image.{i}' not in obs]
+    if missing or 'state' not in obs:
+        raise RunnerError(f'{obs_path}: missing {missing + ([] if "state" in obs else ["state"])}; '
+                          f'the checkpoint has {io.num_cameras} cameras ({", ".join(io.camera_keys)})')
+    images = [np.ascontiguousarray(obs[f'image.{i}']) for i in range(io.num_cameras)]
+    state = np.asarray(obs['state'], dtype=np.float32).reshape(-1)
+    if instruction is not None:
+        if tokenizer is None:
+            raise RunnerError('--instruction needs --tokenizer PATH (tokenizer.json / tokenizer.model)')
+        from pi0_trt_ros.tokenizer import Pi0Tokenizer
+
+        tokens, mask = Pi0Tokenizer.from_path(tokenizer, io.token_len).encode(instruction)
+    elif 'tokens' in obs and 'token_mask' in obs:
+        tokens = np.asarray(obs['tokens'], dtype=np.int64).reshape(-1)
+        mask = np.asarray(obs['token_mask'], dtype=bool).reshape(-1)
+    else:
+        raise RunnerError(f'{obs_path} has no tokens/token_mask: pass --instruction TEXT --tokenizer PATH')
+    return images, state, tokens, mask
+
+
+def runner_from_args(args: argparse.Namespace) -> Any:
+    from pi0_trt_ros.runners import make_runner
+
+    if args.backend == 'torch':
+        options = {'device': args.device or _default_torch_device(), 'dtype': args.dtype or 'fp32'}
+        if options['device'] == 'cpu':
+            options['mode'] = 'eager'
+        return make_runner('torch', checkpoint=args.checkpoint, arch=args.arch, **options)
+    if args.engine_dir is None:
+        raise Pi0Error(f'--backend {args.backend} needs --engine-dir (create it with `pi0-trt export`)')
+    options = {'device': args.device} if args.backend == 'onnxruntime' and args.device else {}
+    return make_runner(args.backend, engine_dir=args.engine_dir, **options)
+
+
+def _default_torch_device() -> str:
+    import torch
+
+    return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    runner = runner_from_args(args)
+    images, state, tokens, mask = load_observation(args.obs, runner.io, args.instruction, args.tokenizer)
+    if args.noise is not None:
+        noise = np.asarray(np.load(args.noise)['noise'], dtype=np.float32)
+    else:
+        noise = np.random.default_rng(args.seed).standard_normal(
+            (runner.io.chunk_size, runner.io.max_action_dim), dtype=np.float32)
+    noise = noise.reshape(runner.io.chunk_size, runner.io.max_action_dim)
+    with runner:
+        runner.stage(images, state, tokens, mask, noise)
+        actions = runner.infer().copy()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out, actions=actions)
+    print(f'wrote {args.out}: actions {actions.shape} ({runner.name}); first action {np.round(actions[0], 4).tolist()}')
+    return 0
+
+
+# -- export / build ------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from pi0_trt_ros.export.onnx import export_policy
+
+    out = export_policy(args.checkpoint, args.out, arch=args.arch, precision=args.precision)
+    print(f'exported {args.checkpoint} -> {out} ({args.precision})')
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from pi0_trt_ros.export.engine import build_engines
+
+    plan = build_engines(args.engine_dir, runtime=args.runtime, workspace_gib=args.workspace_gib)
+    print(f'built {plan}')
+    return 0
+
+
+# -- argument parsing ----------------------------------------------------------------------------
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--backend', default='torch', choices=('torch',) + ENGINE_BACKENDS)
+    p.add_argument('--checkpoint', type=Path, help='LeRobot pi0 checkpoint directory (torch backend)')
+    p.add_argument('--arch', type=Path, help='hf_configs.json for non-standard sizes')
+    p.add_argument('--engine-dir', type=Path, help='export directory from `pi0-trt export` (engine backends)')
+    p.add_argument('--device', help='torch: cuda|cpu (default: cuda if available); onnxruntime: cpu|cuda')
+    p.add_argument('--dtype', choices=('fp32', 'fp16', 'bf16'), help='torch backend compute dtype (default fp32)')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='pi0-trt', description=__doc__)
+    parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    p = sub.add_parser('infer', help='run one observation through a backend')
+    add_backend_args(p)
+    p.add_argument('--obs', type=Path, required=True, help='OBS.npz: image.0.., state, tokens + token_mask')
+    p.add_argument('--noise', type=Path, help='NOISE.npz with noise float32 [chunk, max_action_dim]')
+    p.add_argument('--seed', type=int, default=0, help='noise seed when --noise is not given')
+    p.add_argument('--instruction', help='instruction text (instead of tokens in OBS.npz)')
+    p.add_argument('--tokenizer', help='tokenizer.json / tokenizer.model / HF cache entry for --instruction')
+    p.add_argument('--out', type=Path, required=True, help='OUT.npz to write (actions float32 [chunk, action_dim])')
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser('export', help='export a checkpoint to ONNX (+ metadata)')
+    p.add_argument('--checkpoint', type=Path, required=True)
+    p.add_argument('--arch', type=Path)
+    p.add_argument('--out', type=Path, required=True, help='ENGINE_DIR to write')
+    p.add_argument('--precision', choices=('fp16', 'fp32'), default='fp16')
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser('build', help='build TensorRT engine(s) for an export directory')
+    p.add_argument('engine_dir', type=Path)
+    p.add_argument('--runtime', choices=('tensorrt', 'tensorrt_rtx'), default='tensorrt')
+    p.add_argument('--workspace-gib', type=float, default=8.0)
+    p.set_defaults(func=cmd_build)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    try:
+        return int(args.func(args))
+    except Pi0Error as e:
+        print(f'pi0-trt {args.command}: error: {e}', file=sys.stderr)
+        return 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

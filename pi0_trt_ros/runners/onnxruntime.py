@@ -1,0 +1,108 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""ONNX Runtime backend: CPU (the embedded default) or the CUDA execution provider when present.
+
+Inputs and the output are bound once (`IOBinding` over the preallocated staging arrays), so
+a cycle is one `run_with_iobinding` call with no allocation of I/O tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+import time
+
+import numpy as np
+
+from pi0_trt_ros.errors import BackendUnavailableError, RunnerError
+from pi0_trt_ros.runners.base import PolicyIO, read_export_metadata, Runner, Staging
+
+LOG = logging.getLogger(__name__)
+
+
+class OnnxRuntimeRunner(Runner):
+    """Runs ``ENGINE_DIR/policy_<precision>.onnx`` with ONNX Runtime."""
+
+    name = 'onnxruntime'
+
+    def __init__(self, engine_dir: str | Path, device: str = 'cpu', threads: int = 0, warmup: int = 1) -> None:
+        self.engine_dir = Path(engine_dir)
+        self.meta = read_export_metadata(self.engine_dir)
+        super().__init__(PolicyIO.from_json(self.meta['io']))
+        if device not in ('cpu', 'cuda'):
+            raise RunnerError(f'onnxruntime device must be cpu or cuda, got {device!r}')
+        self.device = device
+        self.threads = threads
+        self.warmup = warmup
+        self.warmup_seconds = 0.0
+        self._session = None
+        self._binding = None
+        self._output: np.ndarray | None = None
+
+    def _activate_impl(self) -> Staging:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailableError('onnxruntime is not installed: pip install onnxruntime '
+                                          '(or onnxruntime-gpu for the CUDA provider)') from None
+        providers = ['CPUExecutionProvider']
+        if self.device == 'cuda':
+            if 'CUDAExecutionProvider' not in ort.get_available_providers():
+                raise BackendUnavailableError('onnxruntime has no CUDAExecutionProvider: pip install onnxruntime-gpu')
+            providers.insert(0, 'CUDAExecutionProvider')
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        graph = self.engine_dir / self.meta['graph']
+        self._session = ort.InferenceSession(str(graph), sess_options=opts, providers=providers)
+        self._check_graph_io()
+        staging = Staging.allocate(self.io)
+        (out_shape, out_dtype), = self.io.output_specs().values()
+        self._output = np.zeros(out_shape, out_dtype)
+        binding = self._session.io_binding()
+        for name, buf in staging.buffers.items():
+            binding.bind_cpu_input(name, buf)
+        binding.bind_output('actions', 'cpu', 0, out_dtype, list(out_shape), self._output.ctypes.data)
+        self._binding = binding
+        staging.token_mask[0] = True  # a valid prefix for the warm-up runs
+        t0 = time.monotonic()
+        for _ in range(self.warmup):
+            self._session.run_with_iobinding(binding)
+        self.warmup_seconds = time.monotonic() - t0
+        staging.token_mask[0] = False
+        LOG.info('onnxruntime %s session ready (%s); warm-up %.3f s', self.device, graph.name, self.warmup_seconds)
+        return staging
+
+    def _check_graph_io(self) -> None:
+        assert self._session is not None
+        want = self.io.input_specs()
+        got = {i.name: tuple(i.shape) for i in self._session.get_inputs()}
+        for name, (shape, _) in want.items():
+            if got.get(name) != shape:
+                raise RunnerError(f'graph input {name!r}: expected shape {shape}, graph has {got.get(name)}')
+        outs = {o.name: tuple(o.shape) for o in self._session.get_outputs()}
+        (out_name, (out_shape, _)), = self.io.output_specs().items()
+        if outs.get(out_name) != out_shape:
+            raise RunnerError(f'graph output {out_name!r}: expected shape {out_shape}, graph has {outs.get(out_name)}')
+
+    def _deactivate_impl(self) -> None:
+        self._binding = None
+        self._session = None
+        self._output = None
+
+    def _infer_impl(self) -> np.ndarray:
+        assert self._session is not None and self._output is not None
+        self._session.run_with_iobinding(self._binding)
+        return self._output[0]

@@ -1,0 +1,158 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""PyTorch backend: eager or CUDA-graph, fp32/fp16/bf16; the fast path on GPUs without TensorRT.
+
+On CUDA, staging buffers are pinned host memory and the whole cycle (host-to-device copies,
+the policy call, device-to-host copy of the chunk) is captured once into a CUDA graph, so a
+cycle is one graph launch and one stream synchronization. On CPU it runs eagerly.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+import time
+from typing import Any
+
+import numpy as np
+
+from pi0_trt_ros.errors import BackendUnavailableError, RunnerError
+from pi0_trt_ros.runners.base import PolicyIO, Runner, Staging
+
+LOG = logging.getLogger(__name__)
+DTYPES = ('fp32', 'fp16', 'bf16')
+MODES = ('eager', 'cuda_graph')
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise BackendUnavailableError('the torch backend needs PyTorch: pip install "pi0_trt_ros[torch]"') from None
+    return torch
+
+
+class TorchRunner(Runner):
+    """Runs the PyTorch `Pi0Policy` built from a checkpoint (or given directly)."""
+
+    name = 'torch'
+
+    def __init__(self, checkpoint: str | Path | None = None, arch: str | Path | None = None, *,
+                 policy: Any = None, io: PolicyIO | None = None, device: str = 'cuda', dtype: str = 'fp16',
+                 mode: str = 'cuda_graph', warmup: int = 3) -> None:
+        if dtype not in DTYPES or mode not in MODES:
+            raise RunnerError(f'torch runner: dtype must be one of {DTYPES}, mode one of {MODES}')
+        if device == 'cpu' and mode == 'cuda_graph':
+            mode = 'eager'
+        if policy is None:
+            if checkpoint is None:
+                raise RunnerError('torch runner needs --checkpoint (or a policy object)')
+            from pi0_trt_ros.checkpoint import load_checkpoint
+
+            ckpt = load_checkpoint(checkpoint, arch)
+            self._source: Any = ckpt
+            io = ckpt.io
+        else:
+            if io is None:
+                raise RunnerError('torch runner: a policy object needs its PolicyIO')
+            self._source = policy
+        super().__init__(io)
+        self.device, self.dtype, self.mode, self.warmup = device, dtype, mode, warmup
+        self.warmup_seconds = 0.0
+        self._policy: Any = None
+        self._host: dict[str, Any] = {}
+        self._dev: dict[str, Any] = {}
+        self._host_out: Any = None
+        self._out_view: np.ndarray | None = None
+        self._graph: Any = None
+        self._stream: Any = None
+
+    def _activate_impl(self) -> Staging:
+        torch = _torch()
+        if self.device.startswith('cuda') and not torch.cuda.is_available():
+            raise BackendUnavailableError('torch backend: CUDA requested but torch.cuda.is_available() is False')
+        tdtype = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}[self.dtype]
+        if hasattr(self._source, 'build_policy'):
+            self._policy = self._source.build_policy(dtype=tdtype, device=self.device)
+        else:
+            from pi0_trt_ros.checkpoint import cast_matmul_weights
+
+            self._policy = self._source.to(self.device).eval()
+            if tdtype is not None:
+                cast_matmul_weights(self._policy, tdtype)
+        cuda = self.device.startswith('cuda')
+        for name, (shape, dtype) in self.io.input_specs().items():
+            tdt = getattr(torch, np.dtype(dtype).name) if dtype != np.bool_ else torch.bool
+            self._host[name] = torch.zeros(shape, dtype=tdt, pin_memory=cuda)
+            self._dev[name] = torch.zeros(shape, dtype=tdt, device=self.device) if cuda else self._host[name]
+        (out_shape, _), = self.io.output_specs().values()
+        self._host_out = torch.zeros(out_shape, dtype=torch.float32, pin_memory=cuda)
+        self._out_view = self._host_out.numpy()[0]
+        staging = Staging.over(self.io, {n: t.numpy() for n, t in self._host.items()})
+        staging.token_mask[0] = True  # a valid prefix for warm-up and capture
+        t0 = time.monotonic()
+        if cuda:
+            self._stream = torch.cuda.Stream(device=self.device)
+            with torch.cuda.stream(self._stream):
+                for _ in range(self.warmup):
+                    self._cycle()
+            self._stream.synchronize()
+            if self.mode == 'cuda_graph':
+                self._graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self._graph, stream=self._stream):
+                    self._cycle()
+                self._graph.replay()
+                self._stream.synchronize()
+        else:
+            for _ in range(self.warmup):
+                self._cycle()
+        self.warmup_seconds = time.monotonic() - t0
+        staging.token_mask[0] = False
+        LOG.info('torch %s %s %s ready; warm-up%s %.2f s', self.device, self.dtype, self.mode,
+                 ' + capture' if self._graph is not None else '', self.warmup_seconds)
+        return staging
+
+    def _cycle(self) -> None:
+        """Copy inputs in, run the policy, copy the chunk out (all on the current stream)."""
+        torch = _torch()
+        with torch.inference_mode():
+            for name, dev in self._dev.items():
+                if dev is not self._host[name]:  # CPU: device tensors are the staging tensors
+                    dev.copy_(self._host[name], non_blocking=True)
+            out = self._policy(*self._dev.values())
+            self._host_out.copy_(out, non_blocking=True)
+
+    def _deactivate_impl(self) -> None:
+        self._graph = None
+        self._policy = None
+        self._host.clear()
+        self._dev.clear()
+        self._host_out = None
+        self._out_view = None
+        self._stream = None
+
+    def _infer_impl(self) -> np.ndarray:
+        if self._graph is not None:
+            self._graph.replay()
+            self._stream.synchronize()
+        elif self._stream is not None:
+            torch = _torch()
+            with torch.cuda.stream(self._stream):
+                self._cycle()
+            self._stream.synchronize()
+        else:
+            self._cycle()
+        assert self._out_view is not None
+        return self._out_view
