@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test suite: sets up the environment (scripts/setup_env.sh), then runs pytest.
+# DDS stays on loopback; each test module picks its own ROS_DOMAIN_ID.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck disable=SC1091
+source "$root/scripts/setup_env.sh"
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-40}
+export PYTHONDONTWRITEBYTECODE=1
+cd "$root"
+exec python -m pytest -q -p no:cacheprovider test "$@"
