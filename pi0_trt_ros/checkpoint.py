@@ -91,8 +91,8 @@ class Checkpoint:
         for name, value in model.constant_tables().items():  # non-persistent buffers: still on meta
             setattr(model, name, value)
         s = self.stats
-        policy = Pi0Policy(model, *(torch.from_numpy(a) for a in (s.state_mean, s.state_std,
-                                                                   s.action_mean, s.action_std)))
+        stats = (s.state_mean, s.state_std, s.action_mean, s.action_std)
+        policy = Pi0Policy(model, *(torch.from_numpy(a) for a in stats))
         policy = policy.to(device)
         if dtype is not None:
             cast_matmul_weights(policy, dtype)
@@ -113,7 +113,7 @@ def cast_matmul_weights(policy: Any, dtype: Any) -> None:
 
 
 def map_key(key: str) -> str | None:
-    """LeRobot state_dict key -> our Pi0Model key, or None for known-unused tensors."""
+    """Map a LeRobot state_dict key to our Pi0Model key (None for known-unused tensors)."""
     if not key.startswith('model.'):
         key = 'model.' + key  # older exports without the prefix
     key = key.replace('model.time_mlp_', 'model.action_time_mlp_')
@@ -269,9 +269,11 @@ def load_checkpoint(path: str | Path, arch: str | Path | dict[str, Any] | None =
     missing = sorted(set(want) - set(weights))
     unexpected = sorted(set(weights) - set(want))
     if missing or unexpected:
+        more_missing = ' ...' if len(missing) > 8 else ''
+        more_unexpected = ' ...' if len(unexpected) > 8 else ''
         raise CheckpointError(f'model.safetensors does not match the architecture: missing {missing[:8]}'
-                              f'{" ..." if len(missing) > 8 else ""}, unexpected {unexpected[:8]}'
-                              f'{" ..." if len(unexpected) > 8 else ""} (non-standard sizes need --arch hf_configs.json)')
+                              f'{more_missing}, unexpected {unexpected[:8]}{more_unexpected} '
+                              f'(non-standard sizes need --arch hf_configs.json)')
     for key, shape in want.items():
         if tuple(weights[key].shape) != shape:
             raise CheckpointError(f'tensor {key!r} has shape {tuple(weights[key].shape)}, architecture '
@@ -311,7 +313,7 @@ def lerobot_key(key: str) -> str:
 
 
 def hf_configs(config: Pi0Config) -> dict[str, Any]:
-    """The `hf_configs.json` dict describing ``config`` (the subset of transformers fields we read)."""
+    """Describe ``config`` as an `hf_configs.json` dict (the subset of transformers fields we read)."""
     def gemma(spec: Any) -> dict[str, Any]:
         return {'hidden_size': spec.width, 'num_hidden_layers': spec.depth, 'intermediate_size': spec.mlp_dim,
                 'num_attention_heads': spec.num_heads, 'num_key_value_heads': spec.num_kv_heads,

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 import sys
@@ -61,9 +62,8 @@ def runner_from_args(args: argparse.Namespace) -> Any:
     from pi0_trt_ros.runners import make_runner
 
     if args.backend == 'torch':
-        options = {'device': args.device or _default_torch_device(), 'dtype': args.dtype or 'fp32'}
-        if options['device'] == 'cpu':
-            options['mode'] = 'eager'
+        options = {'device': args.device or _default_torch_device(), 'dtype': args.dtype or 'fp32',
+                   'mode': getattr(args, 'mode', 'cuda_graph')}
         return make_runner('torch', checkpoint=args.checkpoint, arch=args.arch, **options)
     if args.engine_dir is None:
         raise Pi0Error(f'--backend {args.backend} needs --engine-dir (create it with `pi0-trt export`)')
@@ -112,6 +112,36 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bench -------------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pi0_trt_ros.bench import random_full_size_policy, report, run_benchmark
+    from pi0_trt_ros.runners.base import PolicyIO
+
+    if args.random_full_size:
+        from pi0_trt_ros.runners.torch import TorchRunner
+        from pi0_trt_ros.testing.tiny import CAMERA_KEYS
+
+        if args.backend != 'torch':
+            raise Pi0Error('--random-full-size builds the model in PyTorch: use --backend torch '
+                           '(engine backends benchmark an export directory)')
+        h, w = args.camera_hw
+        io = PolicyIO(camera_keys=CAMERA_KEYS, camera_hw=((h, w),) * 3, state_dim=6, action_dim=6, chunk_size=50,
+                      max_action_dim=32, token_len=48, n_action_steps=50)
+        device = args.device or 'cuda'
+        runner = TorchRunner(policy=random_full_size_policy(io, device=device), io=io, device=device,
+                             dtype=args.dtype or 'bf16', mode=args.mode)
+        label = f'pi0 full-size random, torch {args.dtype or "bf16"} {runner.mode}, 3x{h}x{w}'
+    else:
+        runner = runner_from_args(args)
+        label = f'{args.checkpoint or args.engine_dir}, {runner.name}'
+    results = run_benchmark(runner, iters=args.iters, warmup=args.warmup)
+    text = report(results, label)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps({'case': label, **results}, indent=1))
+    return 0
+
+
 # -- argument parsing ----------------------------------------------------------------------------
 def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--backend', default='torch', choices=('torch',) + ENGINE_BACKENDS)
@@ -149,6 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--runtime', choices=('tensorrt', 'tensorrt_rtx'), default='tensorrt')
     p.add_argument('--workspace-gib', type=float, default=8.0)
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser('bench', help='latency of one batch-1 policy call (table + JSON)')
+    add_backend_args(p)
+    p.add_argument('--random-full-size', action='store_true', help='full-size Pi0 with random weights (GPU)')
+    p.add_argument('--camera-hw', type=int, nargs=2, default=(480, 640), metavar=('H', 'W'))
+    p.add_argument('--mode', choices=('eager', 'cuda_graph'), default='cuda_graph', help='torch backend mode')
+    p.add_argument('--iters', type=int, default=200)
+    p.add_argument('--warmup', type=int, default=20)
+    p.add_argument('--json', type=Path, help='also write the figures to this JSON file')
+    p.set_defaults(func=cmd_bench)
 
     for register in EXTRA_COMMANDS:
         register(sub)

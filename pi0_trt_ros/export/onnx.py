@@ -135,4 +135,3 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path, arch: str | Path 
     (out / EXPORT_METADATA).write_text(json.dumps(meta, indent=1))
     LOG.info('exported in %.1f s (load %.1f s): %s', t_export, t_load, ', '.join(p.name for p in graph_files))
     return out
-

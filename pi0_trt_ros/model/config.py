@@ -118,7 +118,7 @@ class Pi0Config:
 
     @classmethod
     def tiny(cls, **kwargs: Any) -> 'Pi0Config':
-        """The tiny random test model (VLM 64 wide, expert 32, SigLIP 32, 2 layers, vocab 1024)."""
+        """Describe the tiny random test model (VLM 64 wide, expert 32, SigLIP 32, 2 layers, vocab 1024)."""
         return cls(vlm=GEMMA_VARIANTS['tiny_vlm'], expert=GEMMA_VARIANTS['tiny_expert'], vision=SIGLIP_TINY,
                    vocab_size=1024, **kwargs)
 

@@ -64,13 +64,13 @@ class LayerNorm(nn.LayerNorm):
 
 
 def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
-    """RoPE inverse frequencies float32 [D/2], as transformers' default rope computes them."""
+    """Compute RoPE inverse frequencies float32 [D/2], as transformers' default rope computes them."""
     exponent = np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim
     return torch.from_numpy((1.0 / (theta ** exponent)).astype(np.float32))
 
 
 def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """RoPE tables for positions float32 [B, S] (integer-valued) -> (cos, sin), each float32 [B, 1, S, D]."""
+    """Compute RoPE tables for positions float32 [B, S] (integer-valued) -> (cos, sin), each float32 [B, 1, S, D]."""
     freqs = positions[:, :, None] * inv_freq[None, None, :]  # [B, S, D/2]
     emb = torch.cat((freqs, freqs), dim=-1)  # [B, S, D]
     return emb.cos()[:, None], emb.sin()[:, None]

@@ -193,7 +193,7 @@ class Pi0Policy(nn.Module):
         return F.pad(norm, (0, self.model.config.max_state_dim - self.state_dim))
 
     def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        """Normalized padded [B, T, A] -> robot units [B, T, action_dim] (x*std + mean, no eps)."""
+        """Map normalized padded actions [B, T, A] to robot units [B, T, action_dim] (x*std + mean, no eps)."""
         return actions[..., :self.action_dim] * self.action_std + self.action_mean
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
