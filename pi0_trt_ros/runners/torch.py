@@ -14,7 +14,8 @@
 
 """PyTorch backend: eager or CUDA-graph, fp32/fp16/bf16; the fast path on GPUs without TensorRT.
 
-On CUDA, staging buffers are pinned host memory and the whole cycle (host-to-device copies,
+On CUDA, staging buffers are pinned host memory allocated once with ``cudaHostAlloc`` through
+cuda-python (the same primary context PyTorch uses) and the whole cycle (host-to-device copies,
 the policy call, device-to-host copy of the chunk) is captured once into a CUDA graph, so a
 cycle is one graph launch and one stream synchronization. On CPU it runs eagerly.
 """
@@ -76,6 +77,7 @@ class TorchRunner(Runner):
         self._dev: dict[str, Any] = {}
         self._host_out: Any = None
         self._out_view: np.ndarray | None = None
+        self._pinned: list[Any] = []
         self._graph: Any = None
         self._stream: Any = None
 
@@ -84,6 +86,9 @@ class TorchRunner(Runner):
         if self.device.startswith('cuda') and not torch.cuda.is_available():
             raise BackendUnavailableError('torch backend: CUDA requested but torch.cuda.is_available() is False')
         tdtype = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}[self.dtype]
+        if self.dtype == 'fp32':  # fp32 means parity: no TF32 in convolutions or matmuls
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         if hasattr(self._source, 'build_policy'):
             self._policy = self._source.build_policy(dtype=tdtype, device=self.device)
         else:
@@ -94,11 +99,10 @@ class TorchRunner(Runner):
                 cast_matmul_weights(self._policy, tdtype)
         cuda = self.device.startswith('cuda')
         for name, (shape, dtype) in self.io.input_specs().items():
-            tdt = getattr(torch, np.dtype(dtype).name) if dtype != np.bool_ else torch.bool
-            self._host[name] = torch.zeros(shape, dtype=tdt, pin_memory=cuda)
-            self._dev[name] = torch.zeros(shape, dtype=tdt, device=self.device) if cuda else self._host[name]
-        (out_shape, _), = self.io.output_specs().values()
-        self._host_out = torch.zeros(out_shape, dtype=torch.float32, pin_memory=cuda)
+            self._host[name] = self._host_tensor(shape, dtype, cuda)
+            self._dev[name] = torch.zeros_like(self._host[name], device=self.device) if cuda else self._host[name]
+        (out_shape, out_dtype), = self.io.output_specs().values()
+        self._host_out = self._host_tensor(out_shape, out_dtype, cuda)
         self._out_view = self._host_out.numpy()[0]
         staging = Staging.over(self.io, {n: t.numpy() for n, t in self._host.items()})
         staging.token_mask[0] = True  # a valid prefix for warm-up and capture
@@ -113,8 +117,6 @@ class TorchRunner(Runner):
                 self._graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(self._graph, stream=self._stream):
                     self._cycle()
-                self._graph.replay()
-                self._stream.synchronize()
         else:
             for _ in range(self.warmup):
                 self._cycle()
@@ -123,6 +125,20 @@ class TorchRunner(Runner):
         LOG.info('torch %s %s %s ready; warm-up%s %.2f s', self.device, self.dtype, self.mode,
                  ' + capture' if self._graph is not None else '', self.warmup_seconds)
         return staging
+
+    def _host_tensor(self, shape: tuple[int, ...], dtype: np.dtype, pinned: bool) -> Any:
+        """A zeroed host tensor; on CUDA over cudaHostAlloc memory (kept alive in ``_pinned``)."""
+        torch = _torch()
+        if not pinned:
+            return torch.from_numpy(np.zeros(shape, dtype))
+        from pi0_trt_ros.runners.cuda import PinnedBuffer
+
+        buf = PinnedBuffer(shape, dtype)
+        self._pinned.append(buf)
+        tensor = torch.from_numpy(buf.view)
+        if not tensor.is_pinned():
+            raise RunnerError('cudaHostAlloc memory is not seen as pinned by PyTorch (another CUDA context?)')
+        return tensor
 
     def _cycle(self) -> None:
         """Copy inputs in, run the policy, copy the chunk out (all on the current stream)."""
@@ -142,15 +158,18 @@ class TorchRunner(Runner):
         self._host_out = None
         self._out_view = None
         self._stream = None
+        for buf in self._pinned:
+            buf.free()
+        self._pinned.clear()
 
     def _infer_impl(self) -> np.ndarray:
-        if self._graph is not None:
-            self._graph.replay()
-            self._stream.synchronize()
-        elif self._stream is not None:
+        if self._stream is not None:
             torch = _torch()
-            with torch.cuda.stream(self._stream):
-                self._cycle()
+            with torch.cuda.stream(self._stream):  # CUDAGraph.replay launches on the current stream
+                if self._graph is not None:
+                    self._graph.replay()
+                else:
+                    self._cycle()
             self._stream.synchronize()
         else:
             self._cycle()
