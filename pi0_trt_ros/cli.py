@@ -107,7 +107,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from pi0_trt_ros.export.engine import build_engines
 
-    plan = build_engines(args.engine_dir, runtime=args.runtime, workspace_gib=args.workspace_gib)
+    plan = build_engines(args.engine_dir, runtime=args.runtime, workspace_gib=args.workspace_gib,
+                         compute_capabilities=args.compute_capability)
     print(f'built {plan}')
     return 0
 
@@ -178,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('engine_dir', type=Path)
     p.add_argument('--runtime', choices=('tensorrt', 'tensorrt_rtx'), default='tensorrt')
     p.add_argument('--workspace-gib', type=float, default=8.0)
+    p.add_argument('--compute-capability', action='append', metavar='CC',
+                   help='TensorRT-RTX target GPU (e.g. 8.6, 12.0, current); repeatable; default: portable plan')
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser('bench', help='latency of one batch-1 policy call (table + JSON)')
