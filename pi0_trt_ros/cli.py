@@ -21,7 +21,7 @@ import json
 import logging
 from pathlib import Path
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -143,6 +143,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- bags, replay, demo --------------------------------------------------------------------------
+def cmd_make_bag(args: argparse.Namespace) -> int:
+    from pi0_trt_ros.bag.synth import make_bag
+
+    summary = make_bag(args.out_bag, duration_s=args.duration, compressed=not args.raw, width=args.width,
+                       height=args.height, dropout=tuple(args.dropout) if args.dropout else None, seed=args.seed,
+                       storage=args.storage, instruction=args.instruction)
+    print(summary)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    if args.offline:
+        from pi0_trt_ros.bag.offline import cmd_replay_offline
+
+        return cmd_replay_offline(args)
+    from pi0_trt_ros.bag.session import replay_and_record
+
+    result = replay_and_record(args.bag, record_bag=args.record, rate=args.rate, loop=args.loop,
+                               topics=args.topics, clock_hz=100.0 if args.clock else 0.0,
+                               restamp=not args.no_restamp, wait_for_subscribers_s=args.wait)
+    if args.stats:
+        args.stats.write_text(json.dumps(result.stats.to_json(), indent=1))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pi0_trt_ros.demo import main as demo_main
+
+    return demo_main(args)
+
+
 # -- argument parsing ----------------------------------------------------------------------------
 def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--backend', default='torch', choices=('torch',) + ENGINE_BACKENDS)
@@ -193,12 +225,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--json', type=Path, help='also write the figures to this JSON file')
     p.set_defaults(func=cmd_bench)
 
-    for register in EXTRA_COMMANDS:
-        register(sub)
+    p = sub.add_parser('make-bag', help='write a synthetic 3-camera bag (rosbag2, sqlite3 or mcap)')
+    p.add_argument('out_bag', type=Path)
+    p.add_argument('--duration', type=float, default=10.0, help='seconds')
+    p.add_argument('--raw', action='store_true', help='sensor_msgs/Image rgb8 instead of jpeg CompressedImage')
+    p.add_argument('--width', type=int, default=640)
+    p.add_argument('--height', type=int, default=480)
+    p.add_argument('--dropout', type=float, nargs=3, metavar=('CAMERA', 'START_S', 'END_S'),
+                   help='camera index that stops publishing between START_S and END_S')
+    p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--instruction', default='pick up the red block and place it in the bin')
+    p.set_defaults(func=cmd_make_bag)
+
+    p = sub.add_parser('replay', help='replay a bag into the running node (or offline, without DDS)')
+    p.add_argument('bag', type=Path)
+    p.add_argument('--rate', type=float, default=1.0)
+    p.add_argument('--loop', action='store_true')
+    p.add_argument('--clock', action='store_true', help='publish /clock at 100 Hz (for use_sim_time)')
+    p.add_argument('--no-restamp', action='store_true', help='keep recorded header stamps (with --clock)')
+    p.add_argument('--topics', nargs='+', help='bag topics to replay (default all)')
+    p.add_argument('--record', type=Path, help='record the node\'s commands/status/diagnostics into this bag')
+    p.add_argument('--wait', type=float, default=30.0, help='seconds to wait for the node\'s subscriptions')
+    p.add_argument('--stats', type=Path, help='write replay timing statistics (JSON) here')
+    offline = p.add_argument_group('offline (no DDS): the node\'s synchronizer and runner on the bag')
+    offline.add_argument('--offline', action='store_true')
+    add_backend_args(offline)
+    offline.add_argument('--tokenizer', help='tokenizer for the bag\'s instruction')
+    offline.add_argument('--config', type=Path, help='node parameter YAML (default: config/control.yaml)')
+    offline.add_argument('--realtime', action='store_true', help='pace the bag at --rate instead of max speed')
+    offline.add_argument('--out', type=Path, help='write commands (npz) here')
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser('demo', help='tiny random Pi0 + synthetic bag replayed into the real node, with a report')
+    p.add_argument('--out', type=Path, default=Path('demo_output'))
+    p.add_argument('--duration', type=float, default=6.0, help='bag length, seconds')
+    p.add_argument('--rate', type=float, default=1.0)
+    p.add_argument('--raw', action='store_true', help='raw Image cameras instead of jpeg')
+    p.set_defaults(func=cmd_demo)
     return parser
-
-
-EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
