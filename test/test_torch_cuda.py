@@ -34,17 +34,18 @@ def fixture_inputs(root: Path):
     return images, f['state_raw'][0], f['lang_tokens'][0], f['lang_mask'][0], f['noise'][0], f['actions'][0]
 
 
+@pytest.mark.parametrize('compile', [False, True], ids=['eager_ops', 'compiled'])
 @pytest.mark.parametrize('root', FIXTURES, ids=lambda p: p.name)
-def test_cuda_graph_fp32_matches_lerobot(root):
+def test_cuda_graph_fp32_matches_lerobot(root, compile):
     *inputs, expected = fixture_inputs(root)
     with TorchRunner(root / 'policy', root / 'hf_configs.json', device='cuda', dtype='fp32',
-                     mode='cuda_graph') as runner:
+                     mode='cuda_graph', compile=compile) as runner:
         runner.stage(*inputs)
         actions = runner.infer().copy()
         runner.stage(*inputs)  # replaying the graph on restaged inputs gives the same chunk
         again = runner.infer().copy()
     err = np.abs(actions - expected).max()
-    print(f'{root.name}: torch cuda_graph fp32 vs LeRobot max abs error {err:.2e}')
+    print(f'{root.name}: torch cuda_graph fp32 (compile={compile}) vs LeRobot max abs error {err:.2e}')
     assert err <= 1e-4
     np.testing.assert_array_equal(actions, again)
 

@@ -52,7 +52,7 @@ class TorchRunner(Runner):
 
     def __init__(self, checkpoint: str | Path | None = None, arch: str | Path | None = None, *,
                  policy: Any = None, io: PolicyIO | None = None, device: str = 'cuda', dtype: str = 'fp16',
-                 mode: str = 'cuda_graph', warmup: int = 3) -> None:
+                 mode: str = 'cuda_graph', warmup: int = 3, compile: bool = False) -> None:
         if dtype not in DTYPES or mode not in MODES:
             raise RunnerError(f'torch runner: dtype must be one of {DTYPES}, mode one of {MODES}')
         if device == 'cpu' and mode == 'cuda_graph':
@@ -71,6 +71,7 @@ class TorchRunner(Runner):
             self._source = policy
         super().__init__(io)
         self.device, self.dtype, self.mode, self.warmup = device, dtype, mode, warmup
+        self.compile = compile  # torch.compile the vision tower, the prefix and the denoise step
         self.warmup_seconds = 0.0
         self._policy: Any = None
         self._host: dict[str, Any] = {}
@@ -97,6 +98,8 @@ class TorchRunner(Runner):
             self._policy = self._source.to(self.device).eval()
             if tdtype is not None:
                 cast_matmul_weights(self._policy, tdtype)
+        if self.compile:
+            self._compile_hot_functions(torch)
         cuda = self.device.startswith('cuda')
         for name, (shape, dtype) in self.io.input_specs().items():
             self._host[name] = self._host_tensor(shape, dtype, cuda)
@@ -125,6 +128,17 @@ class TorchRunner(Runner):
         LOG.info('torch %s %s %s ready; warm-up%s %.2f s', self.device, self.dtype, self.mode,
                  ' + capture' if self._graph is not None else '', self.warmup_seconds)
         return staging
+
+    def _compile_hot_functions(self, torch: Any) -> None:
+        """Fuse each stage's small kernels (norms, RoPE, GeGLU, casts) with Inductor.
+
+        CUDA graphs stay ours (the whole cycle is captured once), so Inductor's own are off.
+        """
+        model = self._policy.model
+        options = {'fullgraph': True}  # default mode: max-autotune takes many minutes at full size
+        model.vision.forward = torch.compile(model.vision.forward, **options)
+        model.vlm.fill_cache = torch.compile(model.vlm.fill_cache, **options)
+        model.denoise_step = torch.compile(model.denoise_step, **options)
 
     def _host_tensor(self, shape: tuple[int, ...], dtype: np.dtype, pinned: bool) -> Any:
         """A zeroed host tensor; on CUDA over cudaHostAlloc memory (kept alive in ``_pinned``)."""
