@@ -1,0 +1,68 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Launch the Pi0 control node with parameters from a YAML file.
+
+    ros2 launch pi0_trt_ros control.launch.py engine_dir:=/path/to/export tokenizer:=/path/to/tokenizer.json
+
+Arguments checkpoint, engine_dir, tokenizer, backend and use_sim_time override the YAML only when
+given (non-empty); config picks another YAML file; namespace puts the node and its relative
+topics under a namespace.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+OVERRIDABLE = {
+    'checkpoint': 'LeRobot pi0 checkpoint directory (torch backend)',
+    'engine_dir': 'export directory from `pi0-trt export`',
+    'tokenizer': 'PaliGemma tokenizer.json / tokenizer.model / directory',
+    'backend': 'tensorrt, tensorrt_rtx, onnxruntime or torch',
+    'use_sim_time': 'true to follow /clock (bag replay)',
+}
+
+
+def _control_node(context: LaunchContext) -> list:
+    overrides = {}
+    for name in OVERRIDABLE:
+        value = LaunchConfiguration(name).perform(context)
+        if value:
+            overrides[name] = value.lower() == 'true' if name == 'use_sim_time' else value
+    return [Node(
+        package='pi0_trt_ros',
+        executable='control_node',
+        name='pi0_control',
+        namespace=LaunchConfiguration('namespace').perform(context),
+        parameters=[LaunchConfiguration('config').perform(context), overrides],
+        arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level').perform(context)],
+        output='screen',
+        emulate_tty=True,
+    )]
+
+
+def generate_launch_description() -> LaunchDescription:
+    default_config = os.path.join(get_package_share_directory('pi0_trt_ros'), 'config', 'control.yaml')
+    arguments = [
+        DeclareLaunchArgument('config', default_value=default_config, description='parameter YAML file'),
+        DeclareLaunchArgument('namespace', default_value='', description='namespace of the node and its topics'),
+        DeclareLaunchArgument('log_level', default_value='info', description="debug logs each cycle's timing"),
+    ]
+    arguments += [DeclareLaunchArgument(name, default_value='', description=f'{text} (empty: from config)')
+                  for name, text in OVERRIDABLE.items()]
+    return LaunchDescription(arguments + [OpaqueFunction(function=_control_node)])

@@ -1,0 +1,756 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The Pi0 control node: cameras, joint states and an instruction in; joint commands out.
+
+Per synchronized observation (cameras matched by ApproximateTime, the joint sample nearest the
+newest camera stamp): camera bytes go straight from the messages into the runner's staging
+buffers, one ``runner.infer()`` gives an action chunk, and the node publishes
+
+* ``commands_topic`` (std_msgs/Float64MultiArray): one action in ``joint_names`` order;
+* ``trajectory_topic`` (trajectory_msgs/JointTrajectory): the whole chunk, point k at
+  ``(k + 1) / control_rate_hz``;
+* ``~/status`` (std_msgs/Float64MultiArray): ``STATUS_FIELDS`` of the cycle;
+* ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, every ``diagnostics_period_sec``).
+
+``inference_mode``: ``chunk`` executes ``n_action_steps`` actions of each chunk, one per control
+tick at ``control_rate_hz``, then infers on the newest set (LeRobot's ``select_action``);
+``every_set`` runs one inference per synchronized set and publishes its first action (the mode
+to compare against ``pi0-trt infer``). The deadline applies to inference cycles: from the set
+complete to the first command of the new chunk published.
+
+Noise: the k-th inference since start-up (k = 0, 1, ...; warm-up calls excluded) uses the k-th
+draw ``rng.standard_normal((chunk_size, max_action_dim), dtype=np.float32)`` of
+``rng = np.random.default_rng(noise_seed)``, written in place into the staging buffer; with
+``fixed_noise`` every inference uses draw 0, which is the noise of ``pi0-trt infer --seed
+noise_seed``: in ``every_set`` mode the command then equals that run's first action.
+
+Safety: nothing is commanded before the first instruction; actions are clamped to the joint
+limits and a NaN/inf action becomes the current joint positions ("hold"); when no usable
+observation arrives for ``stale_timeout_ms`` the node holds (or stops, ``on_stale``), and stops
+commanding ``stop_timeout_ms`` later, until inputs recover.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import sys
+import threading
+import time
+from typing import Any, Sequence
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from trajectory_msgs.msg import JointTrajectory
+
+from pi0_trt_ros.errors import Pi0Error
+from pi0_trt_ros.node.actions import ActionQueue, ActionSanitizer, Float64ArrayMessage, TrajectoryMessage
+from pi0_trt_ros.node.deadline import BadInput, DeadlineMonitor, FaultCounters, Level, STATUS_FIELDS
+from pi0_trt_ros.node.images import ImageDecoder
+from pi0_trt_ros.node.joints import JointPicker
+from pi0_trt_ros.node.params import ControlParams, declare_and_read
+from pi0_trt_ros.node.sync import ApproximateTimeSync, exceeds_max_age, NearestSampleBuffer
+
+NODE_NAME = 'pi0_control'
+MALLOC_MMAP_THRESHOLD = 64 << 20  # bytes: allocations below come from the heap, not a fresh mmap
+MALLOC_TRIM_THRESHOLD = 256 << 20  # bytes: free heap kept before returning memory to the OS
+CLOCK_JUMP_NS = 1_000_000_000  # a stamp this much older than the previous one: time was reset (bag loop)
+STAGES = ('callbacks', 'recv', 'sync', 'start', 'staged', 'inferred', 'published', 'done')
+
+
+class StageRing:
+    """Monotonic-ns timestamps of each cycle's stages, in a preallocated ring (for benchmarks).
+
+    Per cycle: ``callbacks`` is the summed duration of every camera/joint callback since the
+    previous set (receive cost, ns); the others are ``time.monotonic_ns()`` when the set's last
+    message entered its callback (``recv``), the set was handed to the control thread (``sync``),
+    the control thread took it (``start``), staging was done (``staged``), ``infer()`` returned
+    (``inferred``), commands were published (``published``) and the status too (``done``).
+    """
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._ring = np.zeros((window, len(STAGES)), np.int64)  # [window, stage]
+        self.count = 0
+
+    def record(self, *stamps: int) -> None:
+        """Store one cycle's values, in ``STAGES`` order."""
+        row = self._ring[self.count % self.window]
+        for i, value in enumerate(stamps):
+            row[i] = value
+        self.count += 1
+
+    def snapshot(self) -> np.ndarray:
+        """Return a copy of the filled rows, oldest first: int64 [n, len(STAGES)]."""
+        n = min(self.count, self.window)
+        start = self.count % self.window if self.count > self.window else 0
+        return np.roll(self._ring, -start, axis=0)[:n].copy()
+
+
+class _SetSlot:
+    """One synchronized observation handed from the executor thread to the control thread."""
+
+    def __init__(self, dof: int) -> None:
+        self.images: tuple[Any, ...] = ()  # camera messages, in configured camera order
+        self.state = np.zeros(dof, np.float32)  # [dof] joint positions matched to the set
+        self.newest_stamp_ns = 0  # newest header stamp among the set (ROS time, ns)
+        self.t_recv = 0  # monotonic ns: the last message's callback started
+        self.t_sync = 0  # monotonic ns: handed over (the deadline clock starts here)
+        self.callbacks_ns = 0  # summed callback time since the previous set
+
+
+def decode_instruction(raw: bytes) -> str:
+    """Decode a serialized std_msgs/String strictly as UTF-8.
+
+    rclpy decodes strings with ``errors='replace'``, which would hide non-UTF-8 text, so the
+    node subscribes raw and reads the CDR itself: a 4-byte encapsulation header (byte 1 odd:
+    little-endian), a uint32 length including the terminating NUL, the bytes. Raises
+    UnicodeDecodeError when the text is not valid UTF-8, ValueError when the buffer is not a
+    serialized string.
+    """
+    if len(raw) < 9:
+        raise ValueError(f'{len(raw)} bytes is too short for a serialized std_msgs/String')
+    order = 'little' if raw[1] & 1 else 'big'
+    n = int.from_bytes(raw[4:8], order)
+    if n < 1 or 8 + n > len(raw) or raw[8 + n - 1] != 0:
+        raise ValueError(f'string length field {n} does not fit the {len(raw)}-byte message')
+    return bytes(raw[8:8 + n - 1]).decode('utf-8')
+
+
+def tune_malloc() -> bool:
+    """Make glibc serve multi-megabyte messages from its heap instead of fresh mmaps.
+
+    Each received frame (0.9 MB at 640x480) is allocated and freed several times on its way from
+    DDS to Python; above glibc's mmap threshold every allocation is a new mapping whose pages
+    fault in on first touch (~140 faults per frame). A fixed 64 MiB threshold and a 256 MiB trim
+    threshold keep that memory in the heap, reused. Returns False where mallopt is unavailable.
+    """
+    name = ctypes.util.find_library('c')
+    if sys.platform != 'linux' or name is None:
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, 'mallopt'):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)
+                and libc.mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD))
+
+
+class ControlNode(Node):
+    """Runs the Pi0 policy on synchronized cameras + joint states and publishes joint commands.
+
+    Threading: subscriptions, the instruction and the diagnostics timer run in the executor that
+    spins this node (one thread); staging, inference and publishing run in a dedicated control
+    thread. Inference takes most of a cycle and releases the GIL (ONNX Runtime, TensorRT, torch),
+    so callbacks keep draining DDS and the synchronizer keeps forming sets while the policy runs;
+    the newest set waits in a one-slot mailbox (older ones are superseded, not queued). A
+    MultiThreadedExecutor would also keep callbacks flowing, but it dispatches each callback
+    through a thread pool with futures (more per-message overhead on a 2-core robot computer)
+    and gives no single owner to the staging buffers; here only the control thread touches them.
+    rclpy's experimental EventsExecutor (Jazzy 7.1.5) halves the executor's CPU per message, but
+    its ``spin()`` hung when another thread of the process published to one of its subscriptions,
+    so the node stays on the SingleThreadedExecutor.
+    """
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.p: ControlParams = declare_and_read(self)
+        self.runner = None
+        try:
+            self._setup()
+        except BaseException:
+            self._release_runner()
+            raise
+
+    # -- start-up --------------------------------------------------------------------------
+    def _setup(self) -> None:
+        p = self.p
+        log = self.get_logger()
+        from pi0_trt_ros.runners import make_runner  # lazy: only the chosen backend gets imported
+        from pi0_trt_ros.tokenizer import Pi0Tokenizer, resolve_tokenizer_file
+
+        resolve_tokenizer_file(p.tokenizer)  # fail before the (slow) engine load
+        t0 = time.monotonic()
+        runner = make_runner(p.backend, engine_dir=p.engine_dir or None, checkpoint=p.checkpoint or None,
+                             **p.backend_options)
+        io = runner.io
+        self._check_against_policy(io)
+        runner.activate()
+        self.runner = runner
+        load_s = time.monotonic() - t0
+        self.io = io
+        self.tokenizer = Pi0Tokenizer.from_path(p.tokenizer, io.token_len)
+        staging = runner.staging
+        self.staging = staging
+        warmup_s, last_ms = self._warm_up()
+        log.info(f'{p.backend} runner ready in {load_s:.2f} s; warm-up {p.warmup_iterations} calls in '
+                 f'{warmup_s:.3f} s (last {last_ms:.2f} ms); cameras {list(io.camera_keys)} '
+                 f'{[f"{w}x{h}" for h, w in io.camera_hw]}, chunk {io.chunk_size}x{io.action_dim}')
+
+        dof = len(p.joint_names)
+        self.mode_every_set = p.inference_mode == 'every_set'
+        self.n_action_steps = p.n_action_steps or io.n_action_steps
+        self.period_ns = int(round(1e9 / p.control_rate_hz))
+        self.faults = FaultCounters(log.warning, log.info, p.log_throttle_sec)
+        self.monitor = DeadlineMonitor(p.deadline_ms, p.deadline_window,
+                                       error_consecutive=p.deadline_error_consecutive)
+        self.stages = StageRing(p.deadline_window)
+        # Inputs: camera i (configured order) feeds staging image io.camera_keys.index(key).
+        self._camera_names = [c.name for c in p.cameras]
+        self._decoders = [ImageDecoder(staging.images[io.camera_keys.index(c.key)], c.transport,
+                                       p.resize_mismatched) for c in p.cameras]
+        self._sync: ApproximateTimeSync = ApproximateTimeSync(len(p.cameras), p.sync_queue_size,
+                                                              int(round(p.sync_slop_ms * 1e6)))
+        self._picker = JointPicker(p.joint_names)
+        self._joint_rows = np.zeros((p.joint_state_buffer, dof), np.float32)  # ring of picked joint states
+        self._joint_next = 0  # ring row of the next joint sample (advances with the buffer's own ring)
+        self._joint_scratch = np.zeros(dof, np.float32)  # [dof] the message being checked
+        self._joints: NearestSampleBuffer = NearestSampleBuffer(p.joint_state_buffer,
+                                                                int(round(p.joint_state_tolerance_ms * 1e6)))
+        self._max_age_ns = int(round(p.max_observation_age_ms * 1e6))
+        self._last_stamp = [0] * (len(p.cameras) + 1)  # newest header stamp per input (cameras, joints)
+        self._last_rx = [0] * (len(p.cameras) + 1)  # monotonic ns of the last accepted message per input
+        self._stopped_inputs = [False] * (len(p.cameras) + 1)
+        self._cb_ns = 0  # summed callback time since the last set (executor thread only)
+        self._latest_joints = np.zeros(dof, np.float64)  # [dof] newest accepted joint positions: the hold target
+        self._joint_lock = threading.Lock()
+        # Instruction: tokenized in its callback into these, copied into staging by the control thread.
+        self._tok_ids = np.zeros(io.token_len, np.int64)
+        self._tok_mask = np.zeros(io.token_len, np.bool_)
+        self._instruction = ''
+        self._instruction_version = 0  # bumped per accepted new instruction
+        self._staged_version = 0  # the version staged (control thread)
+        self._tok_lock = threading.Lock()
+        # Mailbox: the executor fills _pending under _cv; the control thread swaps it with _working.
+        self._cv = threading.Condition()
+        self._pending, self._working = _SetSlot(dof), _SetSlot(dof)
+        self._ready = False
+        self._last_set_ns = 0  # monotonic ns of the last set handed over (0: none yet)
+        # Control thread state and preallocated outputs.
+        self._rng = np.random.default_rng(None if p.noise_seed < 0 else p.noise_seed)
+        if p.fixed_noise:
+            self._rng.standard_normal(dtype=np.float32, out=staging.noise)
+        self._sanitizer = ActionSanitizer(p.joint_lower_limits, p.joint_upper_limits, io.chunk_size)
+        self._queue = ActionQueue(self.n_action_steps, dof)
+        self._chunk = np.zeros((io.chunk_size, dof), np.float64)  # [T, dof] sanitized chunk
+        self._action = np.zeros(dof, np.float64)  # [dof] action being published
+        self._hold = np.zeros(dof, np.float64)  # [dof] snapshot of _latest_joints
+        self._command = Float64ArrayMessage(dof)
+        self._trajectory = TrajectoryMessage(p.joint_names, io.chunk_size, p.control_rate_hz)
+        self._status = Float64ArrayMessage(len(STATUS_FIELDS), label=','.join(STATUS_FIELDS))
+        self._status_values = np.zeros(len(STATUS_FIELDS), np.float64)
+        self._status_index = {name: i for i, name in enumerate(STATUS_FIELDS)}
+        self.cycles = 0  # inferences that reached the publish decision
+        self.commands_published = 0
+        self.holds_published = 0
+        self.sets_superseded = 0  # sets replaced in the mailbox before the control thread took them
+        self.diagnostics_cpu_ns = 0  # CPU time spent in the diagnostics timer so far (benchmarks)
+        self._stale = False
+        self._stopped = False
+        self._next_tick = 0
+        self._next_hold = 0
+        self._debug = log.get_effective_level() <= rclpy.logging.LoggingSeverity.DEBUG
+        self._hardware_id = p.hardware_id or f'{p.backend}:{p.engine_dir or p.checkpoint}'
+
+        sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p.sensor_qos_depth,
+                                durability=DurabilityPolicy.VOLATILE,
+                                reliability=ReliabilityPolicy.RELIABLE if p.sensor_qos_reliability == 'reliable'
+                                else ReliabilityPolicy.BEST_EFFORT)
+        joint_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(10, p.sensor_qos_depth),
+                               durability=DurabilityPolicy.VOLATILE, reliability=sensor_qos.reliability)
+        # `ros2 topic pub` (default profile) is reliable + volatile and waits for one matching
+        # subscription before publishing (--once), so a reliable volatile reader gets the message.
+        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, durability=DurabilityPolicy.VOLATILE,
+                              reliability=ReliabilityPolicy.RELIABLE)
+        self.command_pub = self.create_publisher(Float64MultiArray, p.commands_topic, reliable)
+        self.trajectory_pub = self.create_publisher(JointTrajectory, p.trajectory_topic, reliable)
+        self.status_pub = self.create_publisher(Float64MultiArray, '~/status', reliable)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', reliable)
+        # Joint states first: the executor serves ready subscriptions in creation order, so a joint
+        # sample that arrived with the frames is in the buffer before the set completes.
+        self.create_subscription(JointState, p.joint_states_topic, self.joint_callback, joint_qos)
+        for i, cam in enumerate(p.cameras):
+            msg_type = Image if cam.transport == 'raw' else CompressedImage
+            self.create_subscription(msg_type, cam.topic, lambda msg, i=i: self.camera_callback(i, msg), sensor_qos)
+        self.create_subscription(String, p.instruction_topic, self.instruction_callback, reliable, raw=True)
+        self.create_timer(p.diagnostics_period_sec, self.diagnostics_callback)
+
+        if p.switch_interval_ms > 0:
+            # Two busy threads share the GIL: a waiting thread gets it after at most this long.
+            sys.setswitchinterval(p.switch_interval_ms / 1e3)
+        if p.tune_malloc and not tune_malloc():
+            log.warning('tune_malloc: mallopt is not available here (not glibc?); left as is')
+        if p.gc_mode == 'tuned':
+            # Everything allocated so far (modules, model, buffers) is long-lived: freeze it out of the
+            # collector's reach; then collect only young generations, in the control thread's idle time.
+            gc.collect()
+            gc.freeze()
+            gc.disable()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._control_loop, name='pi0_control_loop', daemon=True)
+        self._thread.start()
+        log.info(f'{p.inference_mode} mode, {self.n_action_steps} action steps at {p.control_rate_hz:g} Hz, '
+                 f'deadline {p.deadline_ms:g} ms; waiting for an instruction on '
+                 f'{self.resolve_topic_name(p.instruction_topic)}')
+
+    def _check_against_policy(self, io: Any) -> None:
+        """Fail fast when cameras or joints do not fit the exported policy."""
+        p = self.p
+        problems = []
+        keys = [c.key for c in p.cameras]
+        if sorted(keys) != sorted(io.camera_keys):
+            problems.append(f"camera keys {keys} do not match the policy's cameras {list(io.camera_keys)}: "
+                            'set camera.<name>.key so that each policy camera is fed exactly once')
+        dof = len(p.joint_names)
+        if io.state_dim != dof or io.action_dim != dof:
+            problems.append(f'{dof} joint_names but the policy has state_dim {io.state_dim} and action_dim '
+                            f'{io.action_dim}: list exactly the joints the policy was trained on, in its order')
+        if p.n_action_steps > io.chunk_size:
+            problems.append(f"n_action_steps {p.n_action_steps} > the policy's chunk size {io.chunk_size}")
+        if problems:
+            raise Pi0Error('configuration does not fit the policy:\n' + '\n'.join(f'  - {x}' for x in problems))
+
+    def _warm_up(self) -> tuple[float, float]:
+        """Run ``warmup_iterations`` policy calls on a neutral observation; return (total s, last ms)."""
+        staging = self.staging
+        staging.token_mask[:] = False
+        staging.token_mask[0] = True  # one valid token, as an empty prompt would not be
+        staging.noise[:] = 0.0
+        total = last = 0.0
+        for _ in range(self.p.warmup_iterations):
+            t0 = time.perf_counter()
+            self.runner.infer()
+            last = time.perf_counter() - t0
+            total += last
+        staging.token_mask[:] = False
+        return total, last * 1e3
+
+    def _release_runner(self) -> None:
+        if self.runner is not None:
+            self.runner.deactivate()
+            self.runner = None
+
+    def close(self) -> None:
+        """Stop the control thread, then release the runner. Idempotent."""
+        stop = getattr(self, '_stop', None)
+        if stop is not None:
+            stop.set()
+            with self._cv:
+                self._cv.notify_all()
+            self._thread.join(timeout=30.0)
+            if self.p.gc_mode == 'tuned':
+                gc.enable()
+        self._release_runner()
+
+    # -- executor thread: inputs -------------------------------------------------------------
+    def camera_callback(self, index: int, msg: Any) -> None:
+        """Validate one frame's header and bytes; feed it to the synchronizer."""
+        t0 = time.monotonic_ns()
+        source = f'camera {self._camera_names[index]}'
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        bad = self._decoders[index].check(msg)
+        if bad is not None:
+            self.faults.add(source, bad)
+        if (bad is None or bad.used) and self._accept_stamp(index, stamp, source):
+            self._last_rx[index] = t0
+            images = self._sync.add(index, stamp, msg)
+            if images is not None:
+                self._hand_over(images, t0)
+                return
+        self._cb_ns += time.monotonic_ns() - t0
+
+    def joint_callback(self, msg: JointState) -> None:
+        """Pick the configured joints into the joint ring and the hold target."""
+        t0 = time.monotonic_ns()
+        index = len(self._decoders)
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        bad = self._picker.pick_into(msg.name, msg.position, self._joint_scratch)
+        if bad is not None:
+            self.faults.add('joint_states', bad)
+        if (bad is None or bad.used) and self._accept_stamp(index, stamp, 'joint_states'):
+            np.copyto(self._joint_rows[self._joint_next], self._joint_scratch)
+            self._joints.add(stamp, self._joint_next)
+            self._joint_next = (self._joint_next + 1) % len(self._joint_rows)
+            with self._joint_lock:
+                np.copyto(self._latest_joints, self._joint_scratch)
+            self._last_rx[index] = t0
+        self._cb_ns += time.monotonic_ns() - t0
+
+    def _accept_stamp(self, index: int, stamp: int, source: str) -> bool:
+        """Reject zero and backward stamps; on a large backward jump (bag loop), reset the sync."""
+        if stamp == 0:
+            self.faults.add(source, BadInput('stamp_zero', 'header.stamp is zero: stamp messages with their '
+                                             'capture time'))
+            return False
+        last = self._last_stamp[index]
+        if stamp < last:
+            if last - stamp < CLOCK_JUMP_NS:
+                self.faults.add(source, BadInput('stamp_backwards', f'stamp went back by {(last - stamp) / 1e6:.3f} '
+                                                 'ms'))
+                return False
+            self.faults.add(source, BadInput('clock_jump', f'stamp jumped back by {(last - stamp) / 1e9:.3f} s: '
+                                             'time was reset (looping bag?); sync queues cleared', used=True))
+            self._sync.clear()
+            self._joints.clear()
+            self._joint_next = 0
+            self._last_stamp = [0] * len(self._last_stamp)
+        self._last_stamp[index] = stamp
+        return True
+
+    def _hand_over(self, images: Sequence[Any], t_recv: int) -> None:
+        """Match joints to a camera set, check its age, and put it in the mailbox."""
+        newest = max(self._sync.last_stamps)
+        entry = self._joints.nearest_entry(newest)
+        if entry is None:
+            self.faults.add('observation', BadInput('joint_state_unmatched', 'no joint state within '
+                                                    f'{self.p.joint_state_tolerance_ms:g} ms of the camera set'))
+        elif self._max_age_ns and exceeds_max_age(self.get_clock().now().nanoseconds,
+                                                  (*self._sync.last_stamps, entry[0]), self._max_age_ns):
+            age = (self.get_clock().now().nanoseconds - min(*self._sync.last_stamps, entry[0])) / 1e6
+            self.faults.add('observation', BadInput('observation_too_old', f'oldest stamp is {age:.1f} ms old '
+                                                    f'> max_observation_age_ms {self.p.max_observation_age_ms:g}'))
+        elif not self._instruction_version:
+            self.get_logger().info('observations arrive; waiting for an instruction on '
+                                   f'{self.resolve_topic_name(self.p.instruction_topic)}', throttle_duration_sec=10.0)
+        else:
+            with self._cv:
+                if self._ready:
+                    self.sets_superseded += 1  # the control thread is still busy with an older set
+                slot = self._pending
+                slot.images = tuple(images)
+                np.copyto(slot.state, self._joint_rows[entry[1]])
+                slot.newest_stamp_ns = newest
+                slot.t_recv = t_recv
+                slot.callbacks_ns = self._cb_ns
+                self._ready = True
+                slot.t_sync = self._last_set_ns = time.monotonic_ns()
+                slot.callbacks_ns += slot.t_sync - t_recv
+                self._cv.notify()
+            self._cb_ns = 0
+            return
+        self._cb_ns += time.monotonic_ns() - t_recv
+
+    def instruction_callback(self, raw: bytes) -> None:
+        """Validate and tokenize a new instruction (off the control thread's hot path)."""
+        try:
+            text = decode_instruction(raw)
+        except UnicodeDecodeError as err:
+            self.faults.add('instruction', BadInput('instruction_not_utf8', f'instruction is not UTF-8 ({err}); '
+                                                    'keeping the previous one'))
+            return
+        except ValueError as err:
+            self.faults.add('instruction', BadInput('instruction_malformed', f'{err}; keeping the previous one'))
+            return
+        if not text.strip():
+            self.faults.add('instruction', BadInput('instruction_empty', 'empty instruction; keeping the previous '
+                                                    'one'))
+            return
+        if len(text) > self.p.max_instruction_chars:
+            self.faults.add('instruction', BadInput('instruction_too_long', f'{len(text)} characters > '
+                                                    f'max_instruction_chars {self.p.max_instruction_chars}; '
+                                                    'keeping the previous one'))
+            return
+        if text == self._instruction:
+            return
+        ids = np.zeros_like(self._tok_ids)
+        mask = np.zeros_like(self._tok_mask)
+        try:
+            info = self.tokenizer.encode_into(text, ids, mask)
+        except Pi0Error as err:
+            self.faults.add('instruction', BadInput('instruction_tokenize', f'{err}; keeping the previous one'))
+            return
+        if info.truncated:
+            self.faults.add('instruction', BadInput('instruction_truncated', f'{info.full_length} tokens; only the '
+                                                    f'first {info.num_tokens} are used', used=True))
+        with self._tok_lock:
+            np.copyto(self._tok_ids, ids)
+            np.copyto(self._tok_mask, mask)
+            self._instruction = text
+            self._instruction_version += 1
+        self.get_logger().info(f'instruction: {text!r} ({info.num_tokens} tokens)')
+
+    # -- control thread ----------------------------------------------------------------------
+    def _control_loop(self) -> None:
+        self._next_tick = time.monotonic_ns()
+        while not self._stop.is_set():
+            try:
+                if self.mode_every_set:
+                    self._step_every_set()
+                else:
+                    self._step_chunk()
+            except Exception as err:  # publishing during shutdown, or a bug: never die silently
+                if self._stop.is_set() or not self.context.ok():
+                    return
+                self.get_logger().error(f'control loop error: {type(err).__name__}: {err}',
+                                        throttle_duration_sec=self.p.log_throttle_sec)
+                self._stop.wait(self.period_ns / 1e9)
+
+    def _take_set(self, timeout_ns: int) -> _SetSlot | None:
+        """Wait up to ``timeout_ns`` for a set; return it (now owned by this thread) or None."""
+        with self._cv:
+            if not self._ready:
+                self._cv.wait(timeout_ns / 1e9)
+            if not self._ready or self._stop.is_set():
+                return None
+            self._pending, self._working = self._working, self._pending
+            self._ready = False
+            return self._working
+
+    def _step_every_set(self) -> None:
+        slot = self._take_set(self.period_ns)
+        if slot is None:
+            self._idle()
+        else:
+            self._cycle(slot)
+
+    def _step_chunk(self) -> None:
+        if self._instruction_version != self._staged_version:
+            self._queue.clear()  # a new task: do not finish the old chunk
+        if self._queue.remaining:
+            now = time.monotonic_ns()
+            if self._inputs_stale(now):
+                self._queue.clear()
+                return
+            if self._next_tick > now and self._stop.wait((self._next_tick - now) / 1e9):
+                return
+            self._queue.pop_into(self._action)
+            self._publish_command(self._action)
+            self._next_tick = max(self._next_tick + self.period_ns, time.monotonic_ns())
+            self._collect_garbage()
+            return
+        slot = self._take_set(self.period_ns)
+        if slot is None:
+            self._idle()
+        else:
+            self._cycle(slot)
+            self._next_tick = time.monotonic_ns() + self.period_ns
+
+    def _inputs_stale(self, now: int) -> bool:
+        return self._last_set_ns != 0 and now - self._last_set_ns > self.p.stale_timeout_ms * 1e6
+
+    def _idle(self) -> None:
+        """No set this period: if inputs are stale, hold and later stop commanding."""
+        now = time.monotonic_ns()
+        if not self._inputs_stale(now):
+            return
+        stale_ms = (now - self._last_set_ns) / 1e6
+        if not self._stale:
+            self._stale = True
+            self._queue.clear()
+            self.faults.add('inputs', BadInput('inputs_stale', f'no usable observation for {stale_ms:.0f} ms '
+                                               f'({self._stopped_input_names() or "no synchronized set"}); '
+                                               f'on_stale={self.p.on_stale}'))
+        holding = self.p.on_stale == 'hold' and stale_ms <= self.p.stale_timeout_ms + self.p.stop_timeout_ms
+        if holding:
+            if now >= self._next_hold:
+                self._publish_hold()
+                self._next_hold = now + self.period_ns
+        elif not self._stopped:
+            self._stopped = True
+            self.get_logger().warning(f'inputs stale for {stale_ms:.0f} ms: stopped commanding until a fresh '
+                                      'observation arrives')
+
+    def _cycle(self, slot: _SetSlot) -> None:
+        """Stage one observation, infer, publish per the deadline policy, record."""
+        t_start = time.monotonic_ns()
+        staging = self.staging
+        for i, decoder in enumerate(self._decoders):
+            bad = decoder.write(slot.images[i])
+            if bad is not None:
+                self.faults.add(f'camera {self._camera_names[i]}', bad)
+                if not bad.used:
+                    return
+        np.copyto(staging.state, slot.state)
+        if self._instruction_version != self._staged_version:
+            with self._tok_lock:
+                np.copyto(staging.tokens, self._tok_ids)
+                np.copyto(staging.token_mask, self._tok_mask)
+                self._staged_version = self._instruction_version
+            self._queue.clear()
+        if not self.p.fixed_noise:
+            self._rng.standard_normal(dtype=np.float32, out=staging.noise)
+        if self._stale:
+            self.get_logger().info('inputs recovered: commanding again')
+            self._stale = self._stopped = False
+        t_staged = time.monotonic_ns()
+        try:
+            actions = self.runner.infer()  # [T, action_dim] float32, reused buffer
+        except Exception as err:
+            self.faults.add('policy', BadInput('inference_error', f'{type(err).__name__}: {err}; holding'))
+            self._publish_hold()
+            return
+        t_inferred = time.monotonic_ns()
+        with self._joint_lock:
+            np.copyto(self._hold, self._latest_joints)
+        replaced = self._sanitizer.sanitize_into(actions, self._hold, self._chunk)
+        if replaced:
+            self.faults.add('policy', BadInput('action_nonfinite', f'{replaced} of {len(actions)} actions had '
+                                               'NaN/inf: replaced by the current joint positions', used=True))
+        policy = self.p.on_deadline_miss if self.monitor.missed(time.monotonic_ns() - slot.t_sync) else 'publish'
+        if policy == 'publish':
+            if self.mode_every_set:
+                np.copyto(self._action, self._chunk[0])
+            else:
+                self._queue.load(self._chunk)
+                self._queue.pop_into(self._action)
+            self._publish_command(self._action)
+            if self.p.publish_trajectory:
+                self.trajectory_pub.publish(self._trajectory.fill(self._chunk, self.get_clock().now().nanoseconds))
+        elif policy == 'hold':
+            self._publish_hold()
+        t_published = time.monotonic_ns()
+        compute_ns, inference_ns = t_published - slot.t_sync, t_inferred - t_staged
+        obs_age_ns = self.get_clock().now().nanoseconds - slot.newest_stamp_ns
+        missed = self.monitor.record(compute_ns, obs_age_ns, inference_ns)
+        self._publish_status(missed, compute_ns, obs_age_ns, inference_ns)
+        self.stages.record(slot.callbacks_ns, slot.t_recv, slot.t_sync, t_start, t_staged, t_inferred, t_published,
+                           time.monotonic_ns())
+        self.cycles += 1
+        if self._debug:
+            self.get_logger().debug(f'cycle {self.cycles}: inference {inference_ns / 1e6:.2f} ms, compute '
+                                    f'{compute_ns / 1e6:.2f} ms, obs age {obs_age_ns / 1e6:.1f} ms, {policy}')
+        slot.images = ()  # release the messages
+        self._collect_garbage()
+
+    def _publish_command(self, action: np.ndarray) -> None:
+        self.command_pub.publish(self._command.fill(action))
+        self.commands_published += 1
+
+    def _publish_hold(self) -> None:
+        with self._joint_lock:
+            np.copyto(self._hold, self._latest_joints)
+        self.command_pub.publish(self._command.fill(self._hold))
+        self.holds_published += 1
+
+    def _publish_status(self, missed: bool, compute_ns: int, obs_age_ns: int, inference_ns: int) -> None:
+        values = self._status_values
+        index = self._status_index
+        for name, value in (('cycle_index', self.cycles), ('compute_ms', compute_ns * 1e-6),
+                            ('obs_age_ms', obs_age_ns * 1e-6), ('deadline_missed', float(missed)),
+                            ('inference_ms', inference_ns * 1e-6)):
+            if name in index:
+                values[index[name]] = value
+        self.status_pub.publish(self._status.fill(values))
+
+    def _collect_garbage(self) -> None:
+        """With gc_mode 'tuned', collect the youngest generation now, in idle time (~tens of µs)."""
+        if self.p.gc_mode == 'tuned':
+            gc.collect(0 if self.cycles % 64 else 1)
+
+    # -- diagnostics -------------------------------------------------------------------------
+    def _stopped_input_names(self) -> str:
+        names = [f'camera {n}' for n in self._camera_names] + ['joint_states']
+        return ', '.join(n for n, stopped in zip(names, self._stopped_inputs) if stopped)
+
+    def _check_inputs_alive(self, now: int) -> None:
+        """Report inputs that stopped (no message for stale_timeout_ms) and those that came back."""
+        names = [f'camera {n}' for n in self._camera_names] + ['joint_states']
+        for i, last in enumerate(self._last_rx):
+            if last == 0:
+                continue
+            silent_ms = (now - last) / 1e6
+            if silent_ms > self.p.stale_timeout_ms and not self._stopped_inputs[i]:
+                self._stopped_inputs[i] = True
+                counter = 'joint_states_stopped' if i == len(self._camera_names) else 'camera_stopped'
+                self.faults.add(names[i], BadInput(counter, f'no message for {silent_ms:.0f} ms'))
+            elif silent_ms <= self.p.stale_timeout_ms and self._stopped_inputs[i]:
+                self._stopped_inputs[i] = False
+                self.get_logger().info(f'{names[i]}: messages again')
+
+    def diagnostics_callback(self) -> None:
+        """Publish the deadline and input statuses on /diagnostics."""
+        t0 = time.thread_time_ns()
+        self._diagnostics()
+        self.diagnostics_cpu_ns += time.thread_time_ns() - t0
+
+    def _diagnostics(self) -> None:
+        now = time.monotonic_ns()
+        self._check_inputs_alive(now)
+        if self.p.gc_mode == 'tuned':
+            gc.collect(1)  # the executor thread's garbage; gen 2 holds only post-freeze survivors
+        name = self.get_fully_qualified_name()
+        level, message = self.monitor.level()
+        deadline = DiagnosticStatus(level=bytes([int(level)]), name=f'{name}: deadline', message=message,
+                                    hardware_id=self._hardware_id)
+        deadline.values = [KeyValue(key=k, value=v) for k, v in self.monitor.key_values()]
+        inputs = DiagnosticStatus(name=f'{name}: inputs', hardware_id=self._hardware_id)
+        if not self._instruction_version:
+            level, message = Level.OK, 'waiting for an instruction'
+        elif self._stopped:
+            level, message = Level.ERROR, 'inputs stale: commands stopped'
+        elif self._stale:
+            level, message = Level.WARN, f'inputs stale: {self.p.on_stale}'
+        elif any(self._stopped_inputs):
+            level, message = Level.WARN, f'stopped: {self._stopped_input_names()}'
+        elif self._last_set_ns == 0:
+            level, message = Level.WARN, 'no synchronized observation yet'
+        else:
+            level, message = Level.OK, 'receiving'
+        inputs.level, inputs.message = bytes([int(level)]), message
+        sync = self._sync.counters
+        pairs = [('instruction', self._instruction), ('inference_mode', self.p.inference_mode),
+                 ('commands_published', str(self.commands_published)),
+                 ('holds_published', str(self.holds_published)),
+                 ('sets_emitted', str(sync.sets_emitted)), ('sets_superseded', str(self.sets_superseded)),
+                 ('sync_dropped', str(sync.dropped)),
+                 ('joint_lookup_misses', str(self._joints.misses))]
+        for i, cam in enumerate(self._camera_names):
+            last = self._last_rx[i]
+            pairs.append((f'camera.{cam}.received', str(sync.received[i])))
+            pairs.append((f'camera.{cam}.age_ms', f'{(now - last) / 1e6:.1f}' if last else 'never'))
+        pairs += self.faults.key_values()
+        inputs.values = [KeyValue(key=k, value=v) for k, v in pairs]
+        array = DiagnosticArray(status=[deadline, inputs])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(array)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of ``ros2 run pi0_trt_ros control_node``; returns the exit code."""
+    rclpy.init(args=args)  # SIGINT and SIGTERM shut the context down: spin raises ExternalShutdownException
+    executor = SingleThreadedExecutor()  # before the (slow) start-up, so a signal cannot catch it half-built
+    node = None
+    try:
+        try:
+            node = ControlNode()
+        except Pi0Error as err:
+            rclpy.logging.get_logger(NODE_NAME).fatal(f'start-up failed: {err}')
+            return 1
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # A signal shut the context down between two waits: rclpy raises RCLError there, not
+        # ExternalShutdownException. It is the same clean shutdown.
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,255 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""What the node's diagnostics report: cycle timing against the deadline, and bad-input counts.
+
+``DeadlineMonitor`` keeps, per control cycle, the compute time (synchronized set complete →
+commands published), the observation age (newest input header stamp → publish, ROS time) and the
+model call alone, in fixed-size preallocated rings; recording a cycle allocates nothing. Figures
+over the window (last/mean/p50/p99/max) and the OK/WARN/ERROR level are computed when asked (the
+1 Hz diagnostics timer), not per cycle.
+
+``FaultCounters`` counts bad inputs (``BadInput``) by kind and logs each (source, kind) at most
+once per throttle period, with the number suppressed since the last line.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import threading
+import time
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+try:  # the bag tools define the status layout; both sides must agree on it
+    from pi0_trt_ros.bag.report import STATUS_FIELDS
+except ImportError:  # pragma: no cover - only while the bag module is absent
+    STATUS_FIELDS = ('cycle_index', 'compute_ms', 'obs_age_ms', 'deadline_missed', 'inference_ms')
+
+
+class Level(enum.IntEnum):
+    """Diagnostic level, numerically equal to diagnostic_msgs/DiagnosticStatus OK/WARN/ERROR."""
+
+    OK = 0
+    WARN = 1
+    ERROR = 2
+
+
+class BadInput(NamedTuple):
+    """Why an input message was noteworthy: a counter key for diagnostics and a log detail.
+
+    ``used`` is False when the message was rejected (not staged), True when it was used anyway
+    (row padding, a big-endian flag on 8-bit data, a resized frame, extra joint names).
+    """
+
+    counter: str
+    detail: str
+    used: bool = False
+
+
+class WindowStats(NamedTuple):
+    """Figures of one quantity over the monitor's window, in milliseconds (NaN before any cycle)."""
+
+    last: float
+    mean: float
+    p50: float
+    p99: float
+    max: float  # noqa: A003 - the figure's name
+
+
+_NAN_STATS = WindowStats(math.nan, math.nan, math.nan, math.nan, math.nan)
+
+
+class DeadlineMonitor:
+    """Per-cycle timing against a compute budget, over a fixed ring window.
+
+    Level rules (``level()``), checked in this order:
+
+    * ERROR: the last ``error_consecutive`` cycles (default 3) all missed the budget.
+    * WARN: the last cycle missed, or more than ``warn_miss_fraction`` (default 1 %) of the cycles
+      in the window missed.
+    * OK: otherwise, including before the first cycle.
+
+    ``record`` is called by one thread (the control loop); ``level``/``stats``/``key_values`` may
+    run in another (diagnostics timer): they read a snapshot under a lock.
+    """
+
+    QUANTITIES = ('compute', 'obs_age', 'inference')
+
+    def __init__(self, budget_ms: float, window: int = 1000, warn_miss_fraction: float = 0.01,
+                 error_consecutive: int = 3) -> None:
+        if not budget_ms > 0:
+            raise ValueError(f'budget_ms must be > 0, got {budget_ms}')
+        if window < 1:
+            raise ValueError(f'window must be >= 1, got {window}')
+        if error_consecutive < 1:
+            raise ValueError(f'error_consecutive must be >= 1, got {error_consecutive}')
+        self.budget_ms = float(budget_ms)
+        self.budget_ns = int(round(budget_ms * 1e6))
+        self.window = int(window)
+        self.warn_miss_fraction = float(warn_miss_fraction)
+        self.error_consecutive = int(error_consecutive)
+        self._ring = np.zeros((len(self.QUANTITIES), self.window), np.float64)  # [quantity, window] ms
+        self._missed = np.zeros(self.window, np.bool_)  # [window]
+        self._next = 0  # ring slot the next cycle goes to
+        self._filled = 0  # valid slots, <= window
+        self.cycles = 0
+        self.misses = 0
+        self.consecutive_misses = 0
+        self.max_consecutive_misses = 0
+        self._lock = threading.Lock()
+
+    def missed(self, compute_ns: int) -> bool:
+        """Whether ``compute_ns`` so far is already over budget (used before publishing)."""
+        return compute_ns > self.budget_ns
+
+    def record(self, compute_ns: int, obs_age_ns: int, inference_ns: int) -> bool:
+        """Record one cycle; return whether it missed the budget. Allocates nothing."""
+        missed = compute_ns > self.budget_ns
+        with self._lock:
+            i = self._next
+            self._ring[0, i] = compute_ns * 1e-6
+            self._ring[1, i] = obs_age_ns * 1e-6
+            self._ring[2, i] = inference_ns * 1e-6
+            self._missed[i] = missed
+            self._next = (i + 1) % self.window
+            if self._filled < self.window:
+                self._filled += 1
+            self.cycles += 1
+            if missed:
+                self.misses += 1
+                self.consecutive_misses += 1
+                if self.consecutive_misses > self.max_consecutive_misses:
+                    self.max_consecutive_misses = self.consecutive_misses
+            else:
+                self.consecutive_misses = 0
+        return missed
+
+    def stats(self, quantity: str) -> WindowStats:
+        """last/mean/p50/p99/max of 'compute', 'obs_age' or 'inference' over the window, ms."""
+        row = self.QUANTITIES.index(quantity)
+        with self._lock:
+            if self._filled == 0:
+                return _NAN_STATS
+            last = float(self._ring[row, (self._next - 1) % self.window])
+            values = self._ring[row, :self._filled].copy()
+        p50, p99 = np.percentile(values, (50.0, 99.0))
+        return WindowStats(last, float(values.mean()), float(p50), float(p99), float(values.max()))
+
+    def window_misses(self) -> int:
+        """Misses among the cycles currently in the window."""
+        with self._lock:
+            return int(np.count_nonzero(self._missed[:self._filled]))
+
+    def level(self) -> tuple[Level, str]:
+        """Level and a one-line message, following the rules in the class docstring."""
+        with self._lock:
+            filled, consecutive = self._filled, self.consecutive_misses
+            last_missed = filled > 0 and bool(self._missed[(self._next - 1) % self.window])
+        if filled == 0:
+            return Level.OK, 'no cycles yet'
+        in_window = self.window_misses()
+        fraction = in_window / filled
+        if consecutive >= self.error_consecutive:
+            return Level.ERROR, f'{consecutive} consecutive cycles over the {self.budget_ms:g} ms budget'
+        if last_missed or fraction > self.warn_miss_fraction:
+            return Level.WARN, (f'{in_window} of the last {filled} cycles over the {self.budget_ms:g} ms budget'
+                                f'{" (last one included)" if last_missed else ""}')
+        return Level.OK, f'{filled - in_window} of the last {filled} cycles within the {self.budget_ms:g} ms budget'
+
+    def key_values(self) -> list[tuple[str, str]]:
+        """Figures for diagnostic_msgs/KeyValue pairs: budget, counts, and stats of each quantity."""
+        pairs = [
+            ('deadline_ms', f'{self.budget_ms:g}'),
+            ('cycles', str(self.cycles)),
+            ('deadline_misses', str(self.misses)),
+            ('deadline_misses_in_window', str(self.window_misses())),
+            ('consecutive_misses', str(self.consecutive_misses)),
+            ('max_consecutive_misses', str(self.max_consecutive_misses)),
+            ('window', str(min(self._filled, self.window))),
+        ]
+        for quantity in self.QUANTITIES:
+            s = self.stats(quantity)
+            for field, value in zip(WindowStats._fields, s):
+                pairs.append((f'{quantity}_ms_{field}', f'{value:.3f}'))
+        return pairs
+
+
+class FaultCounters:
+    """Counts bad inputs by kind; logs each (source, kind) at most once per ``throttle_sec``.
+
+    Rejections (``used=False``) and faults such as stale inputs log as warnings, notes about
+    inputs used anyway (``used=True``) as info.
+
+    rclpy's own ``throttle_duration_sec`` throttles per call site, and one call site here reports
+    every kind from every source, so one noisy camera would silence the others: the throttling is
+    done here instead, per (source, kind), with the count of suppressed lines added to the next one.
+    Thread-safe: subscription callbacks and the control thread both report.
+    """
+
+    def __init__(self, warn: Callable[[str], object], info: Callable[[str], object], throttle_sec: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._warn = warn
+        self._info = info
+        self.throttle_sec = float(throttle_sec)
+        self._clock = clock
+        self._counts: dict[str, int] = {}
+        self._last_detail: dict[str, str] = {}
+        self._last_log: dict[tuple[str, str], float] = {}
+        self._suppressed: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, source: str, bad: BadInput) -> None:
+        """Count ``bad`` (from ``source``, e.g. 'camera top') and log it unless throttled."""
+        key = (source, bad.counter)
+        now = self._clock()
+        with self._lock:
+            self._counts[bad.counter] = self._counts.get(bad.counter, 0) + 1
+            self._last_detail[bad.counter] = f'{source}: {bad.detail}'
+            last = self._last_log.get(key)
+            if last is not None and now - last < self.throttle_sec:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return
+            self._last_log[key] = now
+            suppressed = self._suppressed.pop(key, 0)
+        more = f' ({suppressed} more since the last report)' if suppressed else ''
+        line = f'{source}: {bad.detail} [{bad.counter}]{more}'
+        # Two call sites on purpose: rclpy refuses one call site logging at two severities.
+        if bad.used:
+            self._info(line)
+        else:
+            self._warn(line)
+
+    def count(self, counter: str) -> int:
+        """How many times ``counter`` was reported (0 if never)."""
+        with self._lock:
+            return self._counts.get(counter, 0)
+
+    def counts(self) -> dict[str, int]:
+        """Return a copy of all counters."""
+        with self._lock:
+            return dict(self._counts)
+
+    def key_values(self) -> list[tuple[str, str]]:
+        """``bad_input.<kind>`` counts and ``bad_input.<kind>.last`` details, sorted by kind."""
+        with self._lock:
+            items = sorted(self._counts.items())
+            details = dict(self._last_detail)
+        pairs: list[tuple[str, str]] = []
+        for counter, n in items:
+            pairs.append((f'bad_input.{counter}', str(n)))
+            pairs.append((f'bad_input.{counter}.last', details[counter]))
+        return pairs

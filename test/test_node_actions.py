@@ -1,0 +1,159 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Action sanitizing, LeRobot's n_action_steps queue, and the reused command messages."""
+
+import collections
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+from rclpy.serialization import deserialize_message
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory
+
+from pi0_trt_ros.node.actions import ActionQueue, ActionSanitizer, Float64ArrayMessage, TrajectoryMessage
+
+LOWER = [-1.0, -2.0, 0.0]
+UPPER = [1.0, 2.0, 0.5]
+
+
+def test_sanitizer_clamps_to_joint_limits() -> None:
+    sanitizer = ActionSanitizer(LOWER, UPPER, max_rows=4)
+    chunk = np.array([[0.5, 3.0, -1.0], [-5.0, 0.0, 0.25]], np.float32)
+    out = np.zeros((2, 3))
+    assert sanitizer.sanitize_into(chunk, np.zeros(3), out) == 0
+    np.testing.assert_array_equal(out, [[0.5, 2.0, 0.0], [-1.0, 0.0, 0.25]])
+
+
+@pytest.mark.parametrize('bad', [math.nan, math.inf, -math.inf])
+def test_sanitizer_replaces_non_finite_rows_with_hold(bad: float) -> None:
+    sanitizer = ActionSanitizer(LOWER, UPPER, max_rows=4)
+    hold = np.array([0.1, 0.2, 0.3])
+    chunk = np.array([[0.5, 0.5, 0.1], [0.5, bad, 0.1], [bad, bad, bad], [0.0, 0.0, 0.0]], np.float32)
+    out = np.zeros((4, 3))
+    assert sanitizer.sanitize_into(chunk, hold, out) == 2
+    np.testing.assert_allclose(out, [[0.5, 0.5, 0.1], hold, hold, [0.0, 0.0, 0.0]], rtol=0, atol=1e-7)
+    assert np.isfinite(out).all()
+    single = np.zeros(3)
+    assert sanitizer.sanitize_into(np.array([bad, 0.0, 0.0], np.float32), hold, single) == 1
+    np.testing.assert_array_equal(single, hold)
+
+
+def test_sanitizer_rejects_bad_limits() -> None:
+    with pytest.raises(ValueError, match='below its upper'):
+        ActionSanitizer([0.0, 1.0], [1.0, 1.0], 2)
+    with pytest.raises(ValueError, match='finite'):
+        ActionSanitizer([-math.inf], [1.0], 2)
+    with pytest.raises(ValueError, match='differ in shape'):
+        ActionSanitizer([0.0], [1.0, 2.0], 2)
+
+
+def test_sanitizer_allocates_nothing_sizable() -> None:
+    sanitizer = ActionSanitizer([-1.0] * 6, [1.0] * 6, max_rows=50)
+    chunk = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)
+    out, hold = np.zeros((50, 6)), np.zeros(6)
+    sanitizer.sanitize_into(chunk, hold, out)
+    tracemalloc.start()
+    try:
+        for _ in range(200):
+            sanitizer.sanitize_into(chunk, hold, out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4096, f'{peak} bytes peak'
+
+
+def lerobot_select_action(chunks: list[np.ndarray], n_action_steps: int, calls: int) -> list[np.ndarray]:
+    """Replay LeRobot PI0Policy.select_action's queue: refill with chunk[:n] when empty, pop one per call."""
+    queue: collections.deque = collections.deque(maxlen=n_action_steps)
+    source = iter(chunks)
+    out = []
+    for _ in range(calls):
+        if not queue:
+            queue.extend(next(source)[:n_action_steps])
+        out.append(queue.popleft())
+    return out
+
+
+@pytest.mark.parametrize('n_action_steps', [1, 3, 10])
+def test_queue_matches_lerobot_select_action(n_action_steps: int) -> None:
+    rng = np.random.default_rng(n_action_steps)
+    chunks = [rng.normal(size=(10, 2)) for _ in range(8)]
+    expected = lerobot_select_action(chunks, n_action_steps, calls=3 * n_action_steps + 1)
+    queue = ActionQueue(n_action_steps, dof=2)
+    source = iter(chunks)
+    got = []
+    out = np.zeros(2)
+    for _ in range(len(expected)):
+        if queue.remaining == 0:
+            queue.load(next(source))
+        assert queue.pop_into(out)
+        got.append(out.copy())
+    np.testing.assert_array_equal(np.array(got), np.array(expected))
+
+
+def test_queue_empty_pop_and_clear() -> None:
+    queue = ActionQueue(2, dof=1)
+    out = np.array([7.0])
+    assert queue.remaining == 0 and not queue.pop_into(out) and out[0] == 7.0
+    queue.load(np.array([[1.0], [2.0], [3.0]]))
+    assert queue.remaining == 2
+    queue.clear()
+    assert queue.remaining == 0 and not queue.pop_into(out)
+    with pytest.raises(ValueError, match='fewer than n_action_steps'):
+        queue.load(np.zeros((1, 1)))
+    with pytest.raises(ValueError, match='n_action_steps must be >= 1'):
+        ActionQueue(0, 1)
+
+
+def test_float64_array_message_serializes_the_values_it_is_given() -> None:
+    command = Float64ArrayMessage(3)
+    back = deserialize_message(command.fill(np.array([0.5, -1.25, 3.0])), Float64MultiArray)
+    assert list(back.data) == [0.5, -1.25, 3.0] and back.layout.dim == []
+    back = deserialize_message(command.fill(np.array([1e9 + 0.5, 0.0, -0.0])), Float64MultiArray)
+    assert list(back.data) == [1e9 + 0.5, 0.0, -0.0]  # the sentinel value itself is an ordinary value
+    status = Float64ArrayMessage(2, label='a,b')
+    back = deserialize_message(status.fill(np.array([1.0, 2.0])), Float64MultiArray)
+    assert back.layout.dim[0].label == 'a,b' and back.layout.dim[0].size == 2 and list(back.data) == [1.0, 2.0]
+
+
+def test_trajectory_points_are_timed_at_the_control_rate() -> None:
+    names = ['a', 'b']
+    traj = TrajectoryMessage(names, num_points=4, control_rate_hz=30.0, frame_id='base_link')
+    chunk = np.arange(8, dtype=np.float64).reshape(4, 2)
+    back = deserialize_message(traj.fill(chunk, stamp_ns=12_345_000_000_123), JointTrajectory)
+    assert back.joint_names == names and back.header.frame_id == 'base_link'
+    assert (back.header.stamp.sec, back.header.stamp.nanosec) == (12_345, 123)
+    times = [p.time_from_start.sec * 10**9 + p.time_from_start.nanosec for p in back.points]
+    assert times == [33_333_333, 66_666_666, 99_999_999, 133_333_332]
+    np.testing.assert_array_equal([list(p.positions) for p in back.points], chunk)
+    back = deserialize_message(traj.fill(chunk + 1.0, 0), JointTrajectory)  # reused: new numbers, same layout
+    assert list(back.points[3].positions) == [7.0, 8.0] and (back.header.stamp.sec, back.header.stamp.nanosec) == (0, 0)
+    assert [p.time_from_start.nanosec for p in back.points] == times
+    with pytest.raises(ValueError, match='rows'):
+        traj.fill(np.zeros((3, 2)), 0)
+    with pytest.raises(ValueError, match='control_rate_hz'):
+        TrajectoryMessage(names, 4, 0.0)
+
+
+@pytest.mark.parametrize('dof,frame_id', [(1, ''), (3, 'a'), (6, ''), (6, 'base'), (7, 'xyz')])
+def test_trajectory_bytes_are_right_whatever_the_alignment(dof: int, frame_id: str) -> None:
+    names = [f'joint_{i}' * (i + 1) for i in range(dof)]  # name lengths shift the CDR alignment
+    traj = TrajectoryMessage(names, num_points=5, control_rate_hz=50.0, frame_id=frame_id)
+    chunk = np.random.default_rng(dof).normal(size=(5, dof))
+    back = deserialize_message(traj.fill(chunk, 7), JointTrajectory)
+    np.testing.assert_array_equal([list(p.positions) for p in back.points], chunk)
+    assert back.joint_names == names and back.header.frame_id == frame_id and back.header.stamp.nanosec == 7
