@@ -22,17 +22,20 @@ import numpy as np
 import pytest
 
 from pi0_trt_ros.bag.bag_io import jazzy_typestore, make_writer, read_bag
-from pi0_trt_ros.bag.report import (
-    make_report, STATUS_COMPUTE_MS, STATUS_CYCLE, STATUS_DEADLINE_MISSED, STATUS_FIELDS, STATUS_INFERENCE_MS,
-    STATUS_OBS_AGE_MS)
+from pi0_trt_ros.bag.report import make_report
 from pi0_trt_ros.bag.synth import DEFAULT_JOINT_NAMES, DEFAULT_START_NS, make_bag
 from pi0_trt_ros.errors import Pi0Error
+from pi0_trt_ros.node.deadline import STATUS_FIELDS
 
 STATUS = '/pi0_controller/status'
 COMMANDS = '/forward_position_controller/commands'
 TRAJECTORY = '/joint_trajectory_controller/joint_trajectory'
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 T0 = DEFAULT_START_NS + 5 * 10**9  # the recorded bag is logged later than the input bag
+
+STATUS_CYCLE, STATUS_COMPUTE_MS, STATUS_OBS_AGE_MS, STATUS_DEADLINE_MISSED, STATUS_INFERENCE_MS = (
+    STATUS_FIELDS.index(name) for name in ('cycle_index', 'compute_ms', 'obs_age_ms', 'deadline_missed',
+                                           'inference_ms'))
 
 
 def _status_rows(n: int, rng: np.random.Generator) -> np.ndarray:

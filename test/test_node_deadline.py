@@ -20,7 +20,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from pi0_trt_ros.node.deadline import BadInput, DeadlineMonitor, FaultCounters, Level, STATUS_FIELDS
+from pi0_trt_ros.node.deadline import BadInput, DeadlineMonitor, FaultCounters, Level
 
 MS = 1_000_000
 
@@ -109,13 +109,6 @@ def test_bad_arguments_raise() -> None:
         DeadlineMonitor(20.0, window=0)
     with pytest.raises(ValueError, match='error_consecutive'):
         DeadlineMonitor(20.0, error_consecutive=0)
-
-
-def test_status_fields_match_the_bag_report() -> None:
-    from pi0_trt_ros.bag import report
-
-    assert STATUS_FIELDS == report.STATUS_FIELDS
-    assert STATUS_FIELDS.index('compute_ms') == report.STATUS_COMPUTE_MS
 
 
 class Clock:

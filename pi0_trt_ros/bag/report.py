@@ -15,9 +15,8 @@
 """Turn a bag recorded from the control node into latency plots and a summary.
 
 Per-cycle numbers come from the node's status topic (``~/status``, ``std_msgs/Float64MultiArray``),
-whose ``data`` holds one value per name of ``STATUS_FIELDS``, at the ``STATUS_*`` indices; the
-node imports these constants from here (importing this module loads neither matplotlib nor
-rclpy). When the bag has no status topic, ``/diagnostics`` is read instead: every
+whose ``data`` holds one value per name of ``STATUS_FIELDS`` (node/deadline.py), in that order
+(importing this module loads neither matplotlib nor rclpy). When the bag has no status topic, ``/diagnostics`` is read instead: every
 ``DiagnosticStatus`` key named like a status field (``compute_ms`` ...) is one sample.
 
 Outputs in ``out_dir``: ``latency_hist.png``, ``latency_timeline.png`` (deadline misses
@@ -35,14 +34,9 @@ import numpy as np
 
 from pi0_trt_ros.bag.bag_io import bag_summary, read_bag
 from pi0_trt_ros.errors import Pi0Error
+from pi0_trt_ros.node.deadline import STATUS_FIELDS
 
 # Layout of the status message data: [cycle_index, compute_ms, obs_age_ms, deadline_missed, inference_ms].
-STATUS_FIELDS = ('cycle_index', 'compute_ms', 'obs_age_ms', 'deadline_missed', 'inference_ms')
-STATUS_CYCLE = 0  # running cycle counter of the node
-STATUS_COMPUTE_MS = 1  # sync complete -> commands published (ms), checked against the budget
-STATUS_OBS_AGE_MS = 2  # newest header stamp of the observation -> publish (ms)
-STATUS_DEADLINE_MISSED = 3  # 1.0 when the node counted this cycle as a deadline miss, else 0.0
-STATUS_INFERENCE_MS = 4  # policy call alone (ms)
 STATUS_TYPE = 'std_msgs/msg/Float64MultiArray'
 DIAGNOSTICS_TOPIC = '/diagnostics'
 DIAGNOSTICS_TYPE = 'diagnostic_msgs/msg/DiagnosticArray'

@@ -34,10 +34,12 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-try:  # the bag tools define the status layout; both sides must agree on it
-    from pi0_trt_ros.bag.report import STATUS_FIELDS
-except ImportError:  # pragma: no cover - only while the bag module is absent
-    STATUS_FIELDS = ('cycle_index', 'compute_ms', 'obs_age_ms', 'deadline_missed', 'inference_ms')
+# The node's compact status topic (~/status, std_msgs/Float64MultiArray): one value per name, in
+# this order (the bag report reads them back by these indices).
+STATUS_FIELDS = ('cycle_index', 'compute_ms', 'obs_age_ms', 'deadline_missed', 'inference_ms')
+# cycle_index: running cycle counter; compute_ms: sync complete -> commands published (ms), checked
+# against the budget; obs_age_ms: newest header stamp -> publish (ms); deadline_missed: 1.0 when the
+# cycle missed; inference_ms: the policy call alone (ms).
 
 
 class Level(enum.IntEnum):
