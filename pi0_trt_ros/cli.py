@@ -63,7 +63,7 @@ def runner_from_args(args: argparse.Namespace) -> Any:
 
     if args.backend == 'torch':
         options = {'device': args.device or _default_torch_device(), 'dtype': args.dtype or 'fp32',
-                   'mode': getattr(args, 'mode', 'cuda_graph'), 'compile': getattr(args, 'compile', False)}
+                   'mode': getattr(args, 'mode', 'cuda_graph'), 'compiled': getattr(args, 'compile', False)}
         return make_runner('torch', checkpoint=args.checkpoint, arch=args.arch, **options)
     if args.engine_dir is None:
         raise Pi0Error(f'--backend {args.backend} needs --engine-dir (create it with `pi0-trt export`)')
@@ -130,7 +130,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                       max_action_dim=32, token_len=48, n_action_steps=50)
         device = args.device or 'cuda'
         runner = TorchRunner(policy=random_full_size_policy(io, device=device), io=io, device=device,
-                             dtype=args.dtype or 'bf16', mode=args.mode, compile=args.compile)
+                             dtype=args.dtype or 'bf16', mode=args.mode, compiled=args.compile)
         compiled = ' compiled' if args.compile else ''
         label = f'pi0 full-size random, torch {args.dtype or "bf16"} {runner.mode}{compiled}, 3x{h}x{w}'
     else:
@@ -247,13 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--clock', action='store_true', help='publish /clock at 100 Hz (for use_sim_time)')
     p.add_argument('--no-restamp', action='store_true', help='keep recorded header stamps (with --clock)')
     p.add_argument('--topics', nargs='+', help='bag topics to replay (default all)')
-    p.add_argument('--record', type=Path, help='record the node\'s commands/status/diagnostics into this bag')
-    p.add_argument('--wait', type=float, default=30.0, help='seconds to wait for the node\'s subscriptions')
+    p.add_argument('--record', type=Path, help="record the node's commands/status/diagnostics into this bag")
+    p.add_argument('--wait', type=float, default=30.0, help="seconds to wait for the node's subscriptions")
     p.add_argument('--stats', type=Path, help='write replay timing statistics (JSON) here')
-    offline = p.add_argument_group('offline (no DDS): the node\'s synchronizer and runner on the bag')
+    offline = p.add_argument_group("offline (no DDS): the node's synchronizer and runner on the bag")
     offline.add_argument('--offline', action='store_true')
     add_backend_args(offline)
-    offline.add_argument('--tokenizer', help='tokenizer for the bag\'s instruction')
+    offline.add_argument('--tokenizer', help="tokenizer for the bag's instruction")
     offline.add_argument('--config', type=Path, help='node parameter YAML (default: config/control.yaml)')
     offline.add_argument('--realtime', action='store_true', help='pace the bag at --rate instead of max speed')
     offline.add_argument('--out', type=Path, help='write commands (npz) here')

@@ -50,7 +50,7 @@ class DemoSettings:
 
 
 def control_yaml() -> Path:
-    """The package's default parameter file (installed share/ first, else the source tree)."""
+    """Find the package's default parameter file (installed share/ first, else the source tree)."""
     try:
         from ament_index_python.packages import get_package_share_directory
 
@@ -95,7 +95,7 @@ def stop_node(proc: subprocess.Popen, timeout_s: float = 20.0) -> int:
 
 def run_demo(settings: DemoSettings) -> dict[str, Any]:
     """Run every step; returns the report summary plus where things are."""
-    from pi0_trt_ros.bag.report import make_report
+    from pi0_trt_ros.bag.report import JOINT_STATE_TYPE, make_report
     from pi0_trt_ros.bag.session import DEFAULT_RECORD_TOPICS, replay_and_record
     from pi0_trt_ros.bag.synth import DEFAULT_JOINT_TOPIC, make_bag
     from pi0_trt_ros.testing.tiny import make_tiny_bundle
@@ -125,8 +125,9 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     try:
         step('4/5 replaying the bag into the node over DDS, recording its outputs')
         recorded_bag = out / 'recorded_bag'
-        record_topics = {**DEFAULT_RECORD_TOPICS, DEFAULT_JOINT_TOPIC: 'sensor_msgs/msg/JointState'}
-        session = replay_and_record(input_bag, record_bag=recorded_bag, record_topics=record_topics, rate=settings.rate, wait_for_subscribers_s=60.0, linger_s=1.5,
+        record_topics = {**DEFAULT_RECORD_TOPICS, DEFAULT_JOINT_TOPIC: JOINT_STATE_TYPE}
+        session = replay_and_record(input_bag, record_bag=recorded_bag, record_topics=record_topics,
+                                    rate=settings.rate, wait_for_subscribers_s=60.0, linger_s=1.5,
                                     domain_id=settings.domain_id, log=step)
         if node.poll() is not None:
             raise Pi0Error(f'the node exited early (code {node.returncode}); see {out / "node.log"}')
@@ -148,4 +149,3 @@ def main(args: Any) -> int:
     print((report_dir / 'summary.txt').read_text())
     print(f'report: {report_dir} ({", ".join(sorted(p.name for p in report_dir.iterdir()))})')
     return 0 if summary['node_exit_code'] == 0 else 1
-

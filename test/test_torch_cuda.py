@@ -12,8 +12,10 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The torch backend on a CUDA GPU: LeRobot parity through the captured CUDA graph, and no
-device or host allocation on the hot path. Skips cleanly where PyTorch sees no GPU."""
+"""The torch backend on a CUDA GPU: LeRobot parity through the captured CUDA graph, no allocation.
+
+Skips cleanly where PyTorch sees no GPU.
+"""
 
 from pathlib import Path
 
@@ -34,18 +36,18 @@ def fixture_inputs(root: Path):
     return images, f['state_raw'][0], f['lang_tokens'][0], f['lang_mask'][0], f['noise'][0], f['actions'][0]
 
 
-@pytest.mark.parametrize('compile', [False, True], ids=['eager_ops', 'compiled'])
+@pytest.mark.parametrize('compiled', [False, True], ids=['eager_ops', 'compiled'])
 @pytest.mark.parametrize('root', FIXTURES, ids=lambda p: p.name)
-def test_cuda_graph_fp32_matches_lerobot(root, compile):
+def test_cuda_graph_fp32_matches_lerobot(root, compiled):
     *inputs, expected = fixture_inputs(root)
     with TorchRunner(root / 'policy', root / 'hf_configs.json', device='cuda', dtype='fp32',
-                     mode='cuda_graph', compile=compile) as runner:
+                     mode='cuda_graph', compiled=compiled) as runner:
         runner.stage(*inputs)
         actions = runner.infer().copy()
         runner.stage(*inputs)  # replaying the graph on restaged inputs gives the same chunk
         again = runner.infer().copy()
     err = np.abs(actions - expected).max()
-    print(f'{root.name}: torch cuda_graph fp32 (compile={compile}) vs LeRobot max abs error {err:.2e}')
+    print(f'{root.name}: torch cuda_graph fp32 (compiled={compiled}) vs LeRobot max abs error {err:.2e}')
     assert err <= 1e-4
     np.testing.assert_array_equal(actions, again)
 

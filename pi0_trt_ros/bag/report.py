@@ -16,8 +16,9 @@
 
 Per-cycle numbers come from the node's status topic (``~/status``, ``std_msgs/Float64MultiArray``),
 whose ``data`` holds one value per name of ``STATUS_FIELDS`` (node/deadline.py), in that order
-(importing this module loads neither matplotlib nor rclpy). When the bag has no status topic, ``/diagnostics`` is read instead: every
-``DiagnosticStatus`` key named like a status field (``compute_ms`` ...) is one sample.
+(importing this module loads neither matplotlib nor rclpy). When the bag has no status topic,
+``/diagnostics`` is read instead: every ``DiagnosticStatus`` key named like a status field
+(``compute_ms`` ...) is one sample.
 
 Outputs in ``out_dir``: ``latency_hist.png``, ``latency_timeline.png`` (deadline misses
 marked), ``actions.png`` (commands against joint states, when both are available),

@@ -52,7 +52,7 @@ class TorchRunner(Runner):
 
     def __init__(self, checkpoint: str | Path | None = None, arch: str | Path | None = None, *,
                  policy: Any = None, io: PolicyIO | None = None, device: str = 'cuda', dtype: str = 'fp16',
-                 mode: str = 'cuda_graph', warmup: int = 3, compile: bool = False) -> None:
+                 mode: str = 'cuda_graph', warmup: int = 3, compiled: bool = False) -> None:
         if dtype not in DTYPES or mode not in MODES:
             raise RunnerError(f'torch runner: dtype must be one of {DTYPES}, mode one of {MODES}')
         if device == 'cpu' and mode == 'cuda_graph':
@@ -71,7 +71,7 @@ class TorchRunner(Runner):
             self._source = policy
         super().__init__(io)
         self.device, self.dtype, self.mode, self.warmup = device, dtype, mode, warmup
-        self.compile = compile  # torch.compile the vision tower, the prefix and the denoise step
+        self.compiled = compiled  # torch.compile the vision tower, the prefix and the denoise step
         self.warmup_seconds = 0.0
         self._policy: Any = None
         self._host: dict[str, Any] = {}
@@ -98,7 +98,7 @@ class TorchRunner(Runner):
             self._policy = self._source.to(self.device).eval()
             if tdtype is not None:
                 cast_matmul_weights(self._policy, tdtype)
-        if self.compile:
+        if self.compiled:
             self._compile_hot_functions(torch)
         cuda = self.device.startswith('cuda')
         for name, (shape, dtype) in self.io.input_specs().items():
@@ -141,7 +141,7 @@ class TorchRunner(Runner):
         model.denoise_step = torch.compile(model.denoise_step, **options)
 
     def _host_tensor(self, shape: tuple[int, ...], dtype: np.dtype, pinned: bool) -> Any:
-        """A zeroed host tensor; on CUDA over cudaHostAlloc memory (kept alive in ``_pinned``)."""
+        """Allocate a zeroed host tensor; on CUDA over cudaHostAlloc memory (kept alive in ``_pinned``)."""
         torch = _torch()
         if not pinned:
             return torch.from_numpy(np.zeros(shape, dtype))
