@@ -36,8 +36,6 @@ import yaml
 
 from pi0_trt_ros.errors import Pi0Error
 
-CONTROL_YAML = Path(__file__).resolve().parent.parent / 'config' / 'control.yaml'
-
 
 @dataclasses.dataclass(frozen=True)
 class DemoSettings:
@@ -49,22 +47,11 @@ class DemoSettings:
     domain_id: int = 37
 
 
-def control_yaml() -> Path:
-    """Find the package's default parameter file (installed share/ first, else the source tree)."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        installed = Path(get_package_share_directory('pi0_trt_ros')) / 'config' / 'control.yaml'
-        if installed.is_file():
-            return installed
-    except (ImportError, LookupError, ValueError):
-        pass
-    return CONTROL_YAML
-
-
 def demo_params(engine_dir: Path, tokenizer: Path, compressed: bool, backend_options: str) -> dict[str, Any]:
     """control.yaml with the demo's policy, ONNX Runtime, lossless replay QoS and one inference per set."""
-    doc = yaml.safe_load(control_yaml().read_text())
+    from pi0_trt_ros.node.params import default_params_file
+
+    doc = yaml.safe_load(default_params_file().read_text())
     params = doc['/**']['ros__parameters']
     params.update(backend='onnxruntime', backend_options=backend_options, engine_dir=str(engine_dir),
                   tokenizer=str(tokenizer), sensor_qos_reliability='reliable', inference_mode='every_set')

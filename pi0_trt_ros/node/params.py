@@ -30,11 +30,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
+import yaml
 
 from pi0_trt_ros.errors import Pi0Error
 
@@ -191,17 +193,66 @@ def declare_and_read(node: Node) -> ControlParams:
     return params
 
 
+def default_params_file() -> Path:
+    """Find the package's ``config/control.yaml`` (installed share/ first, else the source tree)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        installed = Path(get_package_share_directory('pi0_trt_ros')) / 'config' / 'control.yaml'
+        if installed.is_file():
+            return installed
+    except (ImportError, LookupError, ValueError):
+        pass
+    return Path(__file__).resolve().parents[2] / 'config' / 'control.yaml'
+
+
+def params_from_yaml(path: str | Path, overrides: dict[str, Any] | None = None) -> ControlParams:
+    """Read a node parameter file (``config/control.yaml`` layout) without a node, for offline tools.
+
+    Every ``ros__parameters`` section is merged (in file order), then ``overrides``; unset
+    parameters take their defaults, and values are validated exactly as the node does.
+    """
+    doc = yaml.safe_load(Path(path).read_text()) or {}
+    values: dict[str, Any] = {}
+    for section in doc.values():
+        if isinstance(section, dict) and isinstance(section.get('ros__parameters'), dict):
+            values.update(section['ros__parameters'])
+    values.update(overrides or {})
+    problems: list[str] = []
+    raw = {name: _coerce(name, values.get(name, default), default, problems) for name, (default, _) in _SPECS.items()}
+    per_camera = values.get('camera') or {}
+    cameras = []
+    for cam in raw['cameras'] or []:
+        given = per_camera.get(cam) or {}
+        fields = {field: str(given.get(field, default.format(name=cam)))
+                  for field, (default, _) in _CAMERA_FIELDS.items()}
+        cameras.append(CameraConfig(name=cam, topic=fields['topic'], transport=fields['type'], key=fields['key']))
+    raw['cameras'] = tuple(cameras)
+    params = _build(raw, problems)
+    if params is None:
+        raise Pi0Error(_format(problems))
+    return params
+
+
 def _declare(node: Node, name: str, default: Any, description: str, problems: list[str]) -> Any:
     """Declare one parameter; return its value (ints accepted for doubles), or record a problem."""
-    is_double = isinstance(default, float) or (isinstance(default, list) and default
-                                               and isinstance(default[0], float))
-    descriptor = ParameterDescriptor(description=description, read_only=True, dynamic_typing=is_double)
+    descriptor = ParameterDescriptor(description=description, read_only=True, dynamic_typing=_is_double(default))
     try:
         value = node.declare_parameter(name, default, descriptor).value
     except ParameterException as err:
         problems.append(f'{name}: {err}')
         return default
-    if is_double:
+    return _coerce(name, value, default, problems)
+
+
+def _is_double(default: Any) -> bool:
+    return isinstance(default, float) or (isinstance(default, list) and bool(default)
+                                          and isinstance(default[0], float))
+
+
+def _coerce(name: str, value: Any, default: Any, problems: list[str]) -> Any:
+    """Doubles accept integers: convert them (and lists of them); record values that are not numbers."""
+    if _is_double(default):
         try:
             value = [float(v) for v in value] if isinstance(default, list) else float(value)
         except (TypeError, ValueError):

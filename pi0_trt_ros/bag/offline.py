@@ -1,0 +1,186 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Offline replay: the control node's synchronizer and runner on a bag, without DDS.
+
+Messages are taken in log-time order and handled with the node's own parts: ImageDecoder,
+JointPicker, ApproximateTimeSync + NearestSampleBuffer, the tokenizer, the runner, noise draw k
+for inference k, ActionSanitizer. Every synchronized set gives one inference (the node's
+``every_set`` mode), as fast as possible or paced at the recorded timing (``realtime``).
+Observation age is not checked (bag time is not now) and stamps that go back are dropped (no
+clock-jump recovery for looped bags). For regression checks on recorded data,
+and to compare with what the live node commanded for the same sets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+import time
+from typing import Any
+
+import numpy as np
+
+from pi0_trt_ros.bag.bag_io import read_bag
+from pi0_trt_ros.errors import Pi0Error
+from pi0_trt_ros.node.actions import ActionSanitizer
+from pi0_trt_ros.node.images import ImageDecoder
+from pi0_trt_ros.node.joints import JointPicker
+from pi0_trt_ros.node.params import ControlParams
+from pi0_trt_ros.node.sync import ApproximateTimeSync, NearestSampleBuffer
+from pi0_trt_ros.runners.base import Runner
+
+
+@dataclasses.dataclass
+class OfflineResult:
+    """One row per synchronized set that reached inference, in order."""
+
+    chunks: np.ndarray  # float64 [n, T, dof], sanitized action chunks (robot units)
+    set_stamps_ns: np.ndarray  # int64 [n], newest camera header stamp of each set
+    inference_ms: np.ndarray  # float64 [n]
+    dropped: dict[str, int]  # why other sets/messages were not used
+
+    @property
+    def commands(self) -> np.ndarray:
+        """The first action of each chunk, float64 [n, dof]: what ``every_set`` mode commands."""
+        return self.chunks[:, 0]
+
+
+def absolute(topic: str) -> str:
+    return topic if topic.startswith('/') else '/' + topic
+
+
+def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, tokenizer: Any,
+                   realtime: bool = False, rate: float = 1.0) -> OfflineResult:
+    """Run ``bag`` through the node's pipeline with an active ``runner``; see the module docstring."""
+    from rclpy.serialization import deserialize_message
+    from rosidl_runtime_py.utilities import get_message
+
+    from pi0_trt_ros.node.control_node import decode_instruction
+
+    io, staging = runner.io, runner.staging
+    cams = {absolute(c.topic): i for i, c in enumerate(params.cameras)}
+    joint_topic, instruction_topic = absolute(params.joint_states_topic), absolute(params.instruction_topic)
+    decoders = [ImageDecoder(staging.images[io.camera_keys.index(c.key)], c.transport, params.resize_mismatched)
+                for c in params.cameras]
+    sync = ApproximateTimeSync(len(decoders), params.sync_queue_size, int(round(params.sync_slop_ms * 1e6)))
+    joints = NearestSampleBuffer(params.joint_state_buffer, int(round(params.joint_state_tolerance_ms * 1e6)))
+    picker = JointPicker(params.joint_names)
+    dof = picker.dof
+    sanitizer = ActionSanitizer(params.joint_lower_limits, params.joint_upper_limits, io.chunk_size)
+    rng = np.random.default_rng(None if params.noise_seed < 0 else params.noise_seed)
+    if params.fixed_noise:
+        rng.standard_normal(dtype=np.float32, out=staging.noise)
+    latest = np.zeros(dof, np.float64)
+    last_stamp = [0] * (len(decoders) + 1)
+    classes: dict[str, Any] = {}
+    chunks, stamps, infer_ms = [], [], []
+    dropped = {'bad_frame': 0, 'bad_joint_state': 0, 'stamp': 0, 'joint_state_unmatched': 0, 'no_instruction': 0}
+    have_instruction = False
+    t_wall0 = t_bag0 = None
+
+    for topic, msgtype, log_ns, raw in read_bag(bag, raw=True):
+        if realtime:
+            t_wall0 = time.monotonic_ns() if t_wall0 is None else t_wall0
+            t_bag0 = log_ns if t_bag0 is None else t_bag0
+            wait = t_wall0 + (log_ns - t_bag0) / rate - time.monotonic_ns()
+            if wait > 0:
+                time.sleep(wait / 1e9)
+        if topic == instruction_topic:
+            text = decode_instruction(raw)
+            if text.strip():
+                tokenizer.encode_into(text, staging.tokens, staging.token_mask)
+                have_instruction = True
+            continue
+        index = cams.get(topic, len(decoders) if topic == joint_topic else None)
+        if index is None:
+            continue
+        if msgtype not in classes:
+            classes[msgtype] = get_message(msgtype)
+        msg = deserialize_message(raw, classes[msgtype])
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        if stamp == 0 or stamp < last_stamp[index]:
+            dropped['stamp'] += 1
+            continue
+        if index == len(decoders):
+            row = np.zeros(dof, np.float32)
+            bad = picker.pick_into(msg.name, msg.position, row)
+            if bad is not None and not bad.used:
+                dropped['bad_joint_state'] += 1
+                continue
+            last_stamp[index] = stamp
+            joints.add(stamp, row)
+            latest[:] = row
+            continue
+        bad = decoders[index].check(msg)
+        if bad is not None and not bad.used:
+            dropped['bad_frame'] += 1
+            continue
+        last_stamp[index] = stamp
+        frames = sync.add(index, stamp, msg)
+        if frames is None:
+            continue
+        newest = max(sync.last_stamps)
+        state = joints.nearest(newest)
+        if state is None:
+            dropped['joint_state_unmatched'] += 1
+            continue
+        if not have_instruction:
+            dropped['no_instruction'] += 1
+            continue
+        written = [d.write(f) for d, f in zip(decoders, frames)]
+        if any(bad is not None and not bad.used for bad in written):
+            dropped['bad_frame'] += 1
+            continue
+        np.copyto(staging.state, state)
+        if not params.fixed_noise:
+            rng.standard_normal(dtype=np.float32, out=staging.noise)
+        t0 = time.perf_counter()
+        actions = runner.infer()
+        infer_ms.append((time.perf_counter() - t0) * 1e3)
+        chunk = np.zeros((io.chunk_size, dof), np.float64)
+        sanitizer.sanitize_into(actions, latest, chunk)
+        chunks.append(chunk)
+        stamps.append(newest)
+    if not chunks:
+        raise Pi0Error(f'{bag}: no synchronized set reached inference ({dropped}); check the camera topics '
+                       f'{sorted(cams)}, {joint_topic} and {instruction_topic} against the bag')
+    return OfflineResult(chunks=np.stack(chunks), set_stamps_ns=np.array(stamps, np.int64),
+                         inference_ms=np.array(infer_ms), dropped=dropped)
+
+
+def cmd_replay_offline(args: Any) -> int:
+    """`pi0-trt replay BAG --offline ...`."""
+    from pi0_trt_ros.node.params import default_params_file, params_from_yaml
+    from pi0_trt_ros.runners import make_runner
+    from pi0_trt_ros.tokenizer import Pi0Tokenizer
+
+    overrides = {k: str(v) for k, v in (('engine_dir', args.engine_dir), ('checkpoint', args.checkpoint),
+                                        ('tokenizer', args.tokenizer)) if v}
+    params = params_from_yaml(args.config or default_params_file(), overrides)
+    options = params.backend_options if args.backend == params.backend else {}
+    runner = make_runner(args.backend, engine_dir=params.engine_dir or None, checkpoint=params.checkpoint or None,
+                         **options)
+    with runner:
+        tokenizer = Pi0Tokenizer.from_path(params.tokenizer, runner.io.token_len)
+        result = replay_offline(args.bag, params, runner, tokenizer, realtime=args.realtime, rate=args.rate)
+    ms = result.inference_ms
+    print(f'offline replay of {args.bag}: {len(result.chunks)} sets -> {len(result.chunks)} inferences; '
+          f'inference p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms; '
+          f'not used: {result.dropped}')
+    if args.out:
+        np.savez(args.out, commands=result.commands, chunks=result.chunks, set_stamps_ns=result.set_stamps_ns,
+                 inference_ms=result.inference_ms)
+        print(f'wrote {args.out}')
+    return 0
