@@ -53,7 +53,7 @@ class OfflineResult:
 
     @property
     def commands(self) -> np.ndarray:
-        """The first action of each chunk, float64 [n, dof]: what ``every_set`` mode commands."""
+        """Return the first action of each chunk, float64 [n, dof]: what ``every_set`` mode commands."""
         return self.chunks[:, 0]
 
 
