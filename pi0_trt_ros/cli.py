@@ -170,6 +170,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    from pi0_trt_ros.bag.recorder import record
+    from pi0_trt_ros.bag.session import DEFAULT_RECORD_TOPICS
+
+    record(args.out_bag, args.topics or DEFAULT_RECORD_TOPICS, storage=args.storage, duration_s=args.duration)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pi0_trt_ros.demo import main as demo_main
 
@@ -258,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     offline.add_argument('--realtime', action='store_true', help='pace the bag at --rate instead of max speed')
     offline.add_argument('--out', type=Path, help='write commands (npz) here')
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser('record', help="record topics (default: the node's outputs) into a bag until Ctrl-C")
+    p.add_argument('out_bag', type=Path)
+    p.add_argument('--topics', nargs='+', help='topics to record (types are looked up once they appear)')
+    p.add_argument('--duration', type=float, help='seconds (default: until SIGINT/SIGTERM)')
+    p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3')
+    p.set_defaults(func=cmd_record)
 
     p = sub.add_parser('demo', help='tiny random Pi0 + synthetic bag replayed into the real node, with a report')
     p.add_argument('--out', type=Path, default=Path('demo_output'))

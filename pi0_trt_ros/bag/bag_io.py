@@ -26,7 +26,9 @@ import contextlib
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple
+import signal
+import threading
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -148,6 +150,20 @@ def read_bag(path: str | Path, topics: Iterable[str] | None = None, *, raw: bool
                 yield BagMessage(conn.topic, conn.msgtype, log_time, bytes(data))
             else:
                 yield BagMessage(conn.topic, conn.msgtype, log_time, reader.deserialize(data, conn.msgtype))
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """Call ``stop`` on SIGINT/SIGTERM inside the block (main thread only), then restore the handlers."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: stop())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def has_header(typestore: Typestore, msgtype: str) -> bool:

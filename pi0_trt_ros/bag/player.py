@@ -33,7 +33,6 @@ import array
 import collections
 import dataclasses
 from pathlib import Path
-import signal
 import struct
 import threading
 import time
@@ -294,41 +293,3 @@ class BagPlayer(Node):
         err = np.frombuffer(errors, dtype=np.int64).astype(np.float64) / 1e6
         return ReplayStats(messages=len(errors), per_topic=dict(counts), loops=passes,
                            wall_s=max(last_pub - t0, 0) / 1e9, clock_ticks=ticks, error_ms=err)
-
-
-def replay(bag_path: str | Path, *, rate: float = 1.0, loop: bool = False, topics: Sequence[str] | None = None,
-           prefix: str = '', remap: Mapping[str, str] | None = None, clock_hz: float = 0.0, restamp: bool = False,
-           wait_for_subscribers_s: float = 0.0, duration_s: float | None = None, qos_depth: int = 10,
-           args: Sequence[str] | None = None) -> ReplayStats:
-    """Initialize rclpy, replay ``bag_path`` (once, or looping) and return the timing statistics.
-
-    ``wait_for_subscribers_s`` > 0 waits up to that long for a subscriber on every topic before
-    the first message; ``args`` are ROS arguments for ``rclpy.init``. SIGINT/SIGTERM end the
-    replay early and the statistics so far are still returned (and logged).
-    """
-    import rclpy
-    from rclpy.context import Context
-
-    context = Context()
-    rclpy.init(args=list(args) if args is not None else None, context=context)  # no rclpy signal handlers
-    player = None
-    previous = {}
-    try:
-        player = BagPlayer(bag_path, rate=rate, loop=loop, topics=topics, prefix=prefix, remap=remap,
-                           clock_hz=clock_hz, restamp=restamp, qos_depth=qos_depth, context=context)
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda *_: player.stop())
-        if wait_for_subscribers_s > 0:
-            lonely = player.wait_for_subscribers(wait_for_subscribers_s)
-            if lonely:
-                player.get_logger().warning(f'no subscriber after {wait_for_subscribers_s} s on: {lonely}')
-        stats = player.play(duration_s=duration_s)
-        player.get_logger().info(stats.summary())
-        return stats
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if player is not None:
-            player.destroy_node()
-        context.try_shutdown()

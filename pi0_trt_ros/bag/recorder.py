@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 from pathlib import Path
-import signal
 import threading
 import time
 from typing import Any, Mapping, Sequence
@@ -34,7 +33,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosidl_runtime_py.utilities import get_message
 
-from pi0_trt_ros.bag.bag_io import jazzy_typestore, make_writer, STORAGES
+from pi0_trt_ros.bag.bag_io import jazzy_typestore, make_writer, stop_on_signals, STORAGES
 from pi0_trt_ros.errors import Pi0Error
 
 DISCOVERY_PERIOD_S = 0.2  # how often topics still without a type are looked up in the graph
@@ -209,18 +208,13 @@ def record(out_path: str | Path, topics: Mapping[str, str] | Sequence[str], *, s
     context = Context()
     rclpy.init(args=list(args) if args is not None else None, context=context)  # no rclpy signal handlers
     recorder = None
-    previous = {}
     try:
         recorder = BagRecorder(out_path, topics, storage=storage, qos_depth=qos_depth, context=context)
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda *_: recorder.stop())
-        counts = recorder.run(duration_s=duration_s)
+        with stop_on_signals(recorder.stop):
+            counts = recorder.run(duration_s=duration_s)
         recorder.get_logger().info(f'wrote {sum(counts.values())} messages to {out_path}: {counts}')
         return counts
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if recorder is not None:
             recorder.destroy_node()
         context.try_shutdown()

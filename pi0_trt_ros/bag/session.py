@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-import signal
-import threading
 import time
 from typing import Any, Mapping, Sequence
 
+from pi0_trt_ros.bag.bag_io import stop_on_signals
 from pi0_trt_ros.bag.player import BagPlayer, ReplayStats
 from pi0_trt_ros.bag.recorder import BagRecorder
 
@@ -67,19 +66,16 @@ def replay_and_record(bag: str | Path, *, record_bag: str | Path | None = None,
     context = Context()
     rclpy.init(context=context, domain_id=domain_id)
     recorder = player = None
-    previous: dict[int, Any] = {}
     try:
         if record_bag is not None:
             recorder = BagRecorder(record_bag, record_topics or DEFAULT_RECORD_TOPICS, context=context).start()
         player = BagPlayer(bag, rate=rate, loop=loop, topics=topics, clock_hz=clock_hz, restamp=restamp,
                            context=context)
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda *_: player.stop())
         lonely = player.wait_for_subscribers(wait_for_subscribers_s) if wait_for_subscribers_s > 0 else []
         if lonely:
             log(f'replay: no subscriber after {wait_for_subscribers_s:g} s on {lonely}; playing anyway')
-        stats = player.play(duration_s=duration_s)
+        with stop_on_signals(player.stop):
+            stats = player.play(duration_s=duration_s)
         log(f'replay: {stats.summary()}')
         recorded: dict[str, int] = {}
         if recorder is not None:
@@ -88,8 +84,6 @@ def replay_and_record(bag: str | Path, *, record_bag: str | Path | None = None,
             log(f'recorded {sum(recorded.values())} messages into {record_bag}: {recorded}')
         return SessionResult(stats=stats, recorded=recorded, unmatched_topics=lonely)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         for node in (player, recorder):
             if node is not None:
                 node.destroy_node()

@@ -31,7 +31,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterException
@@ -179,18 +179,9 @@ def declare_and_read(node: Node) -> ControlParams:
     raw: dict[str, Any] = {}
     for name, (default, description) in _SPECS.items():
         raw[name] = _declare(node, name, default, description, problems)
-    cameras = []
-    for cam in raw['cameras'] or []:
-        fields = {}
-        for field, (default, description) in _CAMERA_FIELDS.items():
-            fields[field] = _declare(node, f'camera.{cam}.{field}', default.format(name=cam), f'{cam}: {description}',
-                                     problems)
-        cameras.append(CameraConfig(name=cam, topic=fields['topic'], transport=fields['type'], key=fields['key']))
-    raw['cameras'] = tuple(cameras)
-    params = _build(raw, problems)
-    if params is None:
-        raise Pi0Error(_format(problems))
-    return params
+    raw['cameras'] = _cameras(raw['cameras'], lambda cam, field, default, description: _declare(
+        node, f'camera.{cam}.{field}', default, f'{cam}: {description}', problems))
+    return _build_or_raise(raw, problems)
 
 
 def default_params_file() -> Path:
@@ -221,13 +212,22 @@ def params_from_yaml(path: str | Path, overrides: dict[str, Any] | None = None) 
     problems: list[str] = []
     raw = {name: _coerce(name, values.get(name, default), default, problems) for name, (default, _) in _SPECS.items()}
     per_camera = values.get('camera') or {}
+    raw['cameras'] = _cameras(raw['cameras'], lambda cam, field, default, _: str(
+        (per_camera.get(cam) or {}).get(field, default)))
+    return _build_or_raise(raw, problems)
+
+
+def _cameras(names: list[str] | None, value: Callable[[str, str, str, str], Any]) -> tuple[CameraConfig, ...]:
+    """Build one CameraConfig per name; ``value(camera, field, default, description)`` reads a field."""
     cameras = []
-    for cam in raw['cameras'] or []:
-        given = per_camera.get(cam) or {}
-        fields = {field: str(given.get(field, default.format(name=cam)))
-                  for field, (default, _) in _CAMERA_FIELDS.items()}
+    for cam in names or []:
+        fields = {field: value(cam, field, default.format(name=cam), description)
+                  for field, (default, description) in _CAMERA_FIELDS.items()}
         cameras.append(CameraConfig(name=cam, topic=fields['topic'], transport=fields['type'], key=fields['key']))
-    raw['cameras'] = tuple(cameras)
+    return tuple(cameras)
+
+
+def _build_or_raise(raw: dict[str, Any], problems: list[str]) -> ControlParams:
     params = _build(raw, problems)
     if params is None:
         raise Pi0Error(_format(problems))
