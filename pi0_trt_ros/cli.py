@@ -279,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--duration', type=float, default=6.0, help='bag length, seconds')
     p.add_argument('--rate', type=float, default=1.0)
     p.add_argument('--raw', action='store_true', help='raw Image cameras instead of jpeg')
+    p.add_argument('--checkpoint', type=Path, help='a real LeRobot pi0 checkpoint instead of the tiny random one')
+    p.add_argument('--tokenizer', type=Path, help='its PaliGemma tokenizer (tokenizer.json / tokenizer.model)')
+    p.add_argument('--backend', choices=ENGINE_BACKENDS, default='onnxruntime',
+                   help='tensorrt / tensorrt_rtx also build the engine (on a GPU machine)')
+    p.add_argument('--precision', choices=('fp16', 'fp32'), help='export precision (default: fp16 for TensorRT)')
     p.set_defaults(func=cmd_demo)
     return parser
 

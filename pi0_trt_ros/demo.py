@@ -14,10 +14,12 @@
 
 """The self-contained demo (`pi0-trt demo`): tiny random Pi0 -> ONNX -> real node -> bag replay -> report.
 
-Steps, each a real part: generate a tiny random pi0 checkpoint and tokenizer, export it to ONNX,
-write a synthetic three-camera bag, start the control node with `ros2 launch` (ONNX Runtime on
-CPU), replay the bag into it over DDS (loopback only) while recording its commands, status and
-diagnostics, stop the node, and write the latency/actions report.
+Steps, each a real part: generate a tiny random pi0 checkpoint and tokenizer (or take a real
+checkpoint and tokenizer, `--checkpoint` / `--tokenizer`), export it to ONNX (and build a TensorRT
+plan for `--backend tensorrt|tensorrt_rtx`), write a synthetic three-camera bag, start the control
+node with `ros2 launch` (ONNX Runtime on CPU by default), replay the bag into it over DDS (loopback
+only) while recording its commands, status and diagnostics, stop the node, and write the
+latency/actions report.
 """
 
 from __future__ import annotations
@@ -43,17 +45,22 @@ class DemoSettings:
     duration_s: float = 6.0  # bag length (s)
     compressed: bool = True  # JPEG cameras (raw 640x480 frames are 0.9 MB each)
     rate: float = 1.0  # replay speed
+    backend: str = 'onnxruntime'
     backend_options: str = '{"threads": 1}'  # ONNX Runtime: one intra-op thread leaves a core to DDS
     domain_id: int = 37
+    checkpoint: Path | None = None  # a real LeRobot pi0 checkpoint instead of the tiny random one
+    tokenizer: Path | None = None  # its PaliGemma tokenizer (required with checkpoint)
+    precision: str = 'fp32'  # export precision (fp16 for TensorRT)
 
 
-def demo_params(engine_dir: Path, tokenizer: Path, compressed: bool, backend_options: str) -> dict[str, Any]:
-    """control.yaml with the demo's policy, ONNX Runtime, lossless replay QoS and one inference per set."""
+def demo_params(engine_dir: Path, tokenizer: Path, compressed: bool, backend_options: str,
+                backend: str = 'onnxruntime') -> dict[str, Any]:
+    """control.yaml with the demo's policy and backend, lossless replay QoS and one inference per set."""
     from pi0_trt_ros.node.params import default_params_file
 
     doc = yaml.safe_load(default_params_file().read_text())
     params = doc['/**']['ros__parameters']
-    params.update(backend='onnxruntime', backend_options=backend_options, engine_dir=str(engine_dir),
+    params.update(backend=backend, backend_options=backend_options, engine_dir=str(engine_dir),
                   tokenizer=str(tokenizer), sensor_qos_reliability='reliable', inference_mode='every_set')
     for cam in params['cameras']:
         params['camera'][cam]['type'] = 'compressed' if compressed else 'raw'
@@ -85,6 +92,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     from pi0_trt_ros.bag.report import JOINT_STATE_TYPE, make_report
     from pi0_trt_ros.bag.session import DEFAULT_RECORD_TOPICS, replay_and_record
     from pi0_trt_ros.bag.synth import DEFAULT_JOINT_TOPIC, make_bag
+    from pi0_trt_ros.export.engine import build_engines
+    from pi0_trt_ros.export.onnx import export_policy
     from pi0_trt_ros.testing.tiny import make_tiny_bundle
 
     out = settings.out_dir.resolve()
@@ -98,15 +107,27 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     def step(text: str) -> None:
         print(f'[demo {time.monotonic() - t0:6.1f} s] {text}', flush=True)
 
-    step('1/5 tiny random Pi0 checkpoint + tokenizer, exported to ONNX (fp32)')
-    bundle = make_tiny_bundle(out / 'model', precision='fp32')
+    if settings.checkpoint is None:
+        step(f'1/5 tiny random Pi0 checkpoint + tokenizer, exported to ONNX ({settings.precision})')
+        bundle = make_tiny_bundle(out / 'model', precision=settings.precision)
+        engine_dir, tokenizer = bundle.engine_dir, bundle.tokenizer
+    else:
+        if settings.tokenizer is None:
+            raise Pi0Error('--checkpoint needs --tokenizer (the PaliGemma tokenizer.json / tokenizer.model)')
+        step(f'1/5 exporting {settings.checkpoint} to ONNX ({settings.precision})')
+        engine_dir = export_policy(settings.checkpoint, out / 'engine', precision=settings.precision)
+        tokenizer = settings.tokenizer
+    if settings.backend in ('tensorrt', 'tensorrt_rtx'):
+        step(f'    building the {settings.backend} engine')
+        build_engines(engine_dir, runtime=settings.backend)
     step(f'2/5 synthetic bag: 3 cameras 640x480 @ 30 Hz ({"jpeg" if settings.compressed else "raw"}), '
          f'joint states @ 100 Hz, {settings.duration_s:g} s')
     input_bag = out / 'input_bag'
     make_bag(input_bag, duration_s=settings.duration_s, compressed=settings.compressed)
     config = out / 'control.yaml'
-    config.write_text(yaml.safe_dump(demo_params(bundle.engine_dir, bundle.tokenizer, settings.compressed,
-                                                 settings.backend_options), sort_keys=False))
+    options = settings.backend_options if settings.backend == 'onnxruntime' else '{}'
+    config.write_text(yaml.safe_dump(demo_params(engine_dir, tokenizer, settings.compressed, options,
+                                                 settings.backend), sort_keys=False))
     step(f'3/5 starting the node: ros2 launch pi0_trt_ros control.launch.py config:={config}')
     node = start_node(config, dict(os.environ), out / 'node.log')
     try:
@@ -130,7 +151,9 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
 
 
 def main(args: Any) -> int:
-    settings = DemoSettings(out_dir=args.out, duration_s=args.duration, compressed=not args.raw, rate=args.rate)
+    settings = DemoSettings(out_dir=args.out, duration_s=args.duration, compressed=not args.raw, rate=args.rate,
+                            backend=args.backend, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
+                            precision=args.precision or ('fp16' if args.backend.startswith('tensorrt') else 'fp32'))
     summary = run_demo(settings)
     report_dir = Path(summary['report_dir'])
     print((report_dir / 'summary.txt').read_text())
