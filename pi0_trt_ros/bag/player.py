@@ -39,6 +39,7 @@ import time
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosidl_runtime_py.utilities import get_message
@@ -52,6 +53,7 @@ PREFETCH_MAX_BYTES = 64 * 1024 * 1024
 PREFETCH_MAX_MESSAGES = 4096
 START_DELAY_NS = 20_000_000  # first message goes out this long after play() starts
 MAX_SLEEP_NS = 50_000_000  # longest single sleep, so stop() is noticed within this
+ACK_TIMEOUT_S = 5.0  # longest wait, after the last message, for subscribers to acknowledge it
 _STAMP_LE = struct.Struct('<iI')  # builtin_interfaces/Time right after the 4-byte CDR header
 _STAMP_BE = struct.Struct('>iI')
 
@@ -251,6 +253,8 @@ class BagPlayer(Node):
         """Publish the bag (every pass when looping) and return the timing statistics.
 
         Stops early on ``stop()``, after ``duration_s`` seconds of playback, or on shutdown.
+        Before returning it waits (up to ``ACK_TIMEOUT_S``) until subscribers have acknowledged
+        everything published, so destroying the player right after cannot drop the last messages.
         """
         self._stop.clear()
         errors = array.array('q')
@@ -290,6 +294,8 @@ class BagPlayer(Node):
                     last_pub = time.monotonic_ns()
             finally:
                 source.close()
+        for pub in self._pubs.values():
+            pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
         err = np.frombuffer(errors, dtype=np.int64).astype(np.float64) / 1e6
         return ReplayStats(messages=len(errors), per_topic=dict(counts), loops=passes,
                            wall_s=max(last_pub - t0, 0) / 1e9, clock_ticks=ticks, error_ms=err)
