@@ -153,11 +153,13 @@ def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(*paths: Path) -> str:
+    """Hex sha256 of the concatenated contents of ``paths`` (read in 4 MiB chunks)."""
     h = hashlib.sha256()
-    with path.open('rb') as f:
-        for chunk in iter(lambda: f.read(1 << 22), b''):
-            h.update(chunk)
+    for path in paths:
+        with path.open('rb') as f:
+            for chunk in iter(lambda: f.read(1 << 22), b''):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -288,7 +290,7 @@ def load_checkpoint(path: str | Path, arch: str | Path | dict[str, Any] | None =
         action_std=_stat(post, f'{ACTION_KEY}.std', io.action_dim, 'unnormalizer'),
     )
     return Checkpoint(path=ckpt, config=config, io=io, dtype=dtype, weights=weights, stats=stats,
-                      sha256=_file_sha256(ckpt / 'model.safetensors'))
+                      sha256=file_sha256(ckpt / 'model.safetensors'))
 
 
 # Our Pi0Model key prefix -> LeRobot key prefix, most specific first (inverse of KEY_PREFIXES).

@@ -26,7 +26,6 @@ activations overflow pure FP16), so the graph is strongly typed as TensorRT-RTX 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -37,7 +36,7 @@ import warnings
 
 import numpy as np
 
-from pi0_trt_ros.checkpoint import load_checkpoint
+from pi0_trt_ros.checkpoint import file_sha256, load_checkpoint
 from pi0_trt_ros.errors import ExportError
 from pi0_trt_ros.runners.base import EXPORT_METADATA, PolicyIO
 
@@ -49,15 +48,6 @@ PROTOBUF_LIMIT = 2 ** 31 - 1  # bytes; larger graphs keep weights in external da
 
 def graph_name(precision: str) -> str:
     return f'policy_{precision}.onnx'
-
-
-def file_sha256(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for path in paths:
-        with path.open('rb') as f:
-            for chunk in iter(lambda: f.read(1 << 22), b''):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def example_inputs(io: PolicyIO) -> tuple[Any, ...]:
