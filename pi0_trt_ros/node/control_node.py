@@ -216,6 +216,7 @@ class ControlNode(Node):
         self.stages = StageRing(p.deadline_window)
         # Inputs: camera i (configured order) feeds staging image io.camera_keys.index(key).
         self._camera_names = [c.name for c in p.cameras]
+        self._sources = [f'camera {n}' for n in self._camera_names] + ['joint_states']  # per input, for logs
         self._decoders = [ImageDecoder(staging.images[io.camera_keys.index(c.key)], c.transport,
                                        p.resize_mismatched) for c in p.cameras]
         self._sync: ApproximateTimeSync = ApproximateTimeSync(len(p.cameras), p.sync_queue_size,
@@ -257,8 +258,7 @@ class ControlNode(Node):
         self._command = Float64ArrayMessage(dof)
         self._trajectory = TrajectoryMessage(p.joint_names, io.chunk_size, p.control_rate_hz)
         self._status = Float64ArrayMessage(len(STATUS_FIELDS), label=','.join(STATUS_FIELDS))
-        self._status_values = np.zeros(len(STATUS_FIELDS), np.float64)
-        self._status_index = {name: i for i, name in enumerate(STATUS_FIELDS)}
+        self._status_values = np.zeros(len(STATUS_FIELDS), np.float64)  # [cycle, compute, age, missed, infer]
         self.cycles = 0  # inferences that reached the publish decision
         self.commands_published = 0
         self.holds_published = 0
@@ -365,7 +365,7 @@ class ControlNode(Node):
     def camera_callback(self, index: int, msg: Any) -> None:
         """Validate one frame's header and bytes; feed it to the synchronizer."""
         t0 = time.monotonic_ns()
-        source = f'camera {self._camera_names[index]}'
+        source = self._sources[index]
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         bad = self._decoders[index].check(msg)
         if bad is not None:
@@ -576,7 +576,7 @@ class ControlNode(Node):
         for i, decoder in enumerate(self._decoders):
             bad = decoder.write(slot.images[i])
             if bad is not None:
-                self.faults.add(f'camera {self._camera_names[i]}', bad)
+                self.faults.add(self._sources[i], bad)
                 if not bad.used:
                     return
         np.copyto(staging.state, slot.state)
@@ -642,13 +642,9 @@ class ControlNode(Node):
         self.holds_published += 1
 
     def _publish_status(self, missed: bool, compute_ns: int, obs_age_ns: int, inference_ns: int) -> None:
-        values = self._status_values
-        index = self._status_index
-        for name, value in (('cycle_index', self.cycles), ('compute_ms', compute_ns * 1e-6),
-                            ('obs_age_ms', obs_age_ns * 1e-6), ('deadline_missed', float(missed)),
-                            ('inference_ms', inference_ns * 1e-6)):
-            if name in index:
-                values[index[name]] = value
+        values = self._status_values  # in STATUS_FIELDS order
+        values[0], values[1], values[2] = self.cycles, compute_ns * 1e-6, obs_age_ns * 1e-6
+        values[3], values[4] = float(missed), inference_ns * 1e-6
         self.status_pub.publish(self._status.fill(values))
 
     def _collect_garbage(self) -> None:
@@ -658,12 +654,10 @@ class ControlNode(Node):
 
     # -- diagnostics -------------------------------------------------------------------------
     def _stopped_input_names(self) -> str:
-        names = [f'camera {n}' for n in self._camera_names] + ['joint_states']
-        return ', '.join(n for n, stopped in zip(names, self._stopped_inputs) if stopped)
+        return ', '.join(n for n, stopped in zip(self._sources, self._stopped_inputs) if stopped)
 
     def _check_inputs_alive(self, now: int) -> None:
         """Report inputs that stopped (no message for stale_timeout_ms) and those that came back."""
-        names = [f'camera {n}' for n in self._camera_names] + ['joint_states']
         for i, last in enumerate(self._last_rx):
             if last == 0:
                 continue
@@ -671,10 +665,10 @@ class ControlNode(Node):
             if silent_ms > self.p.stale_timeout_ms and not self._stopped_inputs[i]:
                 self._stopped_inputs[i] = True
                 counter = 'joint_states_stopped' if i == len(self._camera_names) else 'camera_stopped'
-                self.faults.add(names[i], BadInput(counter, f'no message for {silent_ms:.0f} ms'))
+                self.faults.add(self._sources[i], BadInput(counter, f'no message for {silent_ms:.0f} ms'))
             elif silent_ms <= self.p.stale_timeout_ms and self._stopped_inputs[i]:
                 self._stopped_inputs[i] = False
-                self.get_logger().info(f'{names[i]}: messages again')
+                self.get_logger().info(f'{self._sources[i]}: messages again')
 
     def diagnostics_callback(self) -> None:
         """Publish the deadline and input statuses on /diagnostics."""
