@@ -63,7 +63,8 @@ def runner_from_args(args: argparse.Namespace) -> Any:
 
     if args.backend == 'torch':
         options = {'device': args.device or _default_torch_device(), 'dtype': args.dtype or 'fp32',
-                   'mode': getattr(args, 'mode', 'cuda_graph'), 'compiled': getattr(args, 'compile', False)}
+                   'mode': getattr(args, 'mode', 'cuda_graph'), 'compiled': getattr(args, 'compile', False),
+                   'fast': getattr(args, 'fast', False)}
         return make_runner('torch', checkpoint=args.checkpoint, arch=args.arch, **options)
     if args.engine_dir is None:
         raise Pi0Error(f'--backend {args.backend} needs --engine-dir (create it with `pi0-trt export`)')
@@ -130,9 +131,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                       max_action_dim=32, token_len=48, n_action_steps=50)
         device = args.device or 'cuda'
         runner = TorchRunner(policy=random_full_size_policy(io, device=device), io=io, device=device,
-                             dtype=args.dtype or 'bf16', mode=args.mode, compiled=args.compile)
-        compiled = ' compiled' if args.compile else ''
-        label = f'pi0 full-size random, torch {args.dtype or "bf16"} {runner.mode}{compiled}, 3x{h}x{w}'
+                             dtype=args.dtype or 'bf16', mode=args.mode, compiled=args.compile, fast=args.fast)
+        variant = ' compiled' if args.compile else ' fast' if args.fast else ''
+        label = f'pi0 full-size random, torch {args.dtype or "bf16"} {runner.mode}{variant}, 3x{h}x{w}'
     else:
         runner = runner_from_args(args)
         label = f'{args.checkpoint or args.engine_dir}, {runner.name}'
@@ -230,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--camera-hw', type=int, nargs=2, default=(480, 640), metavar=('H', 'W'))
     p.add_argument('--mode', choices=('eager', 'cuda_graph'), default='cuda_graph', help='torch backend mode')
     p.add_argument('--compile', action='store_true', help='torch backend: torch.compile the hot functions')
+    p.add_argument('--fast', action='store_true', help='torch backend: the fused Triton-kernel fast path')
     p.add_argument('--iters', type=int, default=200)
     p.add_argument('--warmup', type=int, default=20)
     p.add_argument('--json', type=Path, help='also write the figures to this JSON file')
