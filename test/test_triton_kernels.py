@@ -115,11 +115,13 @@ def suffix_groups(p: int, valid: int, s: int) -> tuple[torch.Tensor, torch.Tenso
     return cum, key_group, visible
 
 
-@pytest.mark.parametrize('dtype', DTYPES, ids=str)
-@pytest.mark.parametrize('chunk', [None, 32], ids=['one_pass', 'split_kv'])
-def test_attention_matches_grouped_attention_on_the_suffix_mask(dtype, chunk):
+@pytest.mark.parametrize('dtype,chunk,d', [(torch.float32, None, 16), (torch.bfloat16, None, 16),
+                                           (torch.float32, 32, 16), (torch.bfloat16, 32, 16),
+                                           (torch.float32, 32, 128)],  # merged in two head-dim slices
+                         ids=['one_pass-fp32', 'one_pass-bf16', 'split_kv-fp32', 'split_kv-bf16', 'split_kv-d128'])
+def test_attention_matches_grouped_attention_on_the_suffix_mask(dtype, chunk, d):
     g = gen(4)
-    p, valid, s, h, n, d = 70, 53, 11, 4, 2, 16
+    p, valid, s, h, n = 70, 53, 11, 4, 2
     q = torch.randn(1, h, s, d, generator=g)
     k = torch.randn(1, n, p + s, d, generator=g).to(dtype)
     v = torch.randn(1, n, p + s, d, generator=g).to(dtype)

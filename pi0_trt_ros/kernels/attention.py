@@ -101,18 +101,18 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
 
 @triton.jit
 def _merge_kernel(part_ptr, stat_ptr, out_ptr, S, G, splits, stride_o, D: tl.constexpr, BLOCK_D: tl.constexpr,
-                  ROWS: tl.constexpr):
+                  ROWS: tl.constexpr, COLS: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     n = tl.program_id(1)
+    d = tl.program_id(2) * COLS + tl.arange(0, COLS)  # a slice of the head dim: more programs in flight
     n_kv = tl.num_programs(1)
     rows_total = G * S
     row_ok = rows < rows_total
-    d = tl.arange(0, BLOCK_D)
     m = tl.full([ROWS], float('-inf'), tl.float32)
     for split in range(0, splits):
         at = (split * n_kv + n) * rows_total + rows
         m = tl.maximum(m, tl.load(stat_ptr + at * 2, mask=row_ok, other=0.0))
-    acc = tl.zeros([ROWS, BLOCK_D], tl.float32)
+    acc = tl.zeros([ROWS, COLS], tl.float32)
     total = tl.zeros([ROWS], tl.float32)
     for split in range(0, splits):
         at = (split * n_kv + n) * rows_total + rows
@@ -128,7 +128,7 @@ def _merge_kernel(part_ptr, stat_ptr, out_ptr, S, G, splits, stride_o, D: tl.con
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: torch.Tensor | None,
               key_group: torch.Tensor | None, out: torch.Tensor, block_m: int | None = None,
               block_n: int | None = None, chunk: int | None = None, num_warps: int | None = None,
-              num_stages: int = 2) -> torch.Tensor:
+              num_stages: int | None = None) -> torch.Tensor:
     """Attention of q [S, H*D] (already scaled) over k/v [N, K, D]; writes out [S, H*D]; returns ``out``.
 
     query_group int32 [S] and key_group int32 [K] define the mask (both None: no mask). Query
@@ -152,11 +152,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: to
     if not q.is_cuda:  # the interpreter pays per program and per loop trip: few, large tiles
         block_m, block_n = block_m or 128, block_n or 256
         chunk = chunk or kk
-    else:
-        few_rows = rows <= 1024
-        block_m = block_m or 64
-        block_n = block_n or (32 if fp32 or block_d > 128 else 64)
-        chunk = chunk or (128 if few_rows else kk)
+    elif rows <= 1024:  # few query rows (the expert's suffix): split the keys (H200 sweep: 16 x 64, 256 keys)
+        block_m, block_n, chunk = block_m or 16, block_n or (32 if fp32 else 64), chunk or 256
+    else:  # the prefix: one pass (H200 sweep: 64 x 64 tiles, 4 warps, 3 stages)
+        block_m, block_n, chunk = block_m or 64, block_n or (32 if fp32 else 64), chunk or kk
+        num_stages = num_stages or (2 if fp32 else 3)
     chunk = triton.cdiv(chunk, block_n) * block_n
     splits = triton.cdiv(kk, chunk)
     part = stat = out  # placeholders when not split
@@ -169,9 +169,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: to
         BLOCK_M=block_m, BLOCK_N=block_n, MASKED=masked, SPLIT=splits > 1,
         UPCAST_DOT=interpreted() and k.dtype == torch.bfloat16,  # Triton 3.9's interpreter mis-computes bf16 dots
         DOT_PRECISION='ieee' if fp32 else 'tf32', num_warps=num_warps or (4 if block_m <= 64 else 8),
-        num_stages=num_stages)
+        num_stages=num_stages or 2)
     if splits > 1:
-        merge_rows = 16 if q.is_cuda else 256
-        _merge_kernel[(triton.cdiv(rows, merge_rows), n)](part, stat, out, s, g, splits, out.stride(0), D=d,
-                                                          BLOCK_D=block_d, ROWS=merge_rows, num_warps=4)
+        merge_rows, merge_cols = 16 if q.is_cuda else 256, min(64, block_d)
+        _merge_kernel[(triton.cdiv(rows, merge_rows), n, block_d // merge_cols)](
+            part, stat, out, s, g, splits, out.stride(0), D=d, BLOCK_D=block_d, ROWS=merge_rows, COLS=merge_cols,
+            num_warps=4)
     return out
