@@ -69,6 +69,7 @@ from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.joints import JointPicker
 from pi0_trt_ros.node.params import ControlParams, declare_and_read
 from pi0_trt_ros.node.sync import ApproximateTimeSync, exceeds_max_age, NearestSampleBuffer
+from pi0_trt_ros.node.usage import usage_text, wants_usage
 
 NODE_NAME = 'pi0_control'
 MALLOC_MMAP_THRESHOLD = 64 << 20  # bytes: allocations below come from the heap, not a fresh mmap
@@ -720,6 +721,9 @@ class ControlNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``ros2 run pi0_trt_ros control_node``; returns the exit code."""
+    if wants_usage((sys.argv if args is None else args)[1:]):
+        sys.stdout.write(usage_text())
+        return 0
     rclpy.init(args=args)  # SIGINT and SIGTERM shut the context down: spin raises ExternalShutdownException
     executor = SingleThreadedExecutor()  # before the (slow) start-up, so a signal cannot catch it half-built
     node = None

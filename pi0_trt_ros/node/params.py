@@ -338,3 +338,13 @@ def _format(problems: list[str]) -> str:
 def parameter_names() -> list[str]:
     """Return the fixed parameter names (per-camera ones excluded), for documentation and tests."""
     return list(_SPECS)
+
+
+def parameter_specs() -> dict[str, tuple[Any, str]]:
+    """Return name -> (default, description) of the fixed parameters, for the usage text."""
+    return dict(_SPECS)
+
+
+def camera_field_specs() -> dict[str, tuple[str, str]]:
+    """Return field -> (default with ``{name}`` for the camera name, description) of ``camera.<name>.*``."""
+    return dict(_CAMERA_FIELDS)
