@@ -170,7 +170,7 @@ def make_lerobot_03(dst: Path, *, buffers: bool = True, **config_changes) -> Pat
 
 
 def fixture_actions(ckpt) -> np.ndarray:
-    """The action chunk of ``ckpt`` on the fixture's own inputs and noise ([1, 50, 6])."""
+    """Return the action chunk of ``ckpt`` on the fixture's own inputs and noise ([1, 50, 6])."""
     f = dict(np.load(FIXTURE / 'fixture.npz'))
     frames = [torch.from_numpy(np.ascontiguousarray(f[f'image_u8.{i}'].transpose(0, 2, 3, 1))) for i in range(3)]
     with torch.no_grad():
