@@ -257,7 +257,8 @@ class ControlNode(Node):
         self._action = np.zeros(dof, np.float64)  # [dof] action being published
         self._hold = np.zeros(dof, np.float64)  # [dof] snapshot of _latest_joints
         self._command = Float64ArrayMessage(dof)
-        self._trajectory = TrajectoryMessage(p.joint_names, io.chunk_size, p.control_rate_hz)
+        self._trajectory = TrajectoryMessage(p.joint_names, io.chunk_size, p.control_rate_hz,
+                                             velocities=p.trajectory_velocities)
         self._status = Float64ArrayMessage(len(STATUS_FIELDS), label=','.join(STATUS_FIELDS))
         self._status_values = np.zeros(len(STATUS_FIELDS), np.float64)  # [cycle, compute, age, missed, infer]
         self.cycles = 0  # inferences that reached the publish decision
@@ -615,7 +616,8 @@ class ControlNode(Node):
                 self._queue.pop_into(self._action)
             self._publish_command(self._action)
             if self.p.publish_trajectory:
-                self.trajectory_pub.publish(self._trajectory.fill(self._chunk, self.get_clock().now().nanoseconds))
+                stamp_ns = self.get_clock().now().nanoseconds if self.p.trajectory_stamp_now else 0
+                self.trajectory_pub.publish(self._trajectory.fill(self._chunk, stamp_ns))
         elif policy == 'hold':
             self._publish_hold()
         t_published = time.monotonic_ns()
