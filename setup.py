@@ -63,7 +63,6 @@ setup(
     maintainer_email='maintainers@pi0-trt-ros.dev',
     description='Pi0 VLA policy as a real-time ROS 2 controller through TensorRT',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'control_node = pi0_trt_ros.node.control_node:main',

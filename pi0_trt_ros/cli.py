@@ -105,6 +105,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from pi0_trt_ros.checkpoint import load_checkpoint, parse_camera, save_checkpoint
+
+    cameras = dict(parse_camera(c) for c in args.camera) if args.camera else None
+    ckpt = load_checkpoint(args.checkpoint, args.arch, stats=args.stats, cameras=cameras)
+    out = save_checkpoint(args.out, ckpt.config, ckpt.io, ckpt.weights, ckpt.stats)
+    print(f'converted {args.checkpoint} ({ckpt.layout}) -> {out} (lerobot>=0.4 layout)')
+    return 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from pi0_trt_ros.export.engine import build_engines
 
@@ -216,6 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', type=Path, required=True, help='ENGINE_DIR to write')
     p.add_argument('--precision', choices=('fp16', 'fp32'), default='fp16')
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser('convert', help='write any loadable checkpoint (LeRobot <= 0.3, base lerobot/pi0 + '
+                       '--camera/--stats) in the LeRobot >= 0.4 layout the other commands read')
+    p.add_argument('checkpoint', type=Path)
+    p.add_argument('--out', type=Path, required=True, help='checkpoint directory to write')
+    p.add_argument('--arch', type=Path, help='hf_configs.json for non-standard sizes')
+    p.add_argument('--stats', type=Path, help="normalization statistics: the training dataset's meta/stats.json")
+    p.add_argument('--camera', action='append', metavar='KEY=HxW',
+                   help='camera key and frame size, in policy order (repeat), e.g. '
+                   'observation.images.base_0_rgb=480x640; replaces the cameras of config.json')
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser('build', help='build TensorRT engine(s) for an export directory')
     p.add_argument('engine_dir', type=Path)
