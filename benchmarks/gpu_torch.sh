@@ -16,7 +16,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 python3 -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton",
             triton.__version__, torch.cuda.get_device_name())' | tee -a "$out/gpu.txt"
 python3 -m pytest -q -s -p no:cacheprovider test/test_cuda_buffers.py test/test_torch_cuda.py 2>&1 \
-  | grep -v 'Warning\|warn' | tee "$out/gpu_tests.txt"
+  | grep -v 'Warning:\|_warn_once' | tee "$out/gpu_tests.txt"
 [ "${SWEEP:-0}" = 1 ] && python3 benchmarks/attention_sweep.py 2>&1 | tee "$out/attention_sweep.txt"
 python3 benchmarks/fast_path.py --iters 200 --json "$out/fast_path.json" 2>&1 | grep '|' | tee "$out/fast_path.txt"
 IFS=';' read -ra cases <<< "${CASES:-bf16 cuda_graph --fast;fp16 cuda_graph --fast;bf16 cuda_graph --compile;bf16 cuda_graph}"
@@ -24,7 +24,7 @@ for case in "${cases[@]}"; do
   set -- $case
   python3 -m pi0_trt_ros.cli bench --random-full-size --backend torch --dtype "$1" --mode "$2" ${3:-} \
     --iters "${ITERS:-1000}" --warmup 50 --json "$out/bench_$1_$2${3:+_${3#--}}.json" 2>&1 \
-    | grep -v ' INFO \|^  triton\|AUTOTUNE\|Warning\|warn' | tee -a "$out/bench.txt"
+    | grep -v ' INFO \|^  triton\|AUTOTUNE\|Warning:\|_warn_once' | tee -a "$out/bench.txt"
 done
 echo; echo "end to end, staged host input -> host actions:"
 grep '^| pi0' "$out/bench.txt"
