@@ -144,13 +144,16 @@ class Rig:
     def now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds
 
-    def send_set(self, stamp_ns: int | None = None, skip_cameras: bool = False) -> int:
-        """Publish joint states and (unless skipped) one frame per camera, all with one stamp."""
-        stamp = self.now_ns() if stamp_ns is None else stamp_ns
-        self.joints.publish(self.joint_state(stamp))
+    def send_set(self, stamp_ns: int | None = None, skip_cameras: bool = False, skip_joints: bool = False,
+                 skip_camera: str = '', stamp_offset_ns: int = 0) -> int:
+        """Publish joint states and one frame per camera (unless skipped), all with one stamp."""
+        stamp = (self.now_ns() if stamp_ns is None else stamp_ns) + stamp_offset_ns
+        if not skip_joints:
+            self.joints.publish(self.joint_state(stamp))
         if not skip_cameras:
             for name, pub in self.cameras.items():
-                pub.publish(self.image(name, stamp))
+                if name != skip_camera:
+                    pub.publish(self.image(name, stamp))
         return stamp
 
     def stream(self, seconds: float, rate_hz: float = 20.0, **kwargs: Any) -> None:

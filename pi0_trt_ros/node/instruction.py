@@ -72,6 +72,7 @@ class InstructionBox:
         self._staged_version = 0  # control thread: the version last copied into staging
         self._last_log = -float('inf')
         self._unlogged = 0  # changes since the last log line
+        self.lines_logged = 0
 
     def receive(self, raw: bytes) -> None:
         """Validate and tokenize one serialized std_msgs/String (subscription callback)."""
@@ -128,4 +129,5 @@ class InstructionBox:
             return
         more = f' ({self._unlogged} more changes since the last report)' if self._unlogged else ''
         self._last_log, self._unlogged = now, 0
+        self.lines_logged += 1
         self._info(line + more)
