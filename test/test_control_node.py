@@ -337,13 +337,13 @@ def test_chunk_mode_executes_n_action_steps_of_each_chunk(start: Callable[..., R
 
 
 def test_diagnostics_carry_deadline_figures(start: Callable[..., Running]) -> None:
-    r = start('/diag', deadline_ms=20)  # an integer for a double parameter is accepted
+    r = start('/diag', deadline_ms=20, max_observation_age_ms=0.0)  # an integer for a double parameter is accepted
     rig = r.rig
     wait_for(lambda: rig.latest_status(': inputs').get('message') == 'waiting for an instruction', 5.0,
              'waiting status')
     rig.instruct()
-    rig.stream(1.0)
-    wait_for(lambda: int(rig.latest_status(': deadline').get('cycles', 0)) >= 10, 5.0, 'diagnostics with cycles')
+    rig.stream_until(lambda: int(rig.latest_status(': deadline').get('cycles', 0)) >= 10, 60.0,
+                     'diagnostics with cycles')
     deadline = rig.latest_status(': deadline')
     assert deadline['deadline_ms'] == '20'
     for key in ('compute_ms_last', 'compute_ms_mean', 'compute_ms_p50', 'compute_ms_p99', 'compute_ms_max',
