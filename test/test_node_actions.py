@@ -24,7 +24,7 @@ from rclpy.serialization import deserialize_message
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
-from pi0_trt_ros.node.actions import ActionQueue, ActionSanitizer, Float64ArrayMessage, TrajectoryMessage
+from pi0_trt_ros.node.actions import ActionQueue, ActionSanitizer, CommandWriter, Float64ArrayMessage, TrajectoryMessage
 
 LOWER = [-1.0, -2.0, 0.0]
 UPPER = [1.0, 2.0, 0.5]
@@ -50,6 +50,41 @@ def test_sanitizer_replaces_non_finite_rows_with_hold(bad: float) -> None:
     single = np.zeros(3)
     assert sanitizer.sanitize_into(np.array([bad, 0.0, 0.0], np.float32), hold, single) == 1
     np.testing.assert_array_equal(single, hold)
+
+
+def test_sanitizer_clamps_the_hold_position_too() -> None:
+    sanitizer = ActionSanitizer(LOWER, UPPER, max_rows=2)
+    out = np.zeros((2, 3))
+    chunk = np.array([[math.nan, 0.0, 0.0], [0.0, 0.0, 0.0]], np.float32)
+    assert sanitizer.sanitize_into(chunk, np.array([3.0e38, -2.5, 0.6]), out) == 1
+    np.testing.assert_array_equal(out[0], [1.0, -2.0, 0.5])
+
+
+def writer_and_outputs(chunk_size: int = 4) -> tuple[CommandWriter, list, list]:
+    commands: list = []
+    trajectories: list = []
+    writer = CommandWriter(LOWER, UPPER, ['a', 'b', 'c'], chunk_size, 50.0, commands.append, trajectories.append)
+    return writer, commands, trajectories
+
+
+def test_command_writer_clamps_every_command_and_trajectory() -> None:
+    writer, commands, trajectories = writer_and_outputs()
+    assert writer.command(np.array([3.0e38, -7.0, 0.25]))
+    assert list(deserialize_message(commands[0], Float64MultiArray).data) == [1.0, -2.0, 0.25]
+    chunk = np.array([[5.0, 5.0, 5.0], [-5.0, -5.0, -5.0], [0.0, 0.0, 0.0], [1e300, 0.1, -1e300]])
+    assert writer.trajectory(chunk, 123)
+    points = [list(p.positions) for p in deserialize_message(trajectories[0], JointTrajectory).points]
+    assert points == [[1.0, 2.0, 0.5], [-1.0, -2.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.1, 0.0]]
+
+
+@pytest.mark.parametrize('bad', [math.nan, math.inf, -math.inf])
+def test_command_writer_refuses_non_finite_values(bad: float) -> None:
+    writer, commands, trajectories = writer_and_outputs()
+    assert not writer.command(np.array([0.0, bad, 0.0]))
+    chunk = np.zeros((4, 3))
+    chunk[3, 2] = bad
+    assert not writer.trajectory(chunk, 0)
+    assert commands == [] and trajectories == [] and writer.refused == 2
 
 
 def test_sanitizer_rejects_bad_limits() -> None:

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
-from pi0_trt_ros.node.images import ImageDecoder, RAW_ENCODINGS
+from pi0_trt_ros.node.image_header import jpeg_size, PNG_MAGIC, png_size
+from pi0_trt_ros.node.images import ImageDecoder, MAX_SCRATCH_SIZES, RAW_ENCODINGS
 
 H, W = 48, 64
 
@@ -200,11 +201,71 @@ def test_compressed_format_and_data_must_agree(rgb: np.ndarray) -> None:
 
 def test_corrupt_jpeg_with_valid_markers_fails_to_decode(rgb: np.ndarray) -> None:
     staging = np.full((H, W, 3), 7, np.uint8)
-    msg = CompressedImage(format='jpeg')
-    msg.data = array.array('B', b'\xff\xd8' + bytes(range(256)) * 4 + b'\xff\xd9')
-    bad = ImageDecoder(staging, 'compressed').decode(msg)
+    header = bytes(compressed_msg(rgb, '.jpg').data)
+    msg = CompressedImage(format='jpeg')  # a real header (right size), garbage entropy-coded data
+    msg.data = array.array('B', header[:header.index(b'\xff\xda')] + bytes(range(256)) * 4 + b'\xff\xd9')
+    decoder = ImageDecoder(staging, 'compressed')
+    assert decoder.check(msg) is None  # passes the header check: only decoding can tell
+    bad = decoder.write(msg)
     assert bad is not None and bad.counter == 'image_decode' and not bad.used
     assert (staging == 7).all()
+
+
+def test_jpeg_without_a_readable_header_is_rejected_before_decoding() -> None:
+    msg = CompressedImage(format='jpeg')
+    msg.data = array.array('B', b'\xff\xd8' + bytes(range(256)) * 4 + b'\xff\xd9')
+    bad = ImageDecoder(np.zeros((H, W, 3), np.uint8), 'compressed').check(msg)
+    assert bad is not None and bad.counter == 'image_header' and not bad.used
+
+
+def test_header_parsers_read_the_encoded_size(rgb: np.ndarray) -> None:
+    for ext, parse in (('.jpg', jpeg_size), ('.png', png_size)):
+        data = bytes(compressed_msg(rgb, ext).data)
+        assert parse(data) == (W, H)
+        for cut in range(0, 40):  # any prefix: a size or None, never an exception
+            assert parse(data[:cut]) in (None, (W, H))
+    assert jpeg_size(b'\xff\xd8\xff\xda\x00\x02') is None and png_size(b'GIF89a' + bytes(30)) is None
+
+
+def bomb(kind: str, width: int, height: int) -> CompressedImage:
+    """Build a few hundred bytes whose header claims ``width`` x ``height`` pixels."""
+    msg = CompressedImage(format=kind)
+    if kind == 'jpeg':
+        sof = b'\xff\xc0\x00\x11\x08' + height.to_bytes(2, 'big') + width.to_bytes(2, 'big') + b'\x03' + bytes(9)
+        msg.data = array.array('B', b'\xff\xd8\xff\xe0\x00\x10JFIF\x00' + bytes(9) + sof + bytes(600) + b'\xff\xd9')
+    else:
+        ihdr = b'\x00\x00\x00\x0dIHDR' + width.to_bytes(4, 'big') + height.to_bytes(4, 'big') + b'\x08\x02' + bytes(7)
+        msg.data = array.array('B', PNG_MAGIC + ihdr + bytes(600) + b'IEND\xaeB`\x82')
+    return msg
+
+
+@pytest.mark.parametrize('kind', ['jpeg', 'png'])
+@pytest.mark.parametrize('side', [20000, 65000])
+def test_decompression_bomb_is_rejected_from_its_header(kind: str, side: int) -> None:
+    staging = np.full((H, W, 3), 7, np.uint8)
+    for resize in (False, True):  # resizing accepts other sizes, but not absurd ones
+        decoder = ImageDecoder(staging, 'compressed', resize_mismatched=resize)
+        msg = bomb(kind, side, side)
+        tracemalloc.start()
+        try:
+            bad = decoder.check(msg)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert bad is not None and bad.counter == 'image_size' and not bad.used, bad
+        assert f'{side}x{side}' in bad.detail and 'not decoded' in bad.detail
+        assert peak < 64 * 1024  # nothing of the claimed size was allocated
+    assert (staging == 7).all()
+
+
+def test_resize_scratch_frames_are_bounded(rgb: np.ndarray) -> None:
+    staging = np.zeros((H, W, 3), np.uint8)
+    decoder = ImageDecoder(staging, resize_mismatched=True)
+    for k in range(3 * MAX_SCRATCH_SIZES):
+        frame = cv2.resize(rgb, (W + 2 * k + 2, H + k + 1))
+        assert decoder.decode(raw_msg(frame, 'rgb8')).counter == 'image_resized'
+        np.testing.assert_array_equal(staging, cv2.resize(frame, (W, H), interpolation=cv2.INTER_AREA))
+    assert len(decoder._scratch) == MAX_SCRATCH_SIZES
 
 
 def test_compressed_wrong_size_is_rejected_unless_resizing_is_on(rgb: np.ndarray) -> None:

@@ -120,3 +120,25 @@ def test_bad_configuration_raises() -> None:
         JointPicker([])
     with pytest.raises(ValueError, match='duplicates'):
         JointPicker(['a', 'b', 'a'])
+
+
+@pytest.mark.parametrize('value', [3.0e38, -1e6, 1.31, -1.31])
+def test_position_outside_the_limits_by_more_than_the_margin_is_rejected(value: float) -> None:
+    picker = JointPicker(NAMES, lower=[-1.0] * 3, upper=[1.0] * 3, margin=0.3)
+    out = np.full(3, 7.0, np.float32)
+    msg = delivered(NAMES, [0.0, value, 0.0])
+    bad = picker.pick_into(msg.name, msg.position, out)
+    assert bad is not None and not bad.used and bad.counter == 'joint_out_of_limits'
+    assert 'elbow' in bad.detail
+    np.testing.assert_array_equal(out, 7.0)  # untouched: neither policy input nor hold target
+
+
+def test_position_within_the_margin_is_used_as_read() -> None:
+    picker = JointPicker(NAMES, lower=[-1.0] * 3, upper=[1.0] * 3, margin=0.3)
+    out = np.zeros(3, np.float32)
+    assert picker.pick_into(NAMES, [1.29, -1.29, 1.0], out) is None
+    np.testing.assert_allclose(out, [1.29, -1.29, 1.0], rtol=1e-6)
+    with pytest.raises(ValueError, match='both lower and upper'):
+        JointPicker(NAMES, lower=[-1.0] * 3)
+    with pytest.raises(ValueError, match='one per joint'):
+        JointPicker(NAMES, lower=[-1.0] * 2, upper=[1.0] * 2)

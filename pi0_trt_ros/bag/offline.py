@@ -67,7 +67,7 @@ def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, token
     from rclpy.serialization import deserialize_message
     from rosidl_runtime_py.utilities import get_message
 
-    from pi0_trt_ros.node.control_node import decode_instruction
+    from pi0_trt_ros.node.instruction import decode_instruction
 
     io, staging = runner.io, runner.staging
     cams = {absolute(c.topic): i for i, c in enumerate(params.cameras)}
@@ -76,7 +76,8 @@ def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, token
                 for c in params.cameras]
     sync = ApproximateTimeSync(len(decoders), params.sync_queue_size, int(round(params.sync_slop_ms * 1e6)))
     joints = NearestSampleBuffer(params.joint_state_buffer, int(round(params.joint_state_tolerance_ms * 1e6)))
-    picker = JointPicker(params.joint_names)
+    picker = JointPicker(params.joint_names, params.joint_lower_limits, params.joint_upper_limits,
+                         params.joint_limit_margin)
     dof = picker.dof
     sanitizer = ActionSanitizer(params.joint_lower_limits, params.joint_upper_limits, io.chunk_size)
     rng = np.random.default_rng(None if params.noise_seed < 0 else params.noise_seed)

@@ -14,7 +14,11 @@
 
 """From an action chunk to safe, preallocated command messages.
 
-* ``ActionSanitizer``: clamp to joint limits; a row with any NaN/inf becomes the hold position.
+* ``ActionSanitizer``: a row with any NaN/inf becomes the hold position; then clamp to the joint
+  limits.
+* ``CommandWriter``: the one place commands and trajectories leave the node; whatever the caller
+  hands it, it publishes only finite values within the joint limits (clamping again, refusing
+  non-finite values).
 * ``ActionQueue``: LeRobot's ``select_action`` queue. A chunk ``[T, dof]`` contributes its first
   ``n_action_steps`` rows; the control loop pops one per tick and asks for a new inference when
   the queue is empty.
@@ -36,7 +40,7 @@ per publish is the ``bytes`` copy rclpy's raw publish takes (a few KB).
 from __future__ import annotations
 
 import array
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from rclpy.serialization import serialize_message
@@ -45,9 +49,10 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 
 class ActionSanitizer:
-    """Clamps actions to ``[lower, upper]`` per joint; non-finite rows become the hold position.
+    """Non-finite rows become the hold position; every row is then clamped to ``[lower, upper]``.
 
-    The hold position (where the arm is) is not clamped: holding must not move the arm.
+    The hold position is clamped too: a joint reading past a limit (within the reader's margin)
+    must not be commanded past it.
     """
 
     def __init__(self, lower: Sequence[float], upper: Sequence[float], max_rows: int) -> None:
@@ -67,8 +72,8 @@ class ActionSanitizer:
     def sanitize_into(self, actions: np.ndarray, hold: np.ndarray, out: np.ndarray) -> int:
         """Write clamped ``actions`` ([rows, dof] or [dof]) into ``out`` (float64, same shape).
 
-        Rows containing NaN/inf are replaced by ``hold`` (float64 [dof], current joint positions).
-        Returns how many rows were replaced.
+        Rows containing NaN/inf are replaced by ``hold`` (float64 [dof], current joint positions),
+        then everything is clamped. Returns how many rows were replaced.
         """
         if actions.ndim == 1:
             return self.sanitize_into(actions[None], hold, out[None])
@@ -76,14 +81,68 @@ class ActionSanitizer:
         finite = self._finite[:rows]
         np.copyto(out, actions)  # float32 -> float64 first: mixed-dtype ufuncs would allocate cast buffers
         np.isfinite(out, out=finite)
-        np.minimum(out, self._upper[:rows], out=out)  # same-shape operands: no broadcasting iterator
-        np.maximum(out, self._lower[:rows], out=out)
         replaced = 0
         if np.count_nonzero(finite) != finite.size:  # rare: find the rows, allocating is fine here
             row_bad = ~finite.all(axis=1)
             replaced = int(np.count_nonzero(row_bad))
             out[row_bad] = hold
+        np.minimum(out, self._upper[:rows], out=out)  # same-shape operands: no broadcasting iterator
+        np.maximum(out, self._lower[:rows], out=out)
         return replaced
+
+
+class CommandWriter:
+    """Publishes joint commands and chunk trajectories: only finite values within the joint limits.
+
+    Every command path of the node (policy actions, holds) ends here, so this is where the limits
+    are enforced, whatever happened upstream: values are clamped to ``[lower, upper]``, and a
+    command or trajectory with any NaN/inf is refused (not published; ``refused`` counts them).
+    ``publish_command`` and ``publish_trajectory`` take the serialized message bytes.
+    """
+
+    def __init__(self, lower: Sequence[float], upper: Sequence[float], joint_names: Sequence[str],
+                 chunk_size: int, control_rate_hz: float, publish_command: Callable[[bytes], object],
+                 publish_trajectory: Callable[[bytes], object], velocities: bool = False) -> None:
+        dof = len(joint_names)
+        self.lower = np.asarray(lower, np.float64)  # [dof]
+        self.upper = np.asarray(upper, np.float64)  # [dof]
+        if self.lower.shape != (dof,) or self.upper.shape != (dof,) or not (self.lower < self.upper).all():
+            raise ValueError(f'need {dof} lower limits each below its upper limit: {self.lower} vs {self.upper}')
+        self._lower_rows = np.tile(self.lower, (chunk_size, 1))  # [T, dof]
+        self._upper_rows = np.tile(self.upper, (chunk_size, 1))  # [T, dof]
+        self._action = np.zeros(dof, np.float64)  # [dof] the command being written
+        self._chunk = np.zeros((chunk_size, dof), np.float64)  # [T, dof] the trajectory being written
+        self._finite = np.zeros((chunk_size, dof), np.bool_)  # [T, dof]
+        self._command_msg = Float64ArrayMessage(dof)
+        self._trajectory_msg = TrajectoryMessage(joint_names, chunk_size, control_rate_hz, velocities=velocities)
+        self._publish_command = publish_command
+        self._publish_trajectory = publish_trajectory
+        self.refused = 0  # commands and trajectories not published because they held NaN/inf
+
+    def command(self, action: np.ndarray) -> bool:
+        """Publish ``action`` ([dof]) clamped to the limits; False (nothing published) if it has NaN/inf."""
+        if not self._clamp_into(action, self._action, self._finite[0], self._lower_rows[0], self._upper_rows[0]):
+            return False
+        self._publish_command(self._command_msg.fill(self._action))
+        return True
+
+    def trajectory(self, chunk: np.ndarray, stamp_ns: int) -> bool:
+        """Publish ``chunk`` ([T, dof]) clamped, stamped ``stamp_ns``; False (nothing published) on NaN/inf."""
+        if not self._clamp_into(chunk, self._chunk, self._finite, self._lower_rows, self._upper_rows):
+            return False
+        self._publish_trajectory(self._trajectory_msg.fill(self._chunk, stamp_ns))
+        return True
+
+    def _clamp_into(self, values: np.ndarray, out: np.ndarray, finite: np.ndarray, lower: np.ndarray,
+                    upper: np.ndarray) -> bool:
+        np.copyto(out, values)
+        np.isfinite(out, out=finite)
+        if np.count_nonzero(finite) != finite.size:
+            self.refused += 1
+            return False
+        np.minimum(out, upper, out=out)
+        np.maximum(out, lower, out=out)
+        return True
 
 
 class ActionQueue:

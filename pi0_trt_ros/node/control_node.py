@@ -36,10 +36,19 @@ draw ``rng.standard_normal((chunk_size, max_action_dim), dtype=np.float32)`` of
 ``fixed_noise`` every inference uses draw 0, which is the noise of ``pi0-trt infer --seed
 noise_seed``: in ``every_set`` mode the command then equals that run's first action.
 
-Safety: nothing is commanded before the first instruction; actions are clamped to the joint
-limits and a NaN/inf action becomes the current joint positions ("hold"); when no usable
-observation arrives for ``stale_timeout_ms`` the node holds (or stops, ``on_stale``), and stops
-commanding ``stop_timeout_ms`` later, until inputs recover.
+Safety: nothing is commanded before the first instruction; a NaN/inf action becomes the current
+joint positions ("hold"), and every command, holds included, is clamped to the joint limits (and
+never published with a NaN/inf) by one ``CommandWriter``; a joint state more than
+``joint_limit_margin`` outside the limits is rejected, never used as input nor hold target; when
+no usable observation arrives for ``stale_timeout_ms`` (also when frames keep failing to decode
+or inference keeps failing) the node holds (or stops, ``on_stale``), and stops commanding
+``stop_timeout_ms`` later, until inputs recover. The rules of the control thread live in
+``control_loop.py``; this module wires them to ROS.
+
+What the node cannot see: a message that DDS or rmw drops before rclpy hands it over (a CDR
+message whose length field does not fit its bytes fails to deserialize below rclpy, and a
+sample lost on a best-effort topic) reaches no callback, so it is neither counted nor logged;
+it shows only as an input that stops (``camera_stopped``/``joint_states_stopped``) if it lasts.
 """
 
 from __future__ import annotations
@@ -63,78 +72,22 @@ from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
 from pi0_trt_ros.errors import Pi0Error
-from pi0_trt_ros.node.actions import ActionQueue, ActionSanitizer, Float64ArrayMessage, TrajectoryMessage
+from pi0_trt_ros.node.actions import ActionSanitizer, CommandWriter, Float64ArrayMessage
+from pi0_trt_ros.node.control_loop import (ControlLoop, HoldTarget, LoopConfig, LoopParts, Mailbox, MonotonicClock,
+                                           StageRing, STAGES)
 from pi0_trt_ros.node.deadline import BadInput, DeadlineMonitor, FaultCounters, Level, STATUS_FIELDS
 from pi0_trt_ros.node.images import ImageDecoder
+from pi0_trt_ros.node.instruction import InstructionBox
 from pi0_trt_ros.node.joints import JointPicker
 from pi0_trt_ros.node.params import ControlParams, declare_and_read
+from pi0_trt_ros.node.stamps import StampGate
 from pi0_trt_ros.node.sync import ApproximateTimeSync, exceeds_max_age, NearestSampleBuffer
 from pi0_trt_ros.node.usage import usage_text, wants_usage
 
 NODE_NAME = 'pi0_control'
 MALLOC_MMAP_THRESHOLD = 64 << 20  # bytes: allocations below come from the heap, not a fresh mmap
 MALLOC_TRIM_THRESHOLD = 256 << 20  # bytes: free heap kept before returning memory to the OS
-CLOCK_JUMP_NS = 1_000_000_000  # a stamp this much older than the previous one: time was reset (bag loop)
-STAGES = ('callbacks', 'recv', 'sync', 'start', 'staged', 'inferred', 'published', 'done')
-
-
-class StageRing:
-    """Monotonic-ns timestamps of each cycle's stages, in a preallocated ring (for benchmarks).
-
-    Per cycle: ``callbacks`` is the summed duration of every camera/joint callback since the
-    previous set (receive cost, ns); the others are ``time.monotonic_ns()`` when the set's last
-    message entered its callback (``recv``), the set was handed to the control thread (``sync``),
-    the control thread took it (``start``), staging was done (``staged``), ``infer()`` returned
-    (``inferred``), commands were published (``published``) and the status too (``done``).
-    """
-
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self._ring = np.zeros((window, len(STAGES)), np.int64)  # [window, stage]
-        self.count = 0
-
-    def record(self, *stamps: int) -> None:
-        """Store one cycle's values, in ``STAGES`` order."""
-        row = self._ring[self.count % self.window]
-        for i, value in enumerate(stamps):
-            row[i] = value
-        self.count += 1
-
-    def snapshot(self) -> np.ndarray:
-        """Return a copy of the filled rows, oldest first: int64 [n, len(STAGES)]."""
-        n = min(self.count, self.window)
-        start = self.count % self.window if self.count > self.window else 0
-        return np.roll(self._ring, -start, axis=0)[:n].copy()
-
-
-class _SetSlot:
-    """One synchronized observation handed from the executor thread to the control thread."""
-
-    def __init__(self, dof: int) -> None:
-        self.images: tuple[Any, ...] = ()  # camera messages, in configured camera order
-        self.state = np.zeros(dof, np.float32)  # [dof] joint positions matched to the set
-        self.newest_stamp_ns = 0  # newest header stamp among the set (ROS time, ns)
-        self.t_recv = 0  # monotonic ns: the last message's callback started
-        self.t_sync = 0  # monotonic ns: handed over (the deadline clock starts here)
-        self.callbacks_ns = 0  # summed callback time since the previous set
-
-
-def decode_instruction(raw: bytes) -> str:
-    """Decode a serialized std_msgs/String strictly as UTF-8.
-
-    rclpy decodes strings with ``errors='replace'``, which would hide non-UTF-8 text, so the
-    node subscribes raw and reads the CDR itself: a 4-byte encapsulation header (byte 1 odd:
-    little-endian), a uint32 length including the terminating NUL, the bytes. Raises
-    UnicodeDecodeError when the text is not valid UTF-8, ValueError when the buffer is not a
-    serialized string.
-    """
-    if len(raw) < 9:
-        raise ValueError(f'{len(raw)} bytes is too short for a serialized std_msgs/String')
-    order = 'little' if raw[1] & 1 else 'big'
-    n = int.from_bytes(raw[4:8], order)
-    if n < 1 or 8 + n > len(raw) or raw[8 + n - 1] != 0:
-        raise ValueError(f'string length field {n} does not fit the {len(raw)}-byte message')
-    return bytes(raw[8:8 + n - 1]).decode('utf-8')
+__all__ = ['ControlNode', 'main', 'STAGES', 'tune_malloc']
 
 
 def tune_malloc() -> bool:
@@ -208,9 +161,7 @@ class ControlNode(Node):
                  f'{[f"{w}x{h}" for h, w in io.camera_hw]}, chunk {io.chunk_size}x{io.action_dim}')
 
         dof = len(p.joint_names)
-        self.mode_every_set = p.inference_mode == 'every_set'
         self.n_action_steps = p.n_action_steps or io.n_action_steps
-        self.period_ns = int(round(1e9 / p.control_rate_hz))
         self.faults = FaultCounters(log.warning, log.info, p.log_throttle_sec)
         self.monitor = DeadlineMonitor(p.deadline_ms, p.deadline_window,
                                        error_consecutive=p.deadline_error_consecutive)
@@ -222,55 +173,27 @@ class ControlNode(Node):
                                        p.resize_mismatched) for c in p.cameras]
         self._sync: ApproximateTimeSync = ApproximateTimeSync(len(p.cameras), p.sync_queue_size,
                                                               int(round(p.sync_slop_ms * 1e6)))
-        self._picker = JointPicker(p.joint_names)
+        self._picker = JointPicker(p.joint_names, p.joint_lower_limits, p.joint_upper_limits, p.joint_limit_margin)
         self._joint_rows = np.zeros((p.joint_state_buffer, dof), np.float32)  # ring of picked joint states
         self._joint_next = 0  # ring row of the next joint sample (advances with the buffer's own ring)
         self._joint_scratch = np.zeros(dof, np.float32)  # [dof] the message being checked
         self._joints: NearestSampleBuffer = NearestSampleBuffer(p.joint_state_buffer,
                                                                 int(round(p.joint_state_tolerance_ms * 1e6)))
         self._max_age_ns = int(round(p.max_observation_age_ms * 1e6))
-        self._last_stamp = [0] * (len(p.cameras) + 1)  # newest header stamp per input (cameras, joints)
+        self._stamps = StampGate(len(p.cameras) + 1, int(round(p.max_future_stamp_ms * 1e6)))
         self._last_rx = [0] * (len(p.cameras) + 1)  # monotonic ns of the last accepted message per input
         self._stopped_inputs = [False] * (len(p.cameras) + 1)
         self._cb_ns = 0  # summed callback time since the last set (executor thread only)
-        self._latest_joints = np.zeros(dof, np.float64)  # [dof] newest accepted joint positions: the hold target
-        self._joint_lock = threading.Lock()
-        # Instruction: tokenized in its callback into these, copied into staging by the control thread.
-        self._tok_ids = np.zeros(io.token_len, np.int64)
-        self._tok_mask = np.zeros(io.token_len, np.bool_)
-        self._instruction = ''
-        self._instruction_version = 0  # bumped per accepted new instruction
-        self._staged_version = 0  # the version staged (control thread)
-        self._tok_lock = threading.Lock()
-        # Mailbox: the executor fills _pending under _cv; the control thread swaps it with _working.
-        self._cv = threading.Condition()
-        self._pending, self._working = _SetSlot(dof), _SetSlot(dof)
-        self._ready = False
-        self._last_set_ns = 0  # monotonic ns of the last set handed over (0: none yet)
-        # Control thread state and preallocated outputs.
-        self._rng = np.random.default_rng(None if p.noise_seed < 0 else p.noise_seed)
-        if p.fixed_noise:
-            self._rng.standard_normal(dtype=np.float32, out=staging.noise)
-        self._sanitizer = ActionSanitizer(p.joint_lower_limits, p.joint_upper_limits, io.chunk_size)
-        self._queue = ActionQueue(self.n_action_steps, dof)
-        self._chunk = np.zeros((io.chunk_size, dof), np.float64)  # [T, dof] sanitized chunk
-        self._action = np.zeros(dof, np.float64)  # [dof] action being published
-        self._hold = np.zeros(dof, np.float64)  # [dof] snapshot of _latest_joints
-        self._command = Float64ArrayMessage(dof)
-        self._trajectory = TrajectoryMessage(p.joint_names, io.chunk_size, p.control_rate_hz,
-                                             velocities=p.trajectory_velocities)
+        self.instruction = InstructionBox(self.tokenizer, io.token_len, p.max_instruction_chars, self.faults,
+                                          log.info, p.log_throttle_sec)
+        self.hold_target = HoldTarget(dof)
+        self._stop = threading.Event()
+        clock = MonotonicClock(self._stop)
+        self.mailbox = Mailbox(dof, clock)
         self._status = Float64ArrayMessage(len(STATUS_FIELDS), label=','.join(STATUS_FIELDS))
         self._status_values = np.zeros(len(STATUS_FIELDS), np.float64)  # [cycle, compute, age, missed, infer]
-        self.cycles = 0  # inferences that reached the publish decision
-        self.commands_published = 0
-        self.holds_published = 0
-        self.sets_superseded = 0  # sets replaced in the mailbox before the control thread took them
         self.diagnostics_cpu_ns = 0  # CPU time spent in the diagnostics timer so far (benchmarks)
-        self._stale = False
-        self._stopped = False
-        self._next_tick = 0
-        self._next_hold = 0
-        self._debug = log.get_effective_level() <= rclpy.logging.LoggingSeverity.DEBUG
+        throttle = p.log_throttle_sec
         self._hardware_id = p.hardware_id or f'{p.backend}:{p.engine_dir or p.checkpoint}'
 
         sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p.sensor_qos_depth,
@@ -287,13 +210,32 @@ class ControlNode(Node):
         self.trajectory_pub = self.create_publisher(JointTrajectory, p.trajectory_topic, reliable)
         self.status_pub = self.create_publisher(Float64MultiArray, '~/status', reliable)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', reliable)
+        writer = CommandWriter(p.joint_lower_limits, p.joint_upper_limits, p.joint_names, io.chunk_size,
+                               p.control_rate_hz, self.command_pub.publish, self.trajectory_pub.publish,
+                               velocities=p.trajectory_velocities)
+        config = LoopConfig(every_set=p.inference_mode == 'every_set', n_action_steps=self.n_action_steps,
+                            period_ns=int(round(1e9 / p.control_rate_hz)),
+                            stale_timeout_ns=int(round(p.stale_timeout_ms * 1e6)),
+                            stop_timeout_ns=int(round(p.stop_timeout_ms * 1e6)), on_stale=p.on_stale,
+                            on_deadline_miss=p.on_deadline_miss, publish_trajectory=p.publish_trajectory,
+                            trajectory_stamp_now=p.trajectory_stamp_now,
+                            noise_seed=p.noise_seed, fixed_noise=p.fixed_noise)
+        self.loop = ControlLoop(config, LoopParts(
+            mailbox=self.mailbox, decoders=self._decoders, sources=self._sources, instruction=self.instruction,
+            hold_target=self.hold_target, runner=runner,
+            sanitizer=ActionSanitizer(p.joint_lower_limits, p.joint_upper_limits, io.chunk_size), writer=writer,
+            monitor=self.monitor, faults=self.faults, stages=self.stages, publish_status=self._publish_status,
+            ros_now_ns=lambda: self.get_clock().now().nanoseconds,
+            info=lambda line: log.info(line, throttle_duration_sec=throttle),
+            warn=lambda line: log.warning(line, throttle_duration_sec=throttle),
+            after_cycle=self._collect_garbage), clock)
         # Joint states first: the executor serves ready subscriptions in creation order, so a joint
         # sample that arrived with the frames is in the buffer before the set completes.
         self.create_subscription(JointState, p.joint_states_topic, self.joint_callback, joint_qos)
         for i, cam in enumerate(p.cameras):
             msg_type = Image if cam.transport == 'raw' else CompressedImage
             self.create_subscription(msg_type, cam.topic, lambda msg, i=i: self.camera_callback(i, msg), sensor_qos)
-        self.create_subscription(String, p.instruction_topic, self.instruction_callback, reliable, raw=True)
+        self.create_subscription(String, p.instruction_topic, self.instruction.receive, reliable, raw=True)
         self.create_timer(p.diagnostics_period_sec, self.diagnostics_callback)
 
         if p.switch_interval_ms > 0:
@@ -307,7 +249,6 @@ class ControlNode(Node):
             gc.collect()
             gc.freeze()
             gc.disable()
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._control_loop, name='pi0_control_loop', daemon=True)
         self._thread.start()
         log.info(f'{p.inference_mode} mode, {self.n_action_steps} action steps at {p.control_rate_hz:g} Hz, '
@@ -353,12 +294,11 @@ class ControlNode(Node):
 
     def close(self) -> None:
         """Stop the control thread, then release the runner. Idempotent."""
-        stop = getattr(self, '_stop', None)
-        if stop is not None:
-            stop.set()
-            with self._cv:
-                self._cv.notify_all()
-            self._thread.join(timeout=30.0)
+        thread = getattr(self, '_thread', None)
+        if thread is not None:
+            self._stop.set()
+            self.mailbox.close()
+            thread.join(timeout=30.0)
             if self.p.gc_mode == 'tuned':
                 gc.enable()
         self._release_runner()
@@ -367,12 +307,11 @@ class ControlNode(Node):
     def camera_callback(self, index: int, msg: Any) -> None:
         """Validate one frame's header and bytes; feed it to the synchronizer."""
         t0 = time.monotonic_ns()
-        source = self._sources[index]
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         bad = self._decoders[index].check(msg)
         if bad is not None:
-            self.faults.add(source, bad)
-        if (bad is None or bad.used) and self._accept_stamp(index, stamp, source):
+            self.faults.add(self._sources[index], bad)
+        if (bad is None or bad.used) and self._accept_stamp(index, stamp):
             self._last_rx[index] = t0
             images = self._sync.add(index, stamp, msg)
             if images is not None:
@@ -388,35 +327,24 @@ class ControlNode(Node):
         bad = self._picker.pick_into(msg.name, msg.position, self._joint_scratch)
         if bad is not None:
             self.faults.add('joint_states', bad)
-        if (bad is None or bad.used) and self._accept_stamp(index, stamp, 'joint_states'):
+        if (bad is None or bad.used) and self._accept_stamp(index, stamp):
             np.copyto(self._joint_rows[self._joint_next], self._joint_scratch)
             self._joints.add(stamp, self._joint_next)
             self._joint_next = (self._joint_next + 1) % len(self._joint_rows)
-            with self._joint_lock:
-                np.copyto(self._latest_joints, self._joint_scratch)
+            self.hold_target.update(self._joint_scratch)
             self._last_rx[index] = t0
         self._cb_ns += time.monotonic_ns() - t0
 
-    def _accept_stamp(self, index: int, stamp: int, source: str) -> bool:
-        """Reject zero and backward stamps; on a large backward jump (bag loop), reset the sync."""
-        if stamp == 0:
-            self.faults.add(source, BadInput('stamp_zero', 'header.stamp is zero: stamp messages with their '
-                                             'capture time'))
-            return False
-        last = self._last_stamp[index]
-        if stamp < last:
-            if last - stamp < CLOCK_JUMP_NS:
-                self.faults.add(source, BadInput('stamp_backwards', f'stamp went back by {(last - stamp) / 1e6:.3f} '
-                                                 'ms'))
-                return False
-            self.faults.add(source, BadInput('clock_jump', f'stamp jumped back by {(last - stamp) / 1e9:.3f} s: '
-                                             'time was reset (looping bag?); sync queues cleared', used=True))
+    def _accept_stamp(self, index: int, stamp: int) -> bool:
+        """Apply the StampGate rules; on a clock jump (bag loop), clear the sync and joint buffers."""
+        verdict = self._stamps.check(index, stamp, self.get_clock().now().nanoseconds)
+        if verdict.bad is not None:
+            self.faults.add(self._sources[index], verdict.bad)
+        if verdict.reset_sync:
             self._sync.clear()
             self._joints.clear()
             self._joint_next = 0
-            self._last_stamp = [0] * len(self._last_stamp)
-        self._last_stamp[index] = stamp
-        return True
+        return verdict.accepted
 
     def _hand_over(self, images: Sequence[Any], t_recv: int) -> None:
         """Match joints to a camera set, check its age, and put it in the mailbox."""
@@ -430,219 +358,31 @@ class ControlNode(Node):
             age = (self.get_clock().now().nanoseconds - min(*self._sync.last_stamps, entry[0])) / 1e6
             self.faults.add('observation', BadInput('observation_too_old', f'oldest stamp is {age:.1f} ms old '
                                                     f'> max_observation_age_ms {self.p.max_observation_age_ms:g}'))
-        elif not self._instruction_version:
+        elif not self.instruction.version:
             self.get_logger().info('observations arrive; waiting for an instruction on '
                                    f'{self.resolve_topic_name(self.p.instruction_topic)}', throttle_duration_sec=10.0)
         else:
-            with self._cv:
-                if self._ready:
-                    self.sets_superseded += 1  # the control thread is still busy with an older set
-                slot = self._pending
-                slot.images = tuple(images)
-                np.copyto(slot.state, self._joint_rows[entry[1]])
-                slot.newest_stamp_ns = newest
-                slot.t_recv = t_recv
-                slot.callbacks_ns = self._cb_ns
-                self._ready = True
-                slot.t_sync = self._last_set_ns = time.monotonic_ns()
-                slot.callbacks_ns += slot.t_sync - t_recv
-                self._cv.notify()
+            self.mailbox.put(images, self._joint_rows[entry[1]], newest, t_recv, self._cb_ns)
             self._cb_ns = 0
             return
         self._cb_ns += time.monotonic_ns() - t_recv
 
-    def instruction_callback(self, raw: bytes) -> None:
-        """Validate and tokenize a new instruction (off the control thread's hot path)."""
-        try:
-            text = decode_instruction(raw)
-        except UnicodeDecodeError as err:
-            self.faults.add('instruction', BadInput('instruction_not_utf8', f'instruction is not UTF-8 ({err}); '
-                                                    'keeping the previous one'))
-            return
-        except ValueError as err:
-            self.faults.add('instruction', BadInput('instruction_malformed', f'{err}; keeping the previous one'))
-            return
-        if not text.strip():
-            self.faults.add('instruction', BadInput('instruction_empty', 'empty instruction; keeping the previous '
-                                                    'one'))
-            return
-        if len(text) > self.p.max_instruction_chars:
-            self.faults.add('instruction', BadInput('instruction_too_long', f'{len(text)} characters > '
-                                                    f'max_instruction_chars {self.p.max_instruction_chars}; '
-                                                    'keeping the previous one'))
-            return
-        if text == self._instruction:
-            return
-        ids = np.zeros_like(self._tok_ids)
-        mask = np.zeros_like(self._tok_mask)
-        try:
-            info = self.tokenizer.encode_into(text, ids, mask)
-        except Pi0Error as err:
-            self.faults.add('instruction', BadInput('instruction_tokenize', f'{err}; keeping the previous one'))
-            return
-        if info.truncated:
-            self.faults.add('instruction', BadInput('instruction_truncated', f'{info.full_length} tokens; only the '
-                                                    f'first {info.num_tokens} are used', used=True))
-        with self._tok_lock:
-            np.copyto(self._tok_ids, ids)
-            np.copyto(self._tok_mask, mask)
-            self._instruction = text
-            self._instruction_version += 1
-        self.get_logger().info(f'instruction: {text!r} ({info.num_tokens} tokens)')
-
     # -- control thread ----------------------------------------------------------------------
     def _control_loop(self) -> None:
-        self._next_tick = time.monotonic_ns()
         while not self._stop.is_set():
             try:
-                if self.mode_every_set:
-                    self._step_every_set()
-                else:
-                    self._step_chunk()
+                self.loop.step()
             except Exception as err:  # publishing during shutdown, or a bug: never die silently
                 if self._stop.is_set() or not self.context.ok():
                     return
                 self.get_logger().error(f'control loop error: {type(err).__name__}: {err}',
                                         throttle_duration_sec=self.p.log_throttle_sec)
-                self._stop.wait(self.period_ns / 1e9)
+                self._stop.wait(self.loop.config.period_ns / 1e9)
 
-    def _take_set(self, timeout_ns: int) -> _SetSlot | None:
-        """Wait up to ``timeout_ns`` for a set; return it (now owned by this thread) or None."""
-        with self._cv:
-            if not self._ready:
-                self._cv.wait(timeout_ns / 1e9)
-            if not self._ready or self._stop.is_set():
-                return None
-            self._pending, self._working = self._working, self._pending
-            self._ready = False
-            return self._working
-
-    def _step_every_set(self) -> None:
-        slot = self._take_set(self.period_ns)
-        if slot is None:
-            self._idle()
-        else:
-            self._cycle(slot)
-
-    def _step_chunk(self) -> None:
-        if self._instruction_version != self._staged_version:
-            self._queue.clear()  # a new task: do not finish the old chunk
-        if self._queue.remaining:
-            now = time.monotonic_ns()
-            if self._inputs_stale(now):
-                self._queue.clear()
-                return
-            if self._next_tick > now and self._stop.wait((self._next_tick - now) / 1e9):
-                return
-            self._queue.pop_into(self._action)
-            self._publish_command(self._action)
-            self._next_tick = max(self._next_tick + self.period_ns, time.monotonic_ns())
-            self._collect_garbage()
-            return
-        slot = self._take_set(self.period_ns)
-        if slot is None:
-            self._idle()
-        else:
-            self._cycle(slot)
-            self._next_tick = time.monotonic_ns() + self.period_ns
-
-    def _inputs_stale(self, now: int) -> bool:
-        return self._last_set_ns != 0 and now - self._last_set_ns > self.p.stale_timeout_ms * 1e6
-
-    def _idle(self) -> None:
-        """No set this period: if inputs are stale, hold and later stop commanding."""
-        now = time.monotonic_ns()
-        if not self._inputs_stale(now):
-            return
-        stale_ms = (now - self._last_set_ns) / 1e6
-        if not self._stale:
-            self._stale = True
-            self._queue.clear()
-            self.faults.add('inputs', BadInput('inputs_stale', f'no usable observation for {stale_ms:.0f} ms '
-                                               f'({self._stopped_input_names() or "no synchronized set"}); '
-                                               f'on_stale={self.p.on_stale}'))
-        holding = self.p.on_stale == 'hold' and stale_ms <= self.p.stale_timeout_ms + self.p.stop_timeout_ms
-        if holding:
-            if now >= self._next_hold:
-                self._publish_hold()
-                self._next_hold = now + self.period_ns
-        elif not self._stopped:
-            self._stopped = True
-            self.get_logger().warning(f'inputs stale for {stale_ms:.0f} ms: stopped commanding until a fresh '
-                                      'observation arrives')
-
-    def _cycle(self, slot: _SetSlot) -> None:
-        """Stage one observation, infer, publish per the deadline policy, record."""
-        t_start = time.monotonic_ns()
-        staging = self.staging
-        for i, decoder in enumerate(self._decoders):
-            bad = decoder.write(slot.images[i])
-            if bad is not None:
-                self.faults.add(self._sources[i], bad)
-                if not bad.used:
-                    return
-        np.copyto(staging.state, slot.state)
-        if self._instruction_version != self._staged_version:
-            with self._tok_lock:
-                np.copyto(staging.tokens, self._tok_ids)
-                np.copyto(staging.token_mask, self._tok_mask)
-                self._staged_version = self._instruction_version
-            self._queue.clear()
-        if not self.p.fixed_noise:
-            self._rng.standard_normal(dtype=np.float32, out=staging.noise)
-        if self._stale:
-            self.get_logger().info('inputs recovered: commanding again')
-            self._stale = self._stopped = False
-        t_staged = time.monotonic_ns()
-        try:
-            actions = self.runner.infer()  # [T, action_dim] float32, reused buffer
-        except Exception as err:
-            self.faults.add('policy', BadInput('inference_error', f'{type(err).__name__}: {err}; holding'))
-            self._publish_hold()
-            return
-        t_inferred = time.monotonic_ns()
-        with self._joint_lock:
-            np.copyto(self._hold, self._latest_joints)
-        replaced = self._sanitizer.sanitize_into(actions, self._hold, self._chunk)
-        if replaced:
-            self.faults.add('policy', BadInput('action_nonfinite', f'{replaced} of {len(actions)} actions had '
-                                               'NaN/inf: replaced by the current joint positions', used=True))
-        policy = self.p.on_deadline_miss if self.monitor.missed(time.monotonic_ns() - slot.t_sync) else 'publish'
-        if policy == 'publish':
-            if self.mode_every_set:
-                np.copyto(self._action, self._chunk[0])
-            else:
-                self._queue.load(self._chunk)
-                self._queue.pop_into(self._action)
-            self._publish_command(self._action)
-            if self.p.publish_trajectory:
-                stamp_ns = self.get_clock().now().nanoseconds if self.p.trajectory_stamp_now else 0
-                self.trajectory_pub.publish(self._trajectory.fill(self._chunk, stamp_ns))
-        elif policy == 'hold':
-            self._publish_hold()
-        t_published = time.monotonic_ns()
-        compute_ns, inference_ns = t_published - slot.t_sync, t_inferred - t_staged
-        obs_age_ns = self.get_clock().now().nanoseconds - slot.newest_stamp_ns
-        missed = self.monitor.record(compute_ns, obs_age_ns, inference_ns)
-        self._publish_status(missed, compute_ns, obs_age_ns, inference_ns)
-        self.stages.record(slot.callbacks_ns, slot.t_recv, slot.t_sync, t_start, t_staged, t_inferred, t_published,
-                           time.monotonic_ns())
-        self.cycles += 1
-        if self._debug:
-            self.get_logger().debug(f'cycle {self.cycles}: inference {inference_ns / 1e6:.2f} ms, compute '
-                                    f'{compute_ns / 1e6:.2f} ms, obs age {obs_age_ns / 1e6:.1f} ms, {policy}')
-        slot.images = ()  # release the messages
-        self._collect_garbage()
-
-    def _publish_command(self, action: np.ndarray) -> None:
-        self.command_pub.publish(self._command.fill(action))
-        self.commands_published += 1
-
-    def _publish_hold(self) -> None:
-        with self._joint_lock:
-            np.copyto(self._hold, self._latest_joints)
-        self.command_pub.publish(self._command.fill(self._hold))
-        self.holds_published += 1
+    @property
+    def cycles(self) -> int:
+        """Inferences that reached the publish decision."""
+        return self.loop.cycles
 
     def _publish_status(self, missed: bool, compute_ns: int, obs_age_ns: int, inference_ns: int) -> None:
         values = self._status_values  # in STATUS_FIELDS order
@@ -650,10 +390,10 @@ class ControlNode(Node):
         values[3], values[4] = float(missed), inference_ns * 1e-6
         self.status_pub.publish(self._status.fill(values))
 
-    def _collect_garbage(self) -> None:
+    def _collect_garbage(self, cycles: int) -> None:
         """With gc_mode 'tuned', collect the youngest generation now, in idle time (~tens of µs)."""
         if self.p.gc_mode == 'tuned':
-            gc.collect(0 if self.cycles % 64 else 1)
+            gc.collect(0 if cycles % 64 else 1)
 
     # -- diagnostics -------------------------------------------------------------------------
     def _stopped_input_names(self) -> str:
@@ -690,24 +430,27 @@ class ControlNode(Node):
                                     hardware_id=self._hardware_id)
         deadline.values = [KeyValue(key=k, value=v) for k, v in self.monitor.key_values()]
         inputs = DiagnosticStatus(name=f'{name}: inputs', hardware_id=self._hardware_id)
-        if not self._instruction_version:
+        loop = self.loop
+        if not self.instruction.version:
             level, message = Level.OK, 'waiting for an instruction'
-        elif self._stopped:
+        elif loop.stopped:
             level, message = Level.ERROR, 'inputs stale: commands stopped'
-        elif self._stale:
+        elif loop.stale:
             level, message = Level.WARN, f'inputs stale: {self.p.on_stale}'
+        elif loop.failing:
+            level, message = Level.WARN, f'sets not usable: {loop.failing}'
         elif any(self._stopped_inputs):
             level, message = Level.WARN, f'stopped: {self._stopped_input_names()}'
-        elif self._last_set_ns == 0:
+        elif self.mailbox.last_set_ns == 0:
             level, message = Level.WARN, 'no synchronized observation yet'
         else:
             level, message = Level.OK, 'receiving'
         inputs.level, inputs.message = bytes([int(level)]), message
         sync = self._sync.counters
-        pairs = [('instruction', self._instruction), ('inference_mode', self.p.inference_mode),
-                 ('commands_published', str(self.commands_published)),
-                 ('holds_published', str(self.holds_published)),
-                 ('sets_emitted', str(sync.sets_emitted)), ('sets_superseded', str(self.sets_superseded)),
+        pairs = [('instruction', self.instruction.text), ('inference_mode', self.p.inference_mode),
+                 ('commands_published', str(loop.commands_published)),
+                 ('holds_published', str(loop.holds_published)),
+                 ('sets_emitted', str(sync.sets_emitted)), ('sets_superseded', str(self.mailbox.superseded)),
                  ('sync_dropped', str(sync.dropped)),
                  ('joint_lookup_misses', str(self._joints.misses))]
         for i, cam in enumerate(self._camera_names):

@@ -29,22 +29,28 @@ it takes part in synchronization) and write a good one only when its set is stag
 * ``sensor_msgs/CompressedImage``: JPEG or PNG (``format`` as image_transport writes it, e.g.
   ``"rgb8; jpeg compressed bgr8"``, checked against the data's magic bytes and end marker),
   decoded with ``cv2.imdecode(..., IMREAD_COLOR_RGB)``. OpenCV 5's ``imdecode`` takes no ``dst``,
-  so this path allocates one frame per message before copying it into staging.
+  so this path allocates one frame per message before copying it into staging. ``check`` reads
+  the size from the JPEG/PNG header (``image_header``) first: a frame whose header is unreadable
+  or not the expected size is rejected before any decoding (decompression bombs).
 
 A frame whose size differs from the staging size is a bad input unless ``resize_mismatched`` is
 on; then it is resized with ``cv2.INTER_AREA`` (aspect ratio not kept: better export the policy
-for the real camera size). ``is_bigendian`` has no meaning for 8-bit data: such frames are used
-and reported.
+for the real camera size). Even then a frame more than ``MAX_RESIZE_FACTOR`` times the staging
+size per side is rejected, and scratch frames are kept for at most ``MAX_SCRATCH_SIZES`` distinct
+sizes (least recently used dropped first). ``is_bigendian`` has no meaning for 8-bit data: such
+frames are used and reported.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import cv2
 import numpy as np
 
 from pi0_trt_ros.node.deadline import BadInput
+from pi0_trt_ros.node.image_header import jpeg_size, PNG_MAGIC, png_size
 
 # encoding -> (channels, cv2 conversion code to RGB; None: already RGB, plain copy)
 RAW_ENCODINGS: dict[str, tuple[int, int | None]] = {
@@ -55,8 +61,8 @@ RAW_ENCODINGS: dict[str, tuple[int, int | None]] = {
     'mono8': (1, cv2.COLOR_GRAY2RGB),
 }
 TRANSPORTS = ('raw', 'compressed')
-
-_PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+MAX_RESIZE_FACTOR = 4  # resize_mismatched: largest accepted frame side, in multiples of the staging side
+MAX_SCRATCH_SIZES = 4  # resize_mismatched: distinct frame sizes whose scratch frame is kept
 
 
 class ImageDecoder:
@@ -71,7 +77,7 @@ class ImageDecoder:
         self.height, self.width = int(dst.shape[0]), int(dst.shape[1])
         self.transport = transport
         self.resize_mismatched = resize_mismatched
-        self._scratch: dict[tuple[int, int], np.ndarray] = {}  # RGB frames of mismatched sizes, per size
+        self._scratch: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # (h, w) -> RGB [h, w, 3], LRU
 
     def decode(self, msg: Any) -> BadInput | None:
         """``check`` then ``write``: the first rejection, else the first note, else None."""
@@ -94,8 +100,9 @@ class ImageDecoder:
     def write(self, msg: Any) -> BadInput | None:
         """Write a frame that passed ``check`` into staging.
 
-        Raw frames cannot fail here. A compressed frame can (undecodable data, or a size only known
-        once decoded): a BadInput with ``used=False`` then means staging holds no valid frame.
+        Raw frames cannot fail here. A compressed frame can (undecodable data, or a decoded size
+        that differs from its header): a BadInput with ``used=False`` then means staging holds no
+        valid frame, and the caller must treat the camera as failing.
         """
         if self.transport == 'raw':
             return self._write_raw(msg)
@@ -111,10 +118,10 @@ class ImageDecoder:
         h, w, step = msg.height, msg.width, msg.step
         if h == 0 or w == 0:
             return BadInput('image_size', f'empty image {w}x{h}')
+        wrong_size = self._check_size(w, h)
+        if wrong_size is not None:
+            return wrong_size
         mismatched = h != self.height or w != self.width
-        if mismatched and not self.resize_mismatched:
-            return BadInput('image_size', f'frame is {w}x{h}, expected {self.width}x{self.height} (the size the '
-                            'policy was exported for); set resize_mismatched: true to resize')
         row = w * channels
         if step < row:
             return BadInput('image_step', f'step {step} < width*channels = {row} for {msg.encoding}')
@@ -151,11 +158,27 @@ class ImageDecoder:
         if mismatched:
             cv2.resize(target, (self.width, self.height), dst=self.dst, interpolation=cv2.INTER_AREA)
 
+    def _check_size(self, w: int, h: int) -> BadInput | None:
+        """Reject a frame that is not the staging size, unless it may be resized (bounded)."""
+        if h == self.height and w == self.width:
+            return None
+        if not self.resize_mismatched:
+            return BadInput('image_size', f'frame is {w}x{h}, expected {self.width}x{self.height} (the size the '
+                            'policy was exported for); set resize_mismatched: true to resize')
+        if w > MAX_RESIZE_FACTOR * self.width or h > MAX_RESIZE_FACTOR * self.height:
+            return BadInput('image_size', f'frame is {w}x{h}, more than {MAX_RESIZE_FACTOR}x the expected '
+                            f'{self.width}x{self.height} per side: not resized')
+        return None
+
     def _scratch_for(self, h: int, w: int) -> np.ndarray:
-        """Return the RGB [h, w, 3] frame reused for every mismatched frame of that size."""
+        """Return the RGB [h, w, 3] frame reused for mismatched frames of that size (LRU-bounded)."""
         buf = self._scratch.get((h, w))
         if buf is None:
+            if len(self._scratch) >= MAX_SCRATCH_SIZES:
+                self._scratch.popitem(last=False)
             buf = self._scratch[(h, w)] = np.empty((h, w, 3), np.uint8)
+        else:
+            self._scratch.move_to_end((h, w))
         return buf
 
     # -- sensor_msgs/CompressedImage -----------------------------------------------------------
@@ -167,7 +190,7 @@ class ImageDecoder:
         if data[0] == 0xFF and data[1] == 0xD8:
             kind = 'jpeg'
             complete = data[n - 2] == 0xFF and data[n - 1] == 0xD9  # EOI marker
-        elif bytes(data[:8]) == _PNG_MAGIC:
+        elif bytes(data[:8]) == PNG_MAGIC:
             kind = 'png'
             complete = bytes(data[n - 8:n - 4]) == b'IEND'
         else:
@@ -177,18 +200,33 @@ class ImageDecoder:
             return BadInput('image_encoding', f'format {msg.format!r} but the data is {kind}')
         if not complete:
             return BadInput('image_truncated', f'{kind} data of {n} bytes ends before its end marker (truncated)')
+        size = jpeg_size(data) if kind == 'jpeg' else png_size(data)
+        if size is None:
+            return BadInput('image_header', f'no readable {kind} header (size unknown): not decoded')
+        wrong_size = self._check_size(*size)
+        if wrong_size is not None:
+            return wrong_size._replace(detail=f'{kind} header: {wrong_size.detail}; not decoded')
+        if size != (self.width, self.height):
+            return BadInput('image_resized', f'frame {size[0]}x{size[1]} resized to {self.width}x{self.height}',
+                            used=True)
         return None
 
     def _write_compressed(self, msg: Any) -> BadInput | None:
-        frame = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR_RGB)
+        try:
+            frame = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR_RGB)
+        except cv2.error as err:
+            frame, why = None, f' ({str(err).strip().splitlines()[-1]})'
+        else:
+            why = ''
         if frame is None:
-            return BadInput('image_decode', f'cv2.imdecode could not decode {len(msg.data)} bytes ({msg.format!r})')
+            return BadInput('image_decode', f'cv2.imdecode could not decode {len(msg.data)} bytes ({msg.format!r})'
+                            f'{why}')
         h, w = frame.shape[:2]
         if h == self.height and w == self.width:
             np.copyto(self.dst, frame)
             return None
-        if not self.resize_mismatched:
-            return BadInput('image_size', f'frame is {w}x{h}, expected {self.width}x{self.height} (the size the '
-                            'policy was exported for); set resize_mismatched: true to resize')
+        wrong_size = self._check_size(w, h)
+        if wrong_size is not None:  # the header said otherwise (several frames in one file?)
+            return wrong_size
         cv2.resize(frame, (self.width, self.height), dst=self.dst, interpolation=cv2.INTER_AREA)
-        return BadInput('image_resized', f'frame {w}x{h} resized to {self.width}x{self.height}', used=True)
+        return None  # check() already reported the resize

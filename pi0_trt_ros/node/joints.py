@@ -19,8 +19,12 @@ uses (grippers, a mobile base). ``JointPicker`` maps names to indices once per d
 list (cached: the list is the same message after message) and then gathers positions with
 ``np.take`` into preallocated buffers. A message missing a configured joint, naming one twice,
 carrying fewer positions than names, or a NaN/inf (or a value beyond float32, the policy's state
-type) in a picked position is rejected; extra joints
-are ignored (and reported).
+type) in a picked position is rejected; extra joints are ignored (and reported).
+
+With joint limits given, a picked position more than ``margin`` outside ``[lower, upper]`` is
+rejected too (``joint_out_of_limits``): a finite but absurd reading (3e38 from a broken driver)
+must not reach the policy's input nor become the hold target. Readings inside the margin are
+used as they are (an encoder may read a little past a soft limit); commands are clamped later.
 """
 
 from __future__ import annotations
@@ -37,17 +41,26 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 class JointPicker:
     """Gathers ``joint_names`` (in that order) from JointState ``name``/``position`` into float32."""
 
-    def __init__(self, joint_names: Sequence[str]) -> None:
+    def __init__(self, joint_names: Sequence[str], lower: Sequence[float] | None = None,
+                 upper: Sequence[float] | None = None, margin: float = 0.0) -> None:
         names = tuple(joint_names)
         if not names:
             raise ValueError('joint_names is empty')
         if len(set(names)) != len(names):
             raise ValueError(f'joint_names has duplicates: {list(names)}')
+        if (lower is None) != (upper is None) or not margin >= 0:
+            raise ValueError('give both lower and upper limits (or neither), and a margin >= 0')
         self.joint_names = names
+        # [dof] accepted range, robot units: limits widened by the margin (unbounded without limits)
+        self._low = np.full(len(names), -np.inf) if lower is None else np.asarray(lower, np.float64) - margin
+        self._high = np.full(len(names), np.inf) if upper is None else np.asarray(upper, np.float64) + margin
+        if self._low.shape != (len(names),) or self._high.shape != (len(names),):
+            raise ValueError(f'limits need {len(names)} values each, one per joint')
         self._index = np.zeros(len(names), np.intp)  # [dof] position index of each configured joint
         self._scratch = np.zeros(len(names), np.float64)  # [dof] gathered positions, robot units
         self._abs = np.zeros(len(names), np.float64)  # [dof]
         self._finite = np.zeros(len(names), np.bool_)  # [dof] representable as a finite float32
+        self._inside = np.zeros(len(names), np.bool_)  # [dof] within the accepted range
         self._cached_names: list[str] | None = None  # the name list _index was computed for
         self._cached_verdict: BadInput | None = None  # what that name list gives (missing/duplicate/extra)
 
@@ -76,6 +89,13 @@ class JointPicker:
         if not self._finite.all():
             bad = [f'{self.joint_names[i]}={self._scratch[i]}' for i in np.flatnonzero(~self._finite)]
             return BadInput('joint_nonfinite', f'non-finite position: {", ".join(bad)}')
+        np.greater_equal(self._scratch, self._low, out=self._inside)
+        np.logical_and(self._inside, np.less_equal(self._scratch, self._high, out=self._finite), out=self._inside)
+        if not self._inside.all():
+            bad = [f'{self.joint_names[i]}={self._scratch[i]:.6g} (accepted [{self._low[i]:.6g}, '
+                   f'{self._high[i]:.6g}])' for i in np.flatnonzero(~self._inside)]
+            return BadInput('joint_out_of_limits', f'position outside the joint limits by more than the margin: '
+                            f'{", ".join(bad)}; sample not used')
         np.copyto(out, self._scratch, casting='same_kind')
         return verdict
 

@@ -67,6 +67,8 @@ _SPECS: dict[str, tuple[Any, str]] = {
                     'joints in policy state/action order, picked by name from JointState'),
     'joint_lower_limits': ([-3.14159] * 6, 'per-joint lower command limit, robot units (rad / m)'),
     'joint_upper_limits': ([3.14159] * 6, 'per-joint upper command limit, robot units (rad / m)'),
+    'joint_limit_margin': (0.2, 'joint states more than this outside [lower, upper] limits are rejected (robot '
+                           'units): never used as policy input nor as the hold position'),
     'joint_state_tolerance_ms': (50.0, 'largest |joint sample stamp - newest camera stamp| accepted'),
     'joint_state_buffer': (100, 'joint samples kept for the nearest-stamp lookup'),
     'instruction_topic': ('instruction', 'std_msgs/String instruction topic (reliable, volatile)'),
@@ -75,6 +77,8 @@ _SPECS: dict[str, tuple[Any, str]] = {
     'sync_queue_size': (10, 'per-camera queue of the approximate-time synchronizer'),
     'sync_slop_ms': (30.0, 'largest stamp spread of a camera set (inclusive)'),
     'max_observation_age_ms': (500.0, 'drop sets whose oldest stamp is older than this at arrival (0: off)'),
+    'max_future_stamp_ms': (300.0, 'reject a message stamped more than this ahead of the node clock (0: off); '
+                            'it does not become the newest stamp of its input'),
     # outputs and control
     'commands_topic': ('forward_position_controller/commands', 'std_msgs/Float64MultiArray, next action'),
     'trajectory_topic': ('joint_trajectory_controller/joint_trajectory', 'trajectory_msgs/JointTrajectory, chunk'),
@@ -145,6 +149,7 @@ class ControlParams:
     joint_names: tuple[str, ...]
     joint_lower_limits: tuple[float, ...]
     joint_upper_limits: tuple[float, ...]
+    joint_limit_margin: float
     joint_state_tolerance_ms: float
     joint_state_buffer: int
     instruction_topic: str
@@ -152,6 +157,7 @@ class ControlParams:
     sync_queue_size: int
     sync_slop_ms: float
     max_observation_age_ms: float
+    max_future_stamp_ms: float
     commands_topic: str
     trajectory_topic: str
     publish_trajectory: bool
@@ -319,7 +325,8 @@ def _build(raw: dict[str, Any], problems: list[str]) -> ControlParams | None:
         need(raw[name] in choices, f'{name} must be one of {choices}, got {raw[name]!r}')
     for name in ('deadline_ms', 'control_rate_hz', 'stale_timeout_ms', 'diagnostics_period_sec'):
         need(math.isfinite(raw[name]) and raw[name] > 0, f'{name} must be > 0, got {raw[name]}')
-    for name in ('sync_slop_ms', 'max_observation_age_ms', 'joint_state_tolerance_ms', 'stop_timeout_ms',
+    for name in ('sync_slop_ms', 'max_observation_age_ms', 'max_future_stamp_ms', 'joint_limit_margin',
+                 'joint_state_tolerance_ms', 'stop_timeout_ms',
                  'log_throttle_sec', 'switch_interval_ms'):
         need(math.isfinite(raw[name]) and raw[name] >= 0, f'{name} must be >= 0, got {raw[name]}')
     for name in ('sensor_qos_depth', 'joint_state_buffer', 'max_instruction_chars', 'sync_queue_size',

@@ -1,0 +1,404 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The control thread's rules, free of rclpy, driven by an injected clock.
+
+``ControlLoop.step()`` is one iteration of the control thread. Its rules:
+
+* Modes. ``every_set``: each synchronized set taken from the ``Mailbox`` is staged, inferred, and
+  its chunk's first action published. ``chunk``: the first ``n_action_steps`` actions of a chunk
+  are published one per control tick (``period_ns`` apart); when they run out, the newest set is
+  inferred. A new instruction clears the rest of the chunk.
+* Usable observations. A set is usable when it stages (every camera frame decodes to the right
+  size), inference returns, and its chunk is not entirely NaN/inf. A set that fails is counted
+  and gives no command; while sets keep failing, time since the last usable one runs on exactly
+  as if no set came, so a camera whose frames never decode is a stopped camera.
+* Stale → hold → stop. ``stale_timeout_ns`` after the last usable observation the inputs are stale:
+  with ``on_stale='hold'`` the loop publishes the hold position (newest accepted joint state)
+  once per control period until ``stop_timeout_ns`` more have passed, then stops commanding
+  (``on_stale='stop'`` stops at once); a usable observation resumes commanding.
+* Deadline. Compute time runs from the set's hand-over (``t_sync``) to publishing; a cycle over
+  the budget follows ``on_deadline_miss``: ``publish`` anyway, ``drop`` the commands, or ``hold``.
+
+Every command goes through ``CommandWriter`` (finite, clamped). The clock is two functions:
+``now_ns()`` (monotonic ns) and ``sleep_ns(ns)`` (returns True when the loop must stop); the
+mailbox's wait goes through the same clock, so a test drives every rule with a fake clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from pi0_trt_ros.node.actions import ActionQueue, ActionSanitizer, CommandWriter
+from pi0_trt_ros.node.deadline import BadInput, DeadlineMonitor, FaultCounters
+from pi0_trt_ros.node.images import ImageDecoder
+from pi0_trt_ros.node.instruction import InstructionBox
+
+STAGES = ('callbacks', 'recv', 'sync', 'start', 'staged', 'inferred', 'published', 'done')
+
+
+class LoopClock(Protocol):
+    """Monotonic time for the control loop: the real one, or a test's fake one."""
+
+    def now_ns(self) -> int:
+        """Return monotonic nanoseconds."""
+
+    def sleep_ns(self, ns: int) -> bool:
+        """Sleep up to ``ns``; return True when the loop is asked to stop."""
+
+    def wait(self, condition: threading.Condition, ns: int) -> None:
+        """Wait on ``condition`` (held) for up to ``ns``."""
+
+
+class MonotonicClock:
+    """``time.monotonic_ns`` with sleeps that end early when ``stop`` is set."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def sleep_ns(self, ns: int) -> bool:
+        return self._stop.wait(ns / 1e9)
+
+    def wait(self, condition: threading.Condition, ns: int) -> None:
+        condition.wait(ns / 1e9)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """The control loop's rules, in the units it runs in."""
+
+    every_set: bool
+    n_action_steps: int
+    period_ns: int  # one control tick: 1 / control_rate_hz
+    stale_timeout_ns: int
+    stop_timeout_ns: int
+    on_stale: str  # 'hold' or 'stop'
+    on_deadline_miss: str  # 'publish', 'drop' or 'hold'
+    publish_trajectory: bool
+    trajectory_stamp_now: bool  # stamp trajectories with the ROS time (else 0: "start when received")
+    noise_seed: int  # -1: OS entropy
+    fixed_noise: bool
+
+
+class SetSlot:
+    """One synchronized observation handed from the executor thread to the control thread."""
+
+    def __init__(self, dof: int) -> None:
+        self.images: tuple[Any, ...] = ()  # camera messages, in configured camera order
+        self.state = np.zeros(dof, np.float32)  # [dof] joint positions matched to the set
+        self.newest_stamp_ns = 0  # newest header stamp among the set (ROS time, ns)
+        self.t_recv = 0  # monotonic ns: the last message's callback started
+        self.t_sync = 0  # monotonic ns: handed over (the deadline clock starts here)
+        self.callbacks_ns = 0  # summed callback time since the previous set
+
+
+class Mailbox:
+    """A one-slot hand-over: the newest set waits, an older one not yet taken is superseded."""
+
+    def __init__(self, dof: int, clock: LoopClock) -> None:
+        self._clock = clock
+        self._cv = threading.Condition()
+        self._pending, self._working = SetSlot(dof), SetSlot(dof)
+        self._ready = False
+        self._closed = False
+        self.last_set_ns = 0  # monotonic ns of the last set handed over (0: none yet)
+        self.superseded = 0  # sets replaced before the control thread took them
+
+    def put(self, images: Sequence[Any], state: np.ndarray, newest_stamp_ns: int, t_recv: int,
+            callbacks_ns: int) -> None:
+        """Hand over a set (executor thread); the deadline clock starts now."""
+        with self._cv:
+            if self._ready:
+                self.superseded += 1
+            slot = self._pending
+            slot.images = tuple(images)
+            np.copyto(slot.state, state)
+            slot.newest_stamp_ns = newest_stamp_ns
+            slot.t_recv = t_recv
+            self._ready = True
+            slot.t_sync = self.last_set_ns = self._clock.now_ns()
+            slot.callbacks_ns = callbacks_ns + slot.t_sync - t_recv
+            self._cv.notify()
+
+    def take(self, timeout_ns: int) -> SetSlot | None:
+        """Wait up to ``timeout_ns`` for a set; return it (owned by the caller until the next take) or None."""
+        with self._cv:
+            if not self._ready and not self._closed:
+                self._clock.wait(self._cv, timeout_ns)
+            if not self._ready or self._closed:
+                return None
+            self._pending, self._working = self._working, self._pending
+            self._ready = False
+            return self._working
+
+    def close(self) -> None:
+        """Wake a waiting ``take`` for shutdown; later takes return None."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+
+class HoldTarget:
+    """The newest accepted joint positions (written by the joint callback): what a hold commands."""
+
+    def __init__(self, dof: int) -> None:
+        self._positions = np.zeros(dof, np.float64)  # [dof] robot units
+        self._lock = threading.Lock()
+        self.valid = False  # no joint state accepted yet: nothing to hold
+
+    @property
+    def dof(self) -> int:
+        return self._positions.shape[0]
+
+    def update(self, positions: np.ndarray) -> None:
+        with self._lock:
+            np.copyto(self._positions, positions)
+            self.valid = True
+
+    def copy_into(self, out: np.ndarray) -> None:
+        with self._lock:
+            np.copyto(out, self._positions)
+
+
+class StageRing:
+    """Monotonic-ns timestamps of each cycle's stages, in a preallocated ring (for benchmarks).
+
+    Per cycle: ``callbacks`` is the summed duration of every camera/joint callback since the
+    previous set (receive cost, ns); the others are monotonic ns when the set's last message
+    entered its callback (``recv``), the set was handed to the control thread (``sync``), the
+    control thread took it (``start``), staging was done (``staged``), ``infer()`` returned
+    (``inferred``), commands were published (``published``) and the status too (``done``).
+    """
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._ring = np.zeros((window, len(STAGES)), np.int64)  # [window, stage]
+        self.count = 0
+
+    def record(self, *stamps: int) -> None:
+        """Store one cycle's values, in ``STAGES`` order."""
+        row = self._ring[self.count % self.window]
+        for i, value in enumerate(stamps):
+            row[i] = value
+        self.count += 1
+
+    def snapshot(self) -> np.ndarray:
+        """Return a copy of the filled rows, oldest first: int64 [n, len(STAGES)]."""
+        n = min(self.count, self.window)
+        start = self.count % self.window if self.count > self.window else 0
+        return np.roll(self._ring, -start, axis=0)[:n].copy()
+
+
+@dataclasses.dataclass
+class LoopParts:
+    """What the loop works with: inputs, the policy, outputs, and where it reports."""
+
+    mailbox: Mailbox
+    decoders: Sequence[ImageDecoder]  # per camera, configured order
+    sources: Sequence[str]  # per camera, for logs ('camera base')
+    instruction: InstructionBox
+    hold_target: HoldTarget
+    runner: Any  # a Runner: .staging and .infer()
+    sanitizer: ActionSanitizer
+    writer: CommandWriter
+    monitor: DeadlineMonitor
+    faults: FaultCounters
+    stages: StageRing
+    publish_status: Callable[[bool, int, int, int], object]  # (missed, compute_ns, obs_age_ns, inference_ns)
+    ros_now_ns: Callable[[], int]  # node clock (ROS time), for observation age and trajectory stamps
+    info: Callable[[str], object]  # throttled by the caller where input-driven
+    warn: Callable[[str], object]
+    after_cycle: Callable[[int], object] = lambda cycles: None  # e.g. collect garbage in idle time
+
+
+class ControlLoop:
+    """The control thread's rules (module docstring); ``step()`` runs one iteration."""
+
+    def __init__(self, config: LoopConfig, parts: LoopParts, clock: LoopClock) -> None:
+        self.config = config
+        self.parts = parts
+        self.clock = clock
+        dof = parts.hold_target.dof
+        staging = parts.runner.staging
+        self._rng = np.random.default_rng(None if config.noise_seed < 0 else config.noise_seed)
+        if config.fixed_noise:
+            self._rng.standard_normal(dtype=np.float32, out=staging.noise)
+        self.queue = ActionQueue(config.n_action_steps, dof)
+        self._chunk = np.zeros((staging.noise.shape[0], dof), np.float64)  # [T, dof] sanitized chunk
+        self._action = np.zeros(dof, np.float64)  # [dof] action being published
+        self._hold = np.zeros(dof, np.float64)  # [dof] snapshot of the hold target
+        self.cycles = 0  # inferences that reached the publish decision
+        self.commands_published = 0  # policy commands
+        self.holds_published = 0
+        self.stale = False
+        self.stopped = False
+        self.failing = ''  # why the newest sets were not usable ('' when the last one was)
+        self._last_usable_ns = 0  # t_sync of the last usable set (or of the first failing one)
+        self._next_tick = clock.now_ns()
+        self._next_hold = 0
+
+    # -- one iteration -------------------------------------------------------------------------
+    def step(self) -> None:
+        """Publish the next queued action (chunk mode), or take and run a set; then apply the stale rule."""
+        if not self.config.every_set:
+            if self.parts.instruction.changed_since_staged():
+                self.queue.clear()  # a new task: do not finish the old chunk
+            if self.queue.remaining:
+                self._step_queue()
+                return
+        slot = self.parts.mailbox.take(self.config.period_ns)
+        if slot is not None:
+            self._cycle(slot)
+            self._next_tick = self.clock.now_ns() + self.config.period_ns
+        self._apply_stale_rule()
+
+    def stale_for_ns(self, now: int) -> int:
+        """Time since the last usable observation beyond ``stale_timeout_ns`` (<= 0: not stale)."""
+        since = self._last_usable_ns if self.failing else max(self._last_usable_ns, self.parts.mailbox.last_set_ns)
+        return 0 if since == 0 else now - since - self.config.stale_timeout_ns
+
+    def _step_queue(self) -> None:
+        now = self.clock.now_ns()
+        if self.stale_for_ns(now) > 0:
+            self.queue.clear()
+            return
+        if self._next_tick > now and self.clock.sleep_ns(self._next_tick - now):
+            return
+        self.queue.pop_into(self._action)
+        self._publish_command(self._action)
+        self._next_tick = max(self._next_tick + self.config.period_ns, self.clock.now_ns())
+        self.parts.after_cycle(self.cycles)
+
+    def _apply_stale_rule(self) -> None:
+        now = self.clock.now_ns()
+        beyond = self.stale_for_ns(now)
+        if beyond <= 0:
+            return
+        stale_ms = (beyond + self.config.stale_timeout_ns) / 1e6
+        if not self.stale:
+            self.stale = True
+            self.queue.clear()
+            why = self.failing or 'no synchronized set'
+            self.parts.faults.add('inputs', BadInput('inputs_stale', f'no usable observation for {stale_ms:.0f} ms '
+                                                     f'({why}); on_stale={self.config.on_stale}'))
+        if self.config.on_stale == 'hold' and beyond <= self.config.stop_timeout_ns:
+            if now >= self._next_hold:
+                self._publish_hold()
+                self._next_hold = now + self.config.period_ns
+        elif not self.stopped:
+            self.stopped = True
+            self.parts.warn(f'inputs stale for {stale_ms:.0f} ms: stopped commanding until a usable observation '
+                            'arrives')
+
+    # -- one inference cycle -------------------------------------------------------------------
+    def _cycle(self, slot: SetSlot) -> None:
+        """Stage one observation, infer, publish per the deadline policy, record."""
+        parts, clock = self.parts, self.clock
+        t_start = clock.now_ns()
+        if not self._stage(slot):
+            return
+        t_staged = clock.now_ns()
+        try:
+            actions = parts.runner.infer()  # [T, action_dim] float32, reused buffer
+        except Exception as err:
+            parts.faults.add('policy', BadInput('inference_error', f'{type(err).__name__}: {err}; set not used'))
+            return self._unusable(slot, f'policy: inference failed ({type(err).__name__})')
+        t_inferred = clock.now_ns()
+        parts.hold_target.copy_into(self._hold)
+        replaced = parts.sanitizer.sanitize_into(actions, self._hold, self._chunk)
+        if replaced:
+            parts.faults.add('policy', BadInput('action_nonfinite', f'{replaced} of {len(actions)} actions had '
+                                                'NaN/inf: replaced by the hold position', used=replaced < len(actions)))
+            if replaced == len(actions) or not parts.hold_target.valid:
+                return self._unusable(slot, 'policy: non-finite actions')
+        self._usable(slot)
+        policy = 'publish'
+        if parts.monitor.missed(clock.now_ns() - slot.t_sync):
+            policy = self.config.on_deadline_miss
+        if policy == 'publish':
+            if self.config.every_set:
+                np.copyto(self._action, self._chunk[0])
+            else:
+                self.queue.load(self._chunk)
+                self.queue.pop_into(self._action)
+            self._publish_command(self._action)
+            if self.config.publish_trajectory:
+                parts.writer.trajectory(self._chunk, parts.ros_now_ns() if self.config.trajectory_stamp_now else 0)
+        elif policy == 'hold':
+            self._publish_hold()
+        t_published = clock.now_ns()
+        compute_ns, inference_ns = t_published - slot.t_sync, t_inferred - t_staged
+        obs_age_ns = parts.ros_now_ns() - slot.newest_stamp_ns
+        missed = parts.monitor.record(compute_ns, obs_age_ns, inference_ns)
+        parts.publish_status(missed, compute_ns, obs_age_ns, inference_ns)
+        parts.stages.record(slot.callbacks_ns, slot.t_recv, slot.t_sync, t_start, t_staged, t_inferred, t_published,
+                            clock.now_ns())
+        self.cycles += 1
+        slot.images = ()  # release the messages
+        parts.after_cycle(self.cycles)
+
+    def _stage(self, slot: SetSlot) -> bool:
+        """Write the set into the runner's staging buffers; False (counted) when a frame fails."""
+        parts = self.parts
+        staging = parts.runner.staging
+        for i, decoder in enumerate(parts.decoders):
+            bad = decoder.write(slot.images[i])
+            if bad is not None:
+                parts.faults.add(parts.sources[i], bad)
+                if not bad.used:
+                    self._unusable(slot, f'{parts.sources[i]}: frames fail to stage ({bad.counter})')
+                    return False
+        np.copyto(staging.state, slot.state)
+        if parts.instruction.stage_if_changed(staging.tokens, staging.token_mask):
+            self.queue.clear()
+        if not self.config.fixed_noise:
+            self._rng.standard_normal(dtype=np.float32, out=staging.noise)
+        return True
+
+    def _usable(self, slot: SetSlot) -> None:
+        self._last_usable_ns = slot.t_sync
+        self.failing = ''
+        if self.stale:
+            self.stale = self.stopped = False
+            self.parts.info('inputs recovered: commanding again')
+
+    def _unusable(self, slot: SetSlot, why: str) -> None:
+        if not self.failing and self._last_usable_ns == 0:
+            self._last_usable_ns = slot.t_sync  # never usable: the stale clock starts at the first failure
+        self.failing = why
+        slot.images = ()
+
+    # -- outputs -------------------------------------------------------------------------------
+    def _publish_command(self, action: np.ndarray) -> None:
+        if self.parts.writer.command(action):
+            self.commands_published += 1
+        else:
+            self.parts.faults.add('policy', BadInput('command_refused', 'command with NaN/inf not published'))
+
+    def _publish_hold(self) -> None:
+        if not self.parts.hold_target.valid:
+            return
+        self.parts.hold_target.copy_into(self._hold)
+        if self.parts.writer.command(self._hold):
+            self.holds_published += 1
+        else:
+            self.parts.faults.add('policy', BadInput('command_refused', 'hold with NaN/inf not published'))
