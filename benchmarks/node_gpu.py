@@ -119,6 +119,7 @@ def run_node(name: str, out: Path, config: Path, bag: Path, seconds: float, env:
 
 
 def main() -> int:
+    """Write the inputs, run the node cold then warm, print the start-up times and the warm run's report."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--seconds', type=float, default=60.0, help='replay length of the warm run (s)')
     parser.add_argument('--cold-seconds', type=float, default=15.0, help='replay length of the cold run (s)')

@@ -29,6 +29,8 @@ around the GEMM ride along instead of launching kernels of their own:
   adds, so split-K needs no reduction kernel and the residual add costs nothing. The order of
   the adds varies from run to run (float32 rounding, ~1e-7 relative).
 
+On the H200 (triton 3.6) the denoise step on these kernels took 1.22 ms against 0.95 ms on cuBLAS
+(`benchmarks/fast_path.py`), so the fast path uses them only with ``expert_gemm='triton'``.
 On CUDA the tile sizes are autotuned per shape on the first call (results cached on disk where
 Triton supports it); under the interpreter one large tile keeps the program count small.
 """
