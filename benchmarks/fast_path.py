@@ -103,9 +103,12 @@ def main() -> None:
     plain = copy.deepcopy(fp32)
     del fp32
     cast_matmul_weights(plain, torch.bfloat16)
-    fast = FastPi0Policy(plain)  # shares (and re-lays out) plain's weights
+    fast = FastPi0Policy(plain)  # shares (and re-lays out) plain's weights; cuBLAS expert GEMMs
+    fast_skinny = FastPi0Policy(plain, expert_gemm='triton')
     with torch.inference_mode():
         got = {'fast path bf16': [fast(*frames, state, tokens, mask, z) for z in noises],
+               'fast path bf16, skinny Triton expert GEMMs': [fast_skinny(*frames, state, tokens, mask, z)
+                                                              for z in noises],
                'plain model bf16 (previous path)': [plain(*frames, state, tokens, mask, z) for z in noises]}
     figures: dict = {'gpu': gpu, 'torch': torch.__version__, 'numerics': {}, 'timing_ms': {}}
     print(f'| numerics vs fp32 model, full-size random ({gpu}) | max abs | mean abs |')
@@ -140,6 +143,10 @@ def main() -> None:
         fast.denoise_step(ctx['fast'], ctx['state_tok'], x_t, 0)
 
     @torch.inference_mode()
+    def fast_skinny_step():
+        fast_skinny.denoise_step(ctx['fast'], ctx['state_tok'], x_t, 0)
+
+    @torch.inference_mode()
     def plain_call():
         ctx['out'] = plain(*frames, state, tokens, mask, noise)
 
@@ -170,6 +177,12 @@ def main() -> None:
         args.profile.write_text(prof.key_averages().table(sort_by='cuda_time_total', row_limit=40))
 
     rows = {}
+    graphs = [capture(fn) for fn in (fast_prefix, fast_skinny_step)]
+    ms = timed(graphs[1].replay, args.iters)
+    rows['fast, skinny Triton expert GEMMs: one denoise step'] = ms
+    figures['timing_ms']['fast, skinny Triton expert GEMMs: one denoise step'] = {
+        'p50': float(np.percentile(ms, 50)), 'p99': float(np.percentile(ms, 99))}
+    del graphs
     for path, fns in (('fast', (fast_call, fast_vision, fast_prefix, fast_step)),
                       ('plain', (plain_call, plain_vision, plain_prefix, plain_step))):
         graphs = [capture(fn) for fn in fns]  # prefix before step: the step reads what the prefix wrote

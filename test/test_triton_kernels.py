@@ -33,6 +33,7 @@ from pi0_trt_ros.kernels.attention import attention, HIDDEN_GROUP  # noqa: E402
 from pi0_trt_ros.kernels.geglu import geglu  # noqa: E402
 from pi0_trt_ros.kernels.norm import add_norm  # noqa: E402
 from pi0_trt_ros.kernels.rope import rope_qkv  # noqa: E402
+from pi0_trt_ros.kernels.skinny import skinny_linear  # noqa: E402
 from pi0_trt_ros.model.layers import (  # noqa: E402
     apply_rope, gelu_tanh, GemmaRMSNorm, grouped_attention, LayerNorm, MASK_VALUE, rope_cos_sin, rope_inv_freq)
 
@@ -104,6 +105,59 @@ def test_geglu_matches_gemma_mlp_activation(dtype):
     out = torch.full((m, f), float('nan'), dtype=dtype)
     geglu(gate_up, out)
     torch.testing.assert_close(out.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize('dtype', DTYPES, ids=str)
+def test_skinny_linear_with_rms_norm_prologue_matches_norm_then_linear(dtype):
+    g = gen(7)
+    m, k, n = 11, 48, 40  # rows, width and columns not multiples of the tiles
+    x = torch.randn(m, k, generator=g) * 3  # float32 residual stream
+    norm = GemmaRMSNorm(k, eps=1e-6)
+    norm.weight.data = 0.1 * torch.randn(k, generator=g)
+    w = (torch.randn(n, k, generator=g) / 7).to(dtype)
+    want = torch.nn.functional.linear(norm(x).to(dtype), w)
+    out = torch.full((m, n), float('nan'), dtype=dtype)
+    skinny_linear(x, w, out, norm_weight=norm.weight.data, eps=1e-6)
+    torch.testing.assert_close(out.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize('dtype', DTYPES, ids=str)
+def test_skinny_linear_with_geglu_epilogue_matches_gemma_mlp_up_to_down(dtype):
+    g = gen(8)
+    m, k, f = 11, 48, 40
+    x = torch.randn(m, k, generator=g) * 3
+    norm = GemmaRMSNorm(k, eps=1e-6)
+    norm.weight.data = 0.1 * torch.randn(k, generator=g)
+    gate_up = (torch.randn(2 * f, k, generator=g) / 7).to(dtype)  # [gate; up] as the fused weight stacks them
+    h = norm(x).to(dtype)
+    want = gelu_tanh(torch.nn.functional.linear(h, gate_up[:f])) * torch.nn.functional.linear(h, gate_up[f:])
+    out = torch.full((m, f), float('nan'), dtype=dtype)
+    skinny_linear(x, gate_up, out, norm_weight=norm.weight.data, eps=1e-6, geglu=True)
+    torch.testing.assert_close(out.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize('dtype', DTYPES, ids=str)
+def test_skinny_linear_residual_epilogue_adds_split_k_partials_into_the_stream(dtype):
+    g = gen(9)
+    m, k, n = 13, 200, 24  # K in two splits of whole tiles, the second one short
+    a = torch.randn(m, k, generator=g).to(dtype)
+    w = (torch.randn(n, k, generator=g) / 14).to(dtype)
+    x = torch.randn(m, n, generator=g)
+    want = x + torch.nn.functional.linear(a, w).float()
+    skinny_linear(a, w, x, residual=True)
+    torch.testing.assert_close(x, want, rtol=TOL[dtype], atol=TOL[dtype])
+    plain = torch.full((m, n), float('nan'), dtype=dtype)
+    skinny_linear(a, w, plain)  # no fused op: a plain GEMM
+    torch.testing.assert_close(plain.float(), torch.nn.functional.linear(a, w).float(), rtol=TOL[dtype],
+                               atol=TOL[dtype])
+
+
+def test_skinny_linear_refuses_shapes_it_cannot_fuse():
+    w = torch.zeros(8, 16)
+    with pytest.raises(ValueError, match='at most 64 rows'):
+        skinny_linear(torch.zeros(65, 16), w, torch.zeros(65, 8))
+    with pytest.raises(ValueError, match='float32 residual'):
+        skinny_linear(torch.zeros(4, 16), w, torch.zeros(4, 8, dtype=torch.bfloat16), residual=True)
 
 
 def suffix_groups(p: int, valid: int, s: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

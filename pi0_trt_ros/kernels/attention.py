@@ -150,7 +150,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: to
     block_d = triton.next_power_of_2(d)
     rows = g * s
     if not q.is_cuda:  # the interpreter pays per program and per loop trip: few, large tiles
-        block_m, block_n = block_m or 128, block_n or 256
+        block_m, block_n = block_m or 256, block_n or 256
         chunk = chunk or kk
     elif rows <= 1024:  # few query rows (the expert's suffix): split the keys (H200 sweep: 16 x 64, 256 keys)
         block_m, block_n, chunk = block_m or 16, block_n or (32 if fp32 else 64), chunk or 256

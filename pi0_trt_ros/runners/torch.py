@@ -52,7 +52,8 @@ class TorchRunner(Runner):
 
     def __init__(self, checkpoint: str | Path | None = None, arch: str | Path | None = None, *,
                  policy: Any = None, io: PolicyIO | None = None, device: str = 'cuda', dtype: str = 'fp16',
-                 mode: str = 'cuda_graph', warmup: int = 3, compiled: bool = False, fast: bool = False) -> None:
+                 mode: str = 'cuda_graph', warmup: int = 3, compiled: bool = False, fast: bool = False,
+                 expert_gemm: str = 'cublas') -> None:
         if dtype not in DTYPES or mode not in MODES:
             raise RunnerError(f'torch runner: dtype must be one of {DTYPES}, mode one of {MODES}')
         if fast and compiled:
@@ -75,6 +76,7 @@ class TorchRunner(Runner):
         self.device, self.dtype, self.mode, self.warmup = device, dtype, mode, warmup
         self.compiled = compiled  # torch.compile the vision tower, the prefix and the denoise step
         self.fast = fast  # run `FastPi0Policy` (fused Triton kernels) over the same weights
+        self.expert_gemm = expert_gemm  # fast path's denoise-step GEMMs: 'cublas' or 'triton' (fused skinny)
         self.warmup_seconds = 0.0
         self._policy: Any = None
         self._host: dict[str, Any] = {}
@@ -109,7 +111,7 @@ class TorchRunner(Runner):
             require_triton()
             from pi0_trt_ros.model.fast import FastPi0Policy
 
-            self._policy = FastPi0Policy(self._policy)
+            self._policy = FastPi0Policy(self._policy, expert_gemm=self.expert_gemm)
         cuda = self.device.startswith('cuda')
         for name, (shape, dtype) in self.io.input_specs().items():
             self._host[name] = self._host_tensor(shape, dtype, cuda)

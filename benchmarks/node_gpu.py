@@ -1,0 +1,183 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The control node end to end on a GPU: the synthetic bag at 30 Hz into the torch fast path.
+
+Writes a LeRobot-layout checkpoint (full-size Pi0 with random weights, or ``--tiny``), a small
+tokenizer and a synthetic bag (3 cameras 640x480 JPEG at 30 Hz, joint states at 100 Hz), then
+starts the node twice with the same parameters (``every_set``, backend torch, ``--backend-options``):
+
+1. cold: an empty Triton cache (``TRITON_CACHE_DIR`` under the work directory), a short replay;
+2. warm: the same cache, now filled, and the full ``--seconds`` replay.
+
+For each run it prints the time from the node process's start to its first command (the first
+message the recorder received on the command topic) and, for the warm run, the bag report
+(`make_report`: cycles, deadline misses at ``--budget-ms``, compute and inference p50/p99).
+
+On a machine with the ROS 2 wheels unpacked by ``pip install --prefix DIR`` (no ROS install),
+``--ros-prefix DIR`` sets the library and ament paths and re-executes the script with them.
+
+    python benchmarks/node_gpu.py --seconds 60 --out /tmp/node_gpu
+    python benchmarks/node_gpu.py --tiny --device cpu --seconds 4 --cold-seconds 3   # a CPU check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+import time
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DOMAIN_ID = 71
+COMMAND_TOPIC = '/forward_position_controller/commands'
+_REEXEC_GUARD = 'PI0_NODE_GPU_ENV_SET'
+
+
+def ros_prefix_env(prefix: Path) -> dict[str, str]:
+    """Environment for ROS 2 wheels installed with ``pip install --prefix PREFIX`` (what their bootstrapper sets)."""
+    site = prefix / 'lib' / f'python{sys.version_info.major}.{sys.version_info.minor}' / 'site-packages'
+    libs = [str(prefix / 'lib')] + sorted(str(p) for p in site.glob('ros_*.libs'))
+    env = dict(os.environ)
+    env['LD_LIBRARY_PATH'] = os.pathsep.join(libs + [p for p in env.get('LD_LIBRARY_PATH', '').split(os.pathsep) if p])
+    env['PYTHONPATH'] = os.pathsep.join([str(REPO), str(site)] + [p for p in env.get('PYTHONPATH', '').split(':') if p])
+    env['AMENT_PREFIX_PATH'] = str(prefix)
+    env.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+    env[_REEXEC_GUARD] = '1'
+    return env
+
+
+def write_checkpoint(out: Path, tiny: bool, device: str) -> Path:
+    """Write the policy as a LeRobot checkpoint directory; returns it."""
+    from pi0_trt_ros.testing.tiny import make_tiny_checkpoint, tiny_io
+
+    ckpt = out / 'checkpoint'
+    if tiny:
+        return make_tiny_checkpoint(ckpt)
+    from pi0_trt_ros.bench import random_full_size_policy
+    from pi0_trt_ros.checkpoint import NormStats, save_checkpoint
+
+    io = tiny_io()  # the bag's cameras, 6 joints, 48 tokens, chunk 50
+    policy = random_full_size_policy(io, device=device)  # float32, ~13 GB on disk
+    stats = NormStats(*(t.cpu().numpy() for t in (policy.state_mean, policy.state_std, policy.action_mean,
+                                                  policy.action_std)))
+    weights = {k: v.detach().float().cpu().numpy() for k, v in policy.model.state_dict().items()}
+    config = policy.model.config
+    del policy
+    return save_checkpoint(ckpt, config, io, weights, stats)
+
+
+def first_command_ns(recorded: Path) -> int | None:
+    """Receive time (system clock, ns) of the first command in the recorded bag."""
+    from pi0_trt_ros.bag.bag_io import read_bag
+
+    for m in read_bag(recorded, [COMMAND_TOPIC]):
+        return m.log_time_ns
+    return None
+
+
+def run_node(name: str, out: Path, config: Path, bag: Path, seconds: float, env: dict[str, str],
+             domain_id: int) -> dict[str, Any]:
+    """Start the node, replay the bag into it, stop it; returns timings and the recorded bag."""
+    from pi0_trt_ros.bag.session import DEFAULT_RECORD_TOPICS, replay_and_record
+    from pi0_trt_ros.demo import stop_node
+
+    recorded = out / f'recorded_{name}'
+    log_path = out / f'node_{name}.log'
+    with log_path.open('w') as log:
+        start_ns = time.time_ns()
+        node = subprocess.Popen([sys.executable, '-m', 'pi0_trt_ros.node.control_node', '--ros-args',
+                                 '--params-file', str(config)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    try:
+        replay_and_record(bag, record_bag=recorded, record_topics=DEFAULT_RECORD_TOPICS, loop=True,
+                          duration_s=seconds, wait_for_subscribers_s=900.0, linger_s=2.5, domain_id=domain_id,
+                          log=lambda *a: None)
+        alive = node.poll() is None
+    finally:
+        rc = stop_node(node)
+    first = first_command_ns(recorded)
+    return {'name': name, 'recorded': recorded, 'node_exit_code': rc, 'node_alive_at_end': alive,
+            'start_to_first_command_s': None if first is None else (first - start_ns) / 1e9, 'log': log_path}
+
+
+def main() -> int:
+    """Write the inputs, run the node cold then warm, print the start-up times and the warm run's report."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--seconds', type=float, default=60.0, help='replay length of the warm run (s)')
+    parser.add_argument('--cold-seconds', type=float, default=15.0, help='replay length of the cold run (s)')
+    parser.add_argument('--out', type=Path, default=Path('/tmp/node_gpu'), help='work directory')
+    parser.add_argument('--tiny', action='store_true', help='tiny random Pi0 instead of the full-size one')
+    parser.add_argument('--device', default='cuda', help='where the random weights are built')
+    parser.add_argument('--backend-options', default='{"device": "cuda", "dtype": "bf16", "fast": true}',
+                        help='JSON passed to the torch runner')
+    parser.add_argument('--budget-ms', type=float, default=20.0)
+    parser.add_argument('--raw', action='store_true', help='raw rgb8 frames instead of JPEG')
+    parser.add_argument('--ros-prefix', type=Path, help='ROS 2 wheels installed with pip --prefix here')
+    parser.add_argument('--domain-id', type=int, default=DOMAIN_ID)
+    args = parser.parse_args()
+    if args.ros_prefix is not None and not os.environ.get(_REEXEC_GUARD):
+        env = ros_prefix_env(args.ros_prefix.resolve())
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+    import yaml
+
+    from pi0_trt_ros.bag.report import make_report
+    from pi0_trt_ros.bag.synth import make_bag
+    from pi0_trt_ros.demo import demo_params
+    from pi0_trt_ros.testing.tiny_tokenizer import build_tiny_tokenizer_json
+
+    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_DOMAIN_ID=str(args.domain_id),
+                      PYTHONUNBUFFERED='1')
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    ckpt = write_checkpoint(out, args.tiny, args.device)
+    print(f'checkpoint {ckpt} written in {time.monotonic() - t0:.1f} s', flush=True)
+    tokenizer = build_tiny_tokenizer_json(out / 'tokenizer.json')
+    bag = out / 'input_bag'
+    if not bag.exists():
+        make_bag(bag, duration_s=10.0, compressed=not args.raw)  # looped by the replay
+    doc = demo_params(Path(''), Path(tokenizer), not args.raw, backend_options=args.backend_options, backend='torch')
+    params = doc['/**']['ros__parameters']
+    params.update(checkpoint=str(ckpt), engine_dir='', sensor_qos_depth=30)
+    config = out / 'control.yaml'
+    config.write_text(yaml.safe_dump(doc))
+    env = dict(os.environ, TRITON_CACHE_DIR=str(out / 'triton_cache'))
+    results = []
+    for name, seconds in (('cold', args.cold_seconds), ('warm', args.seconds)):
+        r = run_node(name, out, config, bag, seconds, env, args.domain_id)
+        results.append(r)
+        first = r['start_to_first_command_s']
+        print(f'node {name}: start to first command {"none" if first is None else f"{first:.1f} s"}, '
+              f'replay {seconds:g} s, exit code {r["node_exit_code"]}, alive at end {r["node_alive_at_end"]}',
+              flush=True)
+    warm = results[-1]
+    summary = make_report(warm['recorded'], out / 'report', budget_ms=args.budget_ms)
+    print((out / 'report' / 'summary.txt').read_text(), end='')
+    figures = {'backend_options': json.loads(args.backend_options), 'tiny': args.tiny,
+               'runs': [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()} for r in results],
+               'summary': {k: v for k, v in summary.items() if k != 'files'}}
+    (out / 'node_gpu.json').write_text(json.dumps(figures, indent=1, default=str))
+    return 0 if all(r['node_exit_code'] == 0 and r['node_alive_at_end'] for r in results) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
