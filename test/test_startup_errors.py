@@ -52,7 +52,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture
 def export(bundle: Any, tmp_path: Path) -> Path:
-    """A private copy of the tiny export, free to damage."""
+    """Return a private copy of the tiny export, free to damage."""
     return Path(shutil.copytree(bundle.engine_dir, tmp_path / 'engine'))
 
 
@@ -99,7 +99,7 @@ def test_a_missing_graph_file_names_the_file_and_the_export_command(export: Path
 
 @pytest.mark.parametrize('damage, message', [
     ('truncate', r'pi0_export\.json is unreadable \(JSONDecodeError: '),
-    ('format', rf"format_version 99, this package reads {FORMAT_VERSION}: "),
+    ('format', rf'format_version 99, this package reads {FORMAT_VERSION}: '),
     ('no_hash', r"'onnx_sha256' is missing, expected a str: "),
     ('bad_io', r"invalid 'io' \(KeyError: 'camera_hw'\): "),
 ])
@@ -160,7 +160,7 @@ def test_node_parameters_refuse_foreign_backend_options_and_unknown_backends(tmp
                                        r'takes use_cuda_graph \(bool, default True'):
         params_from_yaml(default_params_file(), overrides)
     overrides.update(backend='tensorrt_x', backend_options='{}')
-    with pytest.raises(Pi0Error, match=r"(?m)^  - backend must be one of onnxruntime, tensorrt, tensorrt_rtx, "
+    with pytest.raises(Pi0Error, match=r'(?m)^  - backend must be one of onnxruntime, tensorrt, tensorrt_rtx, '
                                        r"torch, got 'tensorrt_x'$"):
         params_from_yaml(default_params_file(), overrides)
     overrides.update(backend='onnxruntime', backend_options='{"threads": 2, "device": "cpu"}')
@@ -185,8 +185,8 @@ def run_node(bundle: Any, tmp_path: Path, **params: str) -> subprocess.Completed
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_the_node_with_a_corrupted_onnx_graph_exits_1_with_one_start_up_line(bundle: Any, export: Path,
-                                                                           tmp_path: Path) -> None:
+def test_the_node_with_a_corrupted_onnx_graph_exits_1_with_one_start_up_line(
+        bundle: Any, export: Path, tmp_path: Path) -> None:
     flip_a_byte(export / read_manifest(export)['graph'])
     done = run_node(bundle, tmp_path, engine_dir=str(export))
     output = done.stdout + done.stderr
