@@ -113,6 +113,7 @@ class _SetSlot:
         self.images: tuple[Any, ...] = ()  # camera messages, in configured camera order
         self.state = np.zeros(dof, np.float32)  # [dof] joint positions matched to the set
         self.newest_stamp_ns = 0  # newest header stamp among the set (ROS time, ns)
+        self.joint_stamp_ns = 0  # header stamp of the joint sample matched to it (ROS time, ns)
         self.t_recv = 0  # monotonic ns: the last message's callback started
         self.t_sync = 0  # monotonic ns: handed over (the deadline clock starts here)
         self.callbacks_ns = 0  # summed callback time since the previous set
@@ -258,7 +259,7 @@ class ControlNode(Node):
         self._command = Float64ArrayMessage(dof)
         self._trajectory = TrajectoryMessage(p.joint_names, io.chunk_size, p.control_rate_hz)
         self._status = Float64ArrayMessage(len(STATUS_FIELDS), label=','.join(STATUS_FIELDS))
-        self._status_values = np.zeros(len(STATUS_FIELDS), np.float64)  # [cycle, compute, age, missed, infer]
+        self._status_values = np.zeros(len(STATUS_FIELDS), np.float64)  # STATUS_FIELDS order
         self.cycles = 0  # inferences that reached the publish decision
         self.commands_published = 0
         self.holds_published = 0
@@ -439,6 +440,7 @@ class ControlNode(Node):
                 slot.images = tuple(images)
                 np.copyto(slot.state, self._joint_rows[entry[1]])
                 slot.newest_stamp_ns = newest
+                slot.joint_stamp_ns = entry[0]
                 slot.t_recv = t_recv
                 slot.callbacks_ns = self._cb_ns
                 self._ready = True
@@ -621,7 +623,7 @@ class ControlNode(Node):
         compute_ns, inference_ns = t_published - slot.t_sync, t_inferred - t_staged
         obs_age_ns = self.get_clock().now().nanoseconds - slot.newest_stamp_ns
         missed = self.monitor.record(compute_ns, obs_age_ns, inference_ns)
-        self._publish_status(missed, compute_ns, obs_age_ns, inference_ns)
+        self._publish_status(missed, compute_ns, obs_age_ns, inference_ns, slot)
         self.stages.record(slot.callbacks_ns, slot.t_recv, slot.t_sync, t_start, t_staged, t_inferred, t_published,
                            time.monotonic_ns())
         self.cycles += 1
@@ -641,10 +643,14 @@ class ControlNode(Node):
         self.command_pub.publish(self._command.fill(self._hold))
         self.holds_published += 1
 
-    def _publish_status(self, missed: bool, compute_ns: int, obs_age_ns: int, inference_ns: int) -> None:
+    def _publish_status(self, missed: bool, compute_ns: int, obs_age_ns: int, inference_ns: int,
+                        slot: _SetSlot) -> None:
         values = self._status_values  # in STATUS_FIELDS order
         values[0], values[1], values[2] = self.cycles, compute_ns * 1e-6, obs_age_ns * 1e-6
         values[3], values[4] = float(missed), inference_ns * 1e-6
+        values[5], values[6] = divmod(slot.newest_stamp_ns, 1_000_000_000)
+        values[7] = (slot.joint_stamp_ns - slot.newest_stamp_ns) * 1e-6
+        values[8] = self.sets_superseded
         self.status_pub.publish(self._status.fill(values))
 
     def _collect_garbage(self) -> None:
