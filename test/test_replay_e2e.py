@@ -139,9 +139,10 @@ def test_recorded_commands_equal_the_offline_replay(session, status_rows, offlin
     np.testing.assert_allclose(chunks, offline.chunks, rtol=0, atol=1e-6)
 
 
-def test_report_files_exist_and_are_not_empty(session):
+def test_report_files_exist_and_are_not_empty(session, status_rows):
     out = session['root'] / 'report'
     summary = make_report(session['recorded'], out, budget_ms=20.0, input_bag=session['bag'])
     for name in ('latency_hist.png', 'latency_timeline.png', 'summary.txt', 'summary.json'):
         assert (out / name).stat().st_size > 0, name
-    assert summary['cycles'] > 50
+    # every cycle the node ran, however many sets a loaded machine made it supersede
+    assert summary['cycles'] == len(status_rows) > 0 and summary['cycles_missing'] == 0
