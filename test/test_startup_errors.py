@@ -134,10 +134,10 @@ def test_onnxruntime_options_given_to_another_backend_name_the_options_it_takes(
 
 
 @pytest.mark.parametrize('backend, options, message', [
-    ('onnxruntime', {'threads': '1'}, r"backend option 'threads' of onnxruntime must be a int .*, got '1'"),
-    ('onnxruntime', {'threads': True}, r"backend option 'threads' of onnxruntime must be a int .*, got True"),
+    ('onnxruntime', {'threads': '1'}, r"backend option 'threads' of onnxruntime must be an integer .*, got '1'"),
+    ('onnxruntime', {'threads': True}, r"backend option 'threads' of onnxruntime must be an integer .*, got True"),
     ('onnxruntime', {'device': 'gpu'}, r"backend option 'device' of onnxruntime must be one of cpu, cuda, got 'gpu'"),
-    ('tensorrt', {'use_cuda_graph': 'yes'}, r"'use_cuda_graph' of tensorrt must be a bool .*, got 'yes'"),
+    ('tensorrt', {'use_cuda_graph': 'yes'}, r"'use_cuda_graph' of tensorrt must be true or false .*, got 'yes'"),
     ('torch', {'dtype': 'fp8'}, r"'dtype' of torch must be one of fp32, fp16, bf16, got 'fp8'"),
 ])
 def test_a_backend_option_of_the_wrong_type_or_value_is_refused(bundle: Any, backend: str, options: dict,

@@ -34,6 +34,7 @@ from pi0_trt_ros.errors import RunnerError
 ONNXRUNTIME_DEVICES = ('cpu', 'cuda')
 TORCH_DTYPES = ('fp32', 'fp16', 'bf16')
 TORCH_MODES = ('eager', 'cuda_graph')
+_JSON_KIND = {bool: 'true or false', int: 'an integer', str: 'a string'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,18 +42,15 @@ class BackendOption:
     """One keyword option of a backend (``backend_options`` key), with its JSON type."""
 
     name: str
-    kind: type  # bool, int, float or str; floats accept integers
+    kind: type  # bool, int or str (JSON types; true/false are not integers here)
     default: Any
     meaning: str
     choices: tuple[str, ...] = ()  # allowed values (str options); empty: any
 
     def check(self, value: Any, backend: str) -> Any:
-        """Return ``value`` (ints as floats for float options); raise RunnerError if it has the wrong type."""
-        ok = isinstance(value, self.kind) and not (self.kind is int and isinstance(value, bool))
-        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise RunnerError(f'backend option {self.name!r} of {backend} must be a {self.kind.__name__} '
+        """Return ``value``; raise RunnerError if it has the wrong type or is not one of ``choices``."""
+        if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
+            raise RunnerError(f'backend option {self.name!r} of {backend} must be {_JSON_KIND[self.kind]} '
                               f'({self.meaning}), got {value!r}')
         if self.choices and value not in self.choices:
             raise RunnerError(f'backend option {self.name!r} of {backend} must be one of '
