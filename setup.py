@@ -33,8 +33,8 @@ extras = {
         'ros-jazzy-builtin-interfaces',
         'ros-jazzy-ament-index-python',
     ],
-    # PyTorch model, checkpoint loading and ONNX export.
-    'torch': ['torch>=2.9', 'safetensors', 'onnx', 'onnxscript'],
+    # PyTorch model, checkpoint loading and ONNX export; Triton for the torch backend's fast path.
+    'torch': ['torch>=2.9', 'safetensors', 'onnx', 'onnxscript', 'triton>=3.6'],
     'onnxruntime': ['onnxruntime'],
     # TensorRT for datacenter/Jetson GPUs comes from NVIDIA's index or JetPack; see README.
     'tensorrt': ['cuda-python'],
@@ -63,7 +63,6 @@ setup(
     maintainer_email='maintainers@pi0-trt-ros.dev',
     description='Pi0 VLA policy as a real-time ROS 2 controller through TensorRT',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'control_node = pi0_trt_ros.node.control_node:main',

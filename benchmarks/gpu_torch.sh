@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# GPU checks and the full-size torch benchmark, for a CUDA machine with PyTorch (e.g. an H100):
+# GPU checks and the full-size torch benchmarks, for a CUDA machine with PyTorch and Triton (e.g. an H200):
 #   bash benchmarks/gpu_torch.sh [OUT_DIR]
-# Runs the GPU tests (cuda-python buffers, torch CUDA-graph parity and allocation checks), then
-# `pi0-trt bench --random-full-size` in bf16/fp16, CUDA graph (torch.compile'd and not) and eager. Figures land in OUT_DIR.
+# 1. the GPU tests (cuda-python buffers; torch CUDA-graph parity, fast path included; allocation checks);
+# 2. benchmarks/fast_path.py: numerics of the fast path and of the plain bf16 model against the fp32
+#    model, and the per-stage device-time breakdown (vision, prefix, one denoise step) of both;
+# 3. `pi0-trt bench --random-full-size` end to end (staged host input -> host actions) for the fast path
+#    and the previous paths, each row labelled with the GPU it ran on.
+# CASES overrides the bench rows ("dtype mode [flag]" separated by ';'), ITERS the timed calls per row,
+# SWEEP=1 adds the attention tile sweep. Figures land in OUT_DIR.
 set -uo pipefail
 out=${1:-${OUT:-benchmarks/out}}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
-python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())' | tee -a "$out/gpu.txt"
-python3 -m pytest -q -s -p no:cacheprovider test/test_cuda_buffers.py test/test_torch_cuda.py 2>&1 | tee "$out/gpu_tests.txt"
-for case in "bf16 cuda_graph --compile" "fp16 cuda_graph --compile" "bf16 cuda_graph" "bf16 eager"; do
+python3 -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "triton",
+            triton.__version__, torch.cuda.get_device_name())' | tee -a "$out/gpu.txt"
+python3 -m pytest -q -s -p no:cacheprovider test/test_cuda_buffers.py test/test_torch_cuda.py 2>&1 \
+  | grep -v 'Warning:\|_warn_once' | tee "$out/gpu_tests.txt"
+[ "${SWEEP:-0}" = 1 ] && python3 benchmarks/attention_sweep.py 2>&1 | tee "$out/attention_sweep.txt"
+python3 benchmarks/fast_path.py --iters 200 --json "$out/fast_path.json" 2>&1 | grep '|' | tee "$out/fast_path.txt"
+IFS=';' read -ra cases <<< "${CASES:-bf16 cuda_graph --fast;fp16 cuda_graph --fast;bf16 cuda_graph --compile;bf16 cuda_graph}"
+for case in "${cases[@]}"; do
   set -- $case
   python3 -m pi0_trt_ros.cli bench --random-full-size --backend torch --dtype "$1" --mode "$2" ${3:-} \
-    --iters "${ITERS:-100}" --warmup 10 --json "$out/bench_$1_$2${3:+_compiled}.json" 2>&1 \
-    | grep -v ' INFO \|^  triton\|AUTOTUNE' | tee -a "$out/bench.txt"
+    --iters "${ITERS:-1000}" --warmup 50 --json "$out/bench_$1_$2${3:+_${3#--}}.json" 2>&1 \
+    | grep -v ' INFO \|^  triton\|AUTOTUNE\|Warning:\|_warn_once' | tee -a "$out/bench.txt"
 done
+echo; echo "end to end, staged host input -> host actions:"
+grep '^| pi0' "$out/bench.txt"

@@ -89,6 +89,15 @@ def device_memory_peak_mib() -> float | None:
     return None
 
 
+def device_name() -> str | None:
+    """Name of the GPU PyTorch runs on (None without torch or CUDA), to label figures with the card used."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+
+
 def run_benchmark(runner: Runner, iters: int = 200, warmup: int = 20, seed: int = 0) -> dict[str, Any]:
     """Time ``iters`` calls of ``runner.infer()`` (after ``warmup`` untimed ones); returns figures."""
     t0 = time.monotonic()
@@ -122,6 +131,7 @@ def run_benchmark(runner: Runner, iters: int = 200, warmup: int = 20, seed: int 
         'peak_device_mib': device_peak,
         'actions_finite': finite,
         'host': platform.node(),
+        'gpu': device_name(),
     }
 
 
@@ -130,6 +140,8 @@ def format_table(results: dict[str, Any], label: str) -> str:
     head = '| case | ' + ' | '.join(cols) + ' |'
     rule = '|' + '---|' * (len(cols) + 1)
     cells = [f'{results[c]:.2f}' if isinstance(results[c], float) else str(results[c]) for c in cols]
+    if results.get('gpu'):
+        label = f'{label} ({results["gpu"]})'
     return '\n'.join([head, rule, f'| {label} | ' + ' | '.join(cells) + ' |'])
 
 

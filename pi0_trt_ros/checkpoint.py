@@ -14,11 +14,22 @@
 
 """Load a LeRobot pi0 checkpoint directory into a `Pi0Policy`.
 
-A directory as `PI0Policy.save_pretrained` + the processors' `save_pretrained` write it:
-``config.json`` (PI0Config, ``"type": "pi0"``), ``model.safetensors``, ``policy_preprocessor.json``
-with its normalizer ``.safetensors``, ``policy_postprocessor.json`` with its unnormalizer.
-Loading is strict: every tensor is used (the two unused ``lm_head`` matrices excepted),
-none is missing, every shape matches; otherwise `CheckpointError` names the tensors.
+Two layouts load, told apart by the processor files:
+
+* LeRobot >= 0.4, as `PI0Policy.save_pretrained` + the processors' `save_pretrained` write it:
+  ``config.json`` (PI0Config, ``"type": "pi0"``), ``model.safetensors``, ``policy_preprocessor.json``
+  with its normalizer ``.safetensors``, ``policy_postprocessor.json`` with its unnormalizer.
+* LeRobot <= 0.3 (no processor files): the normalization statistics are buffers inside
+  ``model.safetensors`` (``normalize_inputs.buffer_observation_state.mean`` ...), PaliGemma weights
+  carry the names of transformers < 4.52 (``paligemma.language_model.model.*``,
+  ``paligemma.vision_tower.*``), and config.json has the old keys (``num_steps``,
+  ``resize_imgs_with_padding``, ``proj_width`` ...). Each old key is honoured or refused
+  (`upgrade_config`), never ignored.
+
+A checkpoint without cameras or statistics (the hub's base ``lerobot/pi0``) loads when they are
+passed (``cameras=``, ``stats=`` a LeRobot dataset's ``meta/stats.json``). Loading is strict: every
+tensor is used (the unused ``lm_head`` matrices and training-only buffers excepted), none is
+missing, every shape matches; otherwise `CheckpointError` names the tensors.
 """
 
 from __future__ import annotations
@@ -53,6 +64,22 @@ KEY_PREFIXES: tuple[tuple[str, str], ...] = (
 )
 # Present in every LeRobot pi0 checkpoint, never used at inference.
 UNUSED_KEYS = (_PG + 'lm_head.weight', _EXPERT + 'lm_head.weight')
+# transformers < 4.52 (LeRobot <= 0.3) PaliGemma names -> today's names (LeRobot's own
+# `PI0Policy._transform_state_dict_keys` in 0.3.x does the same renames).
+LEGACY_KEY_PREFIXES: tuple[tuple[str, str], ...] = (
+    (_PG + 'language_model.lm_head.', _PG + 'lm_head.'),
+    (_PG + 'language_model.model.', _PG + 'model.language_model.'),
+    (_PG + 'vision_tower.', _PG + 'model.vision_tower.'),
+    (_PG + 'multi_modal_projector.', _PG + 'model.multi_modal_projector.'),
+)
+# LeRobot <= 0.3 normalization buffers: ``<module>.buffer_<feature with . as _>.<mean|std>``.
+STATE_BUFFER = 'normalize_inputs.buffer_observation_state.'
+ACTION_BUFFER = 'unnormalize_outputs.buffer_action.'
+TRAINING_BUFFER = 'normalize_targets.buffer_action.'  # normalizes training targets; unused at inference
+NORM_BUFFER_PREFIXES = ('normalize_inputs.', 'normalize_targets.', 'unnormalize_outputs.')
+
+LAYOUT_PROCESSORS = 'lerobot>=0.4'
+LAYOUT_BUFFERS = 'lerobot<=0.3'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +103,7 @@ class Checkpoint:
     weights: dict[str, np.ndarray]  # our Pi0Model keys (torch-free arrays; bf16 stored as float32)
     stats: NormStats
     sha256: str  # of model.safetensors
+    layout: str = LAYOUT_PROCESSORS  # LAYOUT_PROCESSORS or LAYOUT_BUFFERS
 
     def build_policy(self, dtype: Any = None, device: Any = 'cpu') -> Any:
         """Instantiate the PyTorch `Pi0Policy` with these weights (imports torch)."""
@@ -109,6 +137,14 @@ def cast_matmul_weights(policy: Any, dtype: Any) -> None:
             module.to(dtype)
         elif isinstance(module, (GemmaRMSNorm, LayerNorm)):
             module.float()
+
+
+def modern_key(key: str) -> str:
+    """Rename a transformers < 4.52 PaliGemma key (LeRobot <= 0.3) to today's name; others unchanged."""
+    for old, new in LEGACY_KEY_PREFIXES:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key
 
 
 def map_key(key: str) -> str | None:
@@ -172,9 +208,105 @@ def _stat(stats: dict[str, np.ndarray], key: str, dim: int, source: str) -> np.n
     return value
 
 
-def read_config(ckpt: Path, arch: dict[str, Any] | None) -> tuple[Pi0Config, PolicyIO, str, dict[str, Any]]:
-    """Parse config.json (+ optional hf_configs dict) into the architecture and the I/O shapes."""
-    cfg = read_json(ckpt / 'config.json')
+def read_stats_file(path: str | Path) -> dict[str, np.ndarray]:
+    """Read normalization statistics as flat ``<feature>.<stat>`` arrays.
+
+    ``path``: a LeRobot dataset's ``meta/stats.json`` (``{"observation.state": {"mean": [...],
+    "std": [...]}, "action": {...}}``) or a normalizer ``.safetensors`` with flat keys.
+    """
+    path = Path(path)
+    if path.suffix == '.safetensors':
+        return _load_safetensors(path)
+    doc = read_json(path)
+    flat = {}
+    for feature, stats in doc.items():
+        if isinstance(stats, dict):
+            for name, value in stats.items():
+                try:
+                    flat[f'{feature}.{name}'] = np.asarray(value, np.float32)
+                except (TypeError, ValueError):
+                    continue  # non-numeric entries (counts as dicts, ...) are not statistics we use
+    return flat
+
+
+def parse_camera(spec: str) -> tuple[str, tuple[int, int]]:
+    """Parse ``KEY=HxW`` (e.g. ``observation.images.base_0_rgb=480x640``) into (key, (H, W))."""
+    key, _, size = spec.partition('=')
+    try:
+        height, width = (int(v) for v in size.lower().split('x'))
+    except ValueError:
+        raise CheckpointError(f'camera {spec!r}: expected KEY=HxW, e.g. observation.images.base_0_rgb=480x640') \
+            from None
+    if not key or height < 1 or width < 1:
+        raise CheckpointError(f'camera {spec!r}: expected KEY=HxW with a key and positive sizes')
+    return key, (height, width)
+
+
+def _buffer_stats(buffers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Return LeRobot <= 0.3 in-model buffers as flat ``<feature>.<stat>`` arrays (empty if none)."""
+    flat = {}
+    for prefix, feature in ((STATE_BUFFER, STATE_KEY), (ACTION_BUFFER, ACTION_KEY)):
+        for name in ('mean', 'std'):
+            if prefix + name in buffers:
+                flat[f'{feature}.{name}'] = buffers[prefix + name]
+    unknown = sorted(k for k in buffers if not k.startswith((STATE_BUFFER, ACTION_BUFFER, TRAINING_BUFFER)))
+    if unknown:
+        raise CheckpointError(f'model.safetensors has normalization buffers for other features: {unknown[:4]} '
+                              f'(only MEAN_STD state and action normalization is supported)')
+    return flat
+
+
+# LeRobot <= 0.3 PI0Config keys with no numeric effect at inference (training, caching, kernels).
+LEGACY_INERT_KEYS = ('use_cache', 'attention_implementation', 'freeze_vision_encoder', 'train_expert_only',
+                     'train_state_proj')
+
+
+def upgrade_config(cfg: dict[str, Any], ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Rewrite LeRobot <= 0.3 config keys as today's; refuse those whose numerics we cannot reproduce.
+
+    Applies to any config.json, so an old key beside new files is honoured or refused too.
+    Returns the config and the old keys to check once the architecture and cameras are known.
+    """
+    cfg = dict(cfg)
+    where = f'{ckpt}/config.json'
+    legacy = any(k in cfg for k in ('num_steps', 'resize_imgs_with_padding', 'proj_width'))
+    pending: dict[str, Any] = {}
+    if 'num_steps' in cfg:
+        steps = cfg.pop('num_steps')
+        if 'num_inference_steps' in cfg and cfg['num_inference_steps'] != steps:
+            raise CheckpointError(f'{where}: num_steps={steps} (LeRobot <= 0.3) and num_inference_steps='
+                                  f'{cfg["num_inference_steps"]} disagree: keep the one the policy was tuned '
+                                  f'with and delete the other')
+        cfg['num_inference_steps'] = steps
+    if 'resize_imgs_with_padding' in cfg:
+        pending['resize_imgs_with_padding'] = cfg.pop('resize_imgs_with_padding')
+    if 'proj_width' in cfg:
+        pending['proj_width'] = cfg.pop('proj_width')
+    for key in ('adapt_to_pi_aloha', 'use_delta_joint_actions_aloha'):
+        if cfg.pop(key, False):
+            raise CheckpointError(f'{where}: {key}=true is not supported (its Aloha joint/gripper conversions '
+                                  f'are not implemented); convert states and actions outside the policy')
+    for key in LEGACY_INERT_KEYS:
+        cfg.pop(key, None)
+    if cfg.get('empty_cameras', 0):
+        raise CheckpointError(f'{where}: empty_cameras={cfg["empty_cameras"]} is not supported: every camera '
+                              f'the policy reads must be a real input (list them in input_features)')
+    if legacy and cfg.get('n_action_steps', 50) != cfg.get('chunk_size', 50):
+        # LeRobot <= 0.3 samples n_action_steps actions (noise, attention and output are that long).
+        cfg['chunk_size'] = cfg['n_action_steps']
+    if legacy:
+        cfg.setdefault('dtype', 'bfloat16')  # <= 0.3 always ran PaliGemma and the expert layers in bf16
+    return cfg, pending
+
+
+def read_config(ckpt: Path, arch: dict[str, Any] | None, cameras: dict[str, tuple[int, int]] | None = None,
+                stats: dict[str, np.ndarray] | None = None) -> tuple[Pi0Config, PolicyIO, str, dict[str, Any]]:
+    """Parse config.json (+ optional hf_configs dict) into the architecture and the I/O shapes.
+
+    ``cameras`` (key -> (H, W)) replaces the cameras config.json describes; ``stats`` (flat
+    ``<feature>.<stat>`` arrays) gives the state/action widths when config.json has no features.
+    """
+    cfg, pending = upgrade_config(read_json(ckpt / 'config.json'), ckpt)
     if cfg.get('type') != 'pi0':
         raise CheckpointError(f'{ckpt}/config.json has type {cfg.get("type")!r}, expected "pi0"')
     try:
@@ -188,34 +320,65 @@ def read_config(ckpt: Path, arch: dict[str, Any] | None) -> tuple[Pi0Config, Pol
             config = config.with_hf_configs(arch)
     except ValueError as e:
         raise CheckpointError(f'{ckpt}/config.json: {e}') from None
+    if 'proj_width' in pending and pending['proj_width'] != config.expert.width:
+        raise CheckpointError(f'{ckpt}/config.json: proj_width={pending["proj_width"]} differs from the action '
+                              f'expert width {config.expert.width}: give the expert size with --arch hf_configs.json')
     norm = cfg.get('normalization_mapping', {})
-    for feature in ('STATE', 'ACTION'):
-        if norm.get(feature, 'MEAN_STD') != 'MEAN_STD':
-            raise CheckpointError(f'normalization {norm[feature]} for {feature} is not supported (MEAN_STD only)')
+    for feature, want in (('STATE', 'MEAN_STD'), ('ACTION', 'MEAN_STD'), ('VISUAL', 'IDENTITY')):
+        if norm.get(feature, want) != want:
+            raise CheckpointError(f'normalization {norm[feature]} for {feature} is not supported ({want} only)')
     if cfg.get('use_relative_actions'):
         raise CheckpointError('use_relative_actions=true checkpoints are not supported')
     inputs = cfg.get('input_features') or {}
-    cameras = [(k, v) for k, v in inputs.items() if v.get('type') == 'VISUAL']
-    if not cameras:
-        raise CheckpointError(f'{ckpt}/config.json describes no VISUAL input feature (camera)')
-    for key, feat in cameras:
-        if len(feat.get('shape', ())) != 3 or 3 not in (feat['shape'][0], feat['shape'][-1]):
-            raise CheckpointError(f'camera {key!r} has shape {feat.get("shape")}; expected [3, H, W]')
-    camera_hw = tuple((int(f['shape'][1]), int(f['shape'][2])) if f['shape'][0] == 3
-                      else (int(f['shape'][0]), int(f['shape'][1])) for _, f in cameras)
-    try:
-        state_dim = int(inputs[STATE_KEY]['shape'][0])
-        action_dim = int(cfg['output_features'][ACTION_KEY]['shape'][0])
-    except (KeyError, IndexError, TypeError):
-        raise CheckpointError(f'{ckpt}/config.json lacks {STATE_KEY} input or {ACTION_KEY} output features') from None
+    if cameras:
+        camera_hw = tuple((int(h), int(w)) for h, w in cameras.values())
+        camera_keys = tuple(cameras)
+    else:
+        listed = [(k, v) for k, v in inputs.items() if v.get('type') == 'VISUAL']
+        if not listed:
+            raise CheckpointError(
+                f'{ckpt}/config.json describes no VISUAL input feature (camera), as the base lerobot/pi0 '
+                f'checkpoint: pass the cameras the policy will see, in order, with their frame size: '
+                f'`pi0-trt convert CHECKPOINT --out DIR --camera observation.images.base_0_rgb=480x640 '
+                f'--camera ... --stats <dataset>/meta/stats.json` (load_checkpoint(cameras={{key: (H, W)}}))')
+        for key, feat in listed:
+            if len(feat.get('shape', ())) != 3 or 3 not in (feat['shape'][0], feat['shape'][-1]):
+                raise CheckpointError(f'camera {key!r} has shape {feat.get("shape")}; expected [3, H, W]')
+        camera_keys = tuple(k for k, _ in listed)
+        camera_hw = tuple((int(f['shape'][1]), int(f['shape'][2])) if f['shape'][0] == 3
+                          else (int(f['shape'][0]), int(f['shape'][1])) for _, f in listed)
+    if 'resize_imgs_with_padding' in pending:
+        size = pending['resize_imgs_with_padding']
+        native = size is None and all(hw == config.image_resolution for hw in camera_hw)
+        if not native and (size is None or tuple(size) != config.image_resolution):
+            raise CheckpointError(
+                f'{ckpt}/config.json: resize_imgs_with_padding={size} is not supported: images are resized '
+                f'with padding to image_resolution {list(config.image_resolution)} (the only size SigLIP takes)')
+    state_dim = _feature_width(inputs.get(STATE_KEY), stats, STATE_KEY)
+    action_dim = _feature_width((cfg.get('output_features') or {}).get(ACTION_KEY), stats, ACTION_KEY)
+    if state_dim is None or action_dim is None:
+        raise CheckpointError(f'{ckpt}/config.json lacks {STATE_KEY} input or {ACTION_KEY} output features: pass '
+                              f'the statistics of the dataset the policy was trained on (`pi0-trt convert '
+                              f'--stats <dataset>/meta/stats.json`), which give both widths')
     if state_dim > config.max_state_dim or action_dim > config.max_action_dim:
         raise CheckpointError(f'state_dim {state_dim} / action_dim {action_dim} exceed max_state_dim '
                               f'{config.max_state_dim} / max_action_dim {config.max_action_dim}')
-    io = PolicyIO(camera_keys=tuple(k for k, _ in cameras), camera_hw=camera_hw, state_dim=state_dim,
+    io = PolicyIO(camera_keys=camera_keys, camera_hw=camera_hw, state_dim=state_dim,
                   action_dim=action_dim, chunk_size=config.chunk_size, max_action_dim=config.max_action_dim,
                   token_len=int(cfg.get('tokenizer_max_length', 48)),
                   n_action_steps=int(cfg.get('n_action_steps', config.chunk_size)))
     return config, io, str(cfg.get('dtype', 'float32')), cfg
+
+
+def _feature_width(feature: dict[str, Any] | None, stats: dict[str, np.ndarray] | None, key: str) -> int | None:
+    """Return the width of a 1-D feature from config.json, else from its mean in ``stats``; None if neither has it."""
+    try:
+        return int(feature['shape'][0])  # type: ignore[index]
+    except (KeyError, IndexError, TypeError):
+        pass
+    if stats and f'{key}.mean' in stats:
+        return int(np.asarray(stats[f'{key}.mean']).size)
+    return None
 
 
 def expected_shapes(config: Pi0Config) -> dict[str, tuple[int, ...]]:
@@ -229,11 +392,15 @@ def expected_shapes(config: Pi0Config) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def load_checkpoint(path: str | Path, arch: str | Path | dict[str, Any] | None = None) -> Checkpoint:
-    """Parse and validate a LeRobot pi0 checkpoint directory.
+def load_checkpoint(path: str | Path, arch: str | Path | dict[str, Any] | None = None, *,
+                    stats: str | Path | None = None,
+                    cameras: dict[str, tuple[int, int]] | None = None) -> Checkpoint:
+    """Parse and validate a LeRobot pi0 checkpoint directory (either layout).
 
     ``arch``: an `hf_configs.json` path or dict for non-standard sizes; when None, a file
     named ``hf_configs.json`` in the checkpoint directory or its parent is used if present.
+    ``stats``: a statistics file (`read_stats_file`) used instead of the checkpoint's own.
+    ``cameras``: camera key -> (H, W) in policy order, instead of config.json's cameras.
     """
     ckpt = Path(path)
     if not ckpt.is_dir():
@@ -245,9 +412,19 @@ def load_checkpoint(path: str | Path, arch: str | Path | dict[str, Any] | None =
                 break
     if isinstance(arch, (str, Path)):
         arch = read_json(Path(arch))
-    config, io, dtype, _ = read_config(ckpt, arch)
+    given_stats = read_stats_file(stats) if stats is not None else None
+    config, io, dtype, _ = read_config(ckpt, arch, cameras, given_stats)
+    layout = LAYOUT_PROCESSORS if (ckpt / 'policy_preprocessor.json').is_file() else LAYOUT_BUFFERS
 
     raw = _load_safetensors(ckpt / 'model.safetensors')
+    buffers = {k: raw.pop(k) for k in list(raw) if k.startswith(NORM_BUFFER_PREFIXES)}
+    renamed: dict[str, np.ndarray] = {}
+    for key, value in raw.items():
+        new = modern_key(key)
+        if new in renamed:
+            raise CheckpointError(f'model.safetensors holds {new!r} under both its old and new name')
+        renamed[new] = value
+    raw = renamed
     emb_key = _PG + 'model.language_model.embed_tokens.weight'
     if emb_key not in raw and _PG + 'lm_head.weight' in raw:  # tied in older checkpoints
         raw[emb_key] = raw[_PG + 'lm_head.weight']
@@ -270,16 +447,33 @@ def load_checkpoint(path: str | Path, arch: str | Path | dict[str, Any] | None =
             raise CheckpointError(f'tensor {key!r} has shape {tuple(weights[key].shape)}, architecture '
                                   f'expects {shape} (non-standard sizes need --arch hf_configs.json)')
 
-    pre = _processor_state(ckpt, 'policy_preprocessor', 'normalizer_processor')
-    post = _processor_state(ckpt, 'policy_postprocessor', 'unnormalizer_processor')
-    stats = NormStats(
-        state_mean=_stat(pre, f'{STATE_KEY}.mean', io.state_dim, 'normalizer'),
-        state_std=_stat(pre, f'{STATE_KEY}.std', io.state_dim, 'normalizer'),
-        action_mean=_stat(post, f'{ACTION_KEY}.mean', io.action_dim, 'unnormalizer'),
-        action_std=_stat(post, f'{ACTION_KEY}.std', io.action_dim, 'unnormalizer'),
+    if given_stats is not None:
+        pre, post, source = given_stats, given_stats, str(stats)
+    elif layout == LAYOUT_PROCESSORS:
+        pre = _processor_state(ckpt, 'policy_preprocessor', 'normalizer_processor')
+        post = _processor_state(ckpt, 'policy_postprocessor', 'unnormalizer_processor')
+        source = 'processor files'
+    else:
+        pre = post = _buffer_stats(buffers)
+        source = 'model.safetensors normalization buffers'
+        if not pre:
+            raise CheckpointError(
+                f'{ckpt} has no normalization statistics (no policy_preprocessor.json, no normalize_inputs / '
+                f'unnormalize_outputs buffers in model.safetensors): pass those of the dataset the policy was '
+                f'trained on: `pi0-trt convert CHECKPOINT --out DIR --stats <dataset>/meta/stats.json` '
+                f'(load_checkpoint(stats=...))')
+    norm_stats = NormStats(
+        state_mean=_stat(pre, f'{STATE_KEY}.mean', io.state_dim, source),
+        state_std=_stat(pre, f'{STATE_KEY}.std', io.state_dim, source),
+        action_mean=_stat(post, f'{ACTION_KEY}.mean', io.action_dim, source),
+        action_std=_stat(post, f'{ACTION_KEY}.std', io.action_dim, source),
     )
-    return Checkpoint(path=ckpt, config=config, io=io, dtype=dtype, weights=weights, stats=stats,
-                      sha256=file_sha256(ckpt / 'model.safetensors'))
+    for name, value in dataclasses.asdict(norm_stats).items():
+        if not np.isfinite(value).all():  # LeRobot <= 0.3 initializes the buffers to inf
+            raise CheckpointError(f'{source}: {name} is not finite (statistics never set?): pass --stats '
+                                  f'<dataset>/meta/stats.json')
+    return Checkpoint(path=ckpt, config=config, io=io, dtype=dtype, weights=weights, stats=norm_stats,
+                      sha256=file_sha256(ckpt / 'model.safetensors'), layout=layout)
 
 
 # Our Pi0Model key prefix -> LeRobot key prefix, most specific first (inverse of KEY_PREFIXES).

@@ -63,7 +63,8 @@ def runner_from_args(args: argparse.Namespace) -> Any:
 
     if args.backend == 'torch':
         options = {'device': args.device or _default_torch_device(), 'dtype': args.dtype or 'fp32',
-                   'mode': getattr(args, 'mode', 'cuda_graph'), 'compiled': getattr(args, 'compile', False)}
+                   'mode': getattr(args, 'mode', 'cuda_graph'), 'compiled': getattr(args, 'compile', False),
+                   'fast': getattr(args, 'fast', False)}
         return make_runner('torch', checkpoint=args.checkpoint, arch=args.arch, **options)
     if args.engine_dir is None:
         raise Pi0Error(f'--backend {args.backend} needs --engine-dir (create it with `pi0-trt export`)')
@@ -104,6 +105,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from pi0_trt_ros.checkpoint import load_checkpoint, parse_camera, save_checkpoint
+
+    cameras = dict(parse_camera(c) for c in args.camera) if args.camera else None
+    ckpt = load_checkpoint(args.checkpoint, args.arch, stats=args.stats, cameras=cameras)
+    out = save_checkpoint(args.out, ckpt.config, ckpt.io, ckpt.weights, ckpt.stats)
+    print(f'converted {args.checkpoint} ({ckpt.layout}) -> {out} (lerobot>=0.4 layout)')
+    return 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from pi0_trt_ros.export.engine import build_engines
 
@@ -130,9 +141,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                       max_action_dim=32, token_len=48, n_action_steps=50)
         device = args.device or 'cuda'
         runner = TorchRunner(policy=random_full_size_policy(io, device=device), io=io, device=device,
-                             dtype=args.dtype or 'bf16', mode=args.mode, compiled=args.compile)
-        compiled = ' compiled' if args.compile else ''
-        label = f'pi0 full-size random, torch {args.dtype or "bf16"} {runner.mode}{compiled}, 3x{h}x{w}'
+                             dtype=args.dtype or 'bf16', mode=args.mode, compiled=args.compile, fast=args.fast)
+        variant = ' compiled' if args.compile else ' fast' if args.fast else ''
+        label = f'pi0 full-size random, torch {args.dtype or "bf16"} {runner.mode}{variant}, 3x{h}x{w}'
     else:
         runner = runner_from_args(args)
         label = f'{args.checkpoint or args.engine_dir}, {runner.name}'
@@ -216,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--precision', choices=('fp16', 'fp32'), default='fp16')
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser('convert', help='write any loadable checkpoint (LeRobot <= 0.3, base lerobot/pi0 + '
+                       '--camera/--stats) in the LeRobot >= 0.4 layout the other commands read')
+    p.add_argument('checkpoint', type=Path)
+    p.add_argument('--out', type=Path, required=True, help='checkpoint directory to write')
+    p.add_argument('--arch', type=Path, help='hf_configs.json for non-standard sizes')
+    p.add_argument('--stats', type=Path, help="normalization statistics: the training dataset's meta/stats.json")
+    p.add_argument('--camera', action='append', metavar='KEY=HxW',
+                   help='camera key and frame size, in policy order (repeat), e.g. '
+                   'observation.images.base_0_rgb=480x640; replaces the cameras of config.json')
+    p.set_defaults(func=cmd_convert)
+
     p = sub.add_parser('build', help='build TensorRT engine(s) for an export directory')
     p.add_argument('engine_dir', type=Path)
     p.add_argument('--runtime', choices=('tensorrt', 'tensorrt_rtx'), default='tensorrt')
@@ -230,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--camera-hw', type=int, nargs=2, default=(480, 640), metavar=('H', 'W'))
     p.add_argument('--mode', choices=('eager', 'cuda_graph'), default='cuda_graph', help='torch backend mode')
     p.add_argument('--compile', action='store_true', help='torch backend: torch.compile the hot functions')
+    p.add_argument('--fast', action='store_true', help='torch backend: the fused Triton-kernel fast path')
     p.add_argument('--iters', type=int, default=200)
     p.add_argument('--warmup', type=int, default=20)
     p.add_argument('--json', type=Path, help='also write the figures to this JSON file')

@@ -39,7 +39,7 @@ STATUS_CYCLE, STATUS_COMPUTE_MS, STATUS_OBS_AGE_MS, STATUS_DEADLINE_MISSED, STAT
 
 
 def _status_rows(n: int, rng: np.random.Generator) -> np.ndarray:
-    """[n, 5] status data: ~12 ms cycles, misses at cycles 10, 11 and 30, cycle 20 absent."""
+    """[n, len(STATUS_FIELDS)] status data: ~12 ms cycles, misses at cycles 10, 11 and 30, cycle 20 absent."""
     rows = np.zeros((n, len(STATUS_FIELDS)))
     rows[:, STATUS_CYCLE] = np.arange(n) + (np.arange(n) >= 20)  # index skips 20
     rows[:, STATUS_INFERENCE_MS] = rng.normal(10.0, 0.5, n)

@@ -157,3 +157,43 @@ def test_trajectory_bytes_are_right_whatever_the_alignment(dof: int, frame_id: s
     back = deserialize_message(traj.fill(chunk, 7), JointTrajectory)
     np.testing.assert_array_equal([list(p.positions) for p in back.points], chunk)
     assert back.joint_names == names and back.header.frame_id == frame_id and back.header.stamp.nanosec == 7
+
+
+def test_trajectory_stamp_is_zero_unless_given() -> None:
+    """Zero stamp: joint_trajectory_controller starts the trajectory on receipt, whatever its clock."""
+    traj = TrajectoryMessage(['a'], num_points=2, control_rate_hz=50.0)
+    back = deserialize_message(traj.fill(np.array([[0.1], [0.2]])), JointTrajectory)
+    assert (back.header.stamp.sec, back.header.stamp.nanosec) == (0, 0)
+    back = deserialize_message(traj.fill(np.array([[0.1], [0.2]]), stamp_ns=5_000_000_007), JointTrajectory)
+    assert (back.header.stamp.sec, back.header.stamp.nanosec) == (5, 7)
+    assert all(list(p.velocities) == [] for p in back.points)  # position-only unless asked
+
+
+def test_trajectory_velocities_are_finite_differences_at_the_control_rate() -> None:
+    rate = 50.0
+    t = np.arange(1, 7) / rate  # [6] point times, s
+    chunk = np.stack([np.sin(t), 2.0 * t, t ** 2], axis=1)  # [6, 3]
+    traj = TrajectoryMessage(['a', 'b', 'c'], num_points=6, control_rate_hz=rate, velocities=True)
+    back = deserialize_message(traj.fill(chunk), JointTrajectory)
+    got = np.array([list(p.velocities) for p in back.points])
+    np.testing.assert_allclose(got, np.gradient(chunk, 1.0 / rate, axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got[:, 1], 2.0, rtol=1e-12)  # a straight line has its slope everywhere
+    np.testing.assert_array_equal([list(p.positions) for p in back.points], chunk)
+    back = deserialize_message(traj.fill(np.zeros((6, 3))), JointTrajectory)  # reused: velocities rewritten
+    assert all(list(p.velocities) == [0.0, 0.0, 0.0] for p in back.points)
+    with pytest.raises(ValueError, match='at least 2 points'):
+        TrajectoryMessage(['a'], 1, rate, velocities=True)
+
+
+def test_trajectory_velocities_allocate_nothing_sizable() -> None:
+    traj = TrajectoryMessage([f'j{i}' for i in range(6)], num_points=50, control_rate_hz=50.0, velocities=True)
+    chunk = np.random.default_rng(1).normal(size=(50, 6))
+    traj.fill(chunk)
+    tracemalloc.start()
+    try:
+        for _ in range(100):
+            traj.fill(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * len(traj.fill(chunk)), f'{peak} bytes peak'  # the bytes copy handed to rclpy, no more

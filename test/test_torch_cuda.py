@@ -36,36 +36,40 @@ def fixture_inputs(root: Path):
     return images, f['state_raw'][0], f['lang_tokens'][0], f['lang_mask'][0], f['noise'][0], f['actions'][0]
 
 
-@pytest.mark.parametrize('compiled', [False, True], ids=['eager_ops', 'compiled'])
+@pytest.mark.parametrize('variant', ['eager_ops', 'compiled', 'fast'])
 @pytest.mark.parametrize('root', FIXTURES, ids=lambda p: p.name)
-def test_cuda_graph_fp32_matches_lerobot(root, compiled):
+def test_cuda_graph_fp32_matches_lerobot(root, variant):
     *inputs, expected = fixture_inputs(root)
-    with TorchRunner(root / 'policy', root / 'hf_configs.json', device='cuda', dtype='fp32',
-                     mode='cuda_graph', compiled=compiled) as runner:
+    with TorchRunner(root / 'policy', root / 'hf_configs.json', device='cuda', dtype='fp32', mode='cuda_graph',
+                     compiled=variant == 'compiled', fast=variant == 'fast') as runner:
         runner.stage(*inputs)
         actions = runner.infer().copy()
         runner.stage(*inputs)  # replaying the graph on restaged inputs gives the same chunk
         again = runner.infer().copy()
     err = np.abs(actions - expected).max()
-    print(f'{root.name}: torch cuda_graph fp32 (compiled={compiled}) vs LeRobot max abs error {err:.2e}')
+    print(f'{root.name}: torch cuda_graph fp32 ({variant}) vs LeRobot max abs error {err:.2e}')
     assert err <= 1e-4
     np.testing.assert_array_equal(actions, again)
 
 
+@pytest.mark.parametrize('fast', [False, True], ids=['plain', 'fast'])
 @pytest.mark.parametrize('dtype,bound', [('fp16', 2e-2), ('bf16', 1e-1)])
-def test_reduced_precision_error_is_bounded(dtype, bound):
+def test_reduced_precision_error_is_bounded(dtype, bound, fast):
     *inputs, expected = fixture_inputs(FIXTURES[0])
-    with TorchRunner(FIXTURES[0] / 'policy', FIXTURES[0] / 'hf_configs.json', device='cuda', dtype=dtype) as runner:
+    with TorchRunner(FIXTURES[0] / 'policy', FIXTURES[0] / 'hf_configs.json', device='cuda', dtype=dtype,
+                     fast=fast) as runner:
         runner.stage(*inputs)
         err = float(np.abs(runner.infer() - expected).max())
-    print(f'torch cuda_graph {dtype} vs LeRobot fp32: max abs error {err:.2e}')
+    print(f'torch cuda_graph {dtype} (fast={fast}) vs LeRobot fp32: max abs error {err:.2e}')
     assert err <= bound
 
 
-def test_hot_path_makes_no_device_allocation():
+@pytest.mark.parametrize('fast', [False, True], ids=['plain', 'fast'])
+def test_hot_path_makes_no_device_allocation(fast):
     *inputs, _ = fixture_inputs(FIXTURES[0])
     rng = np.random.default_rng(0)
-    with TorchRunner(FIXTURES[0] / 'policy', FIXTURES[0] / 'hf_configs.json', device='cuda', dtype='fp16') as runner:
+    with TorchRunner(FIXTURES[0] / 'policy', FIXTURES[0] / 'hf_configs.json', device='cuda', dtype='fp16',
+                     fast=fast) as runner:
         runner.stage(*inputs)
         runner.infer()
         torch.cuda.synchronize()

@@ -22,7 +22,11 @@
   (ros2_control ``forward_command_controller`` ``~/commands``) and the status.
 * ``TrajectoryMessage``: ``trajectory_msgs/JointTrajectory`` of the chunk
   (``joint_trajectory_controller``): point k at ``time_from_start = (k + 1) / control_rate_hz``,
-  so the first point is one control period ahead, not "now".
+  so the first point is one control period ahead, not "now". The header stamp is zero by default:
+  the controller then starts the trajectory when it receives it, on its own clock (a stamp from a
+  clock that differs from the controller's can put the start in the past, and it is rejected).
+  Optional velocities (finite differences of the chunk) let the controller interpolate with
+  splines instead of straight segments whose velocity jumps at every point.
 
 Messages are serialized once (``SerializedMessage``); each cycle writes numbers straight into
 the CDR bytes through numpy views and publishes the bytes. On the good path the only allocation
@@ -162,23 +166,32 @@ class Float64ArrayMessage:
 
 
 class TrajectoryMessage:
-    """A JointTrajectory of ``num_points`` points spaced ``1 / control_rate_hz`` apart, as reused bytes."""
+    """A JointTrajectory of ``num_points`` points spaced ``1 / control_rate_hz`` apart, as reused bytes.
+
+    ``velocities``: also fill ``JointTrajectoryPoint.velocities`` with the chunk's finite
+    differences (central inside, one-sided at both ends), in robot units per second.
+    """
 
     def __init__(self, joint_names: Sequence[str], num_points: int, control_rate_hz: float,
-                 frame_id: str = '') -> None:
+                 frame_id: str = '', velocities: bool = False) -> None:
         if not control_rate_hz > 0:
             raise ValueError(f'control_rate_hz must be > 0, got {control_rate_hz}')
+        if velocities and num_points < 2:
+            raise ValueError(f'velocities need at least 2 points, got {num_points}')
         dof = len(joint_names)
         msg = JointTrajectory()
         msg.header.frame_id = frame_id
         msg.header.stamp.sec, msg.header.stamp.nanosec = _STAMP_SENTINEL
         msg.joint_names = list(joint_names)
         sentinels = 1e9 + 1000.0 * np.arange(num_points)[:, None] + np.arange(dof)[None, :] + 0.5  # [T, dof]
+        velocity_sentinels = sentinels + 1e9  # [T, dof], distinct from every position sentinel
         period_ns = int(round(1e9 / control_rate_hz))
         points = []
         for k in range(num_points):
             point = JointTrajectoryPoint()
             point.positions = array.array('d', sentinels[k].tobytes())
+            if velocities:
+                point.velocities = array.array('d', velocity_sentinels[k].tobytes())
             point.time_from_start.sec, point.time_from_start.nanosec = divmod((k + 1) * period_ns, 1_000_000_000)
             points.append(point)
         msg.points = points
@@ -186,19 +199,40 @@ class TrajectoryMessage:
         self._serialized = SerializedMessage(msg)
         # Points need not be evenly spaced in CDR (alignment padding): one [dof] view per point.
         self._rows = [self._serialized.view(row, f'point {k}') for k, row in enumerate(sentinels)]
-        for row in self._rows:
+        self._velocity_rows = [self._serialized.view(row, f'point {k} velocities')
+                               for k, row in enumerate(velocity_sentinels)] if velocities else []
+        for row in self._rows + self._velocity_rows:
             row[:] = 0.0
+        self._rate_hz = 1e9 / period_ns  # the point spacing actually written, in Hz
+        self._velocity = np.zeros((num_points, dof), np.float64)  # [T, dof] rad/s (or m/s)
         stamp = self._serialized.view(np.array(_STAMP_SENTINEL, np.int64), 'header.stamp', 'u4')
         self._sec, self._nanosec = stamp[0:1], stamp[1:2]  # int32 sec < 2**31 reads the same as uint32
 
-    def fill(self, chunk: np.ndarray, stamp_ns: int) -> bytes:
-        """Write ``chunk`` ([T, dof], float64, already sanitized) and the header stamp (ns); return the bytes."""
+    def fill(self, chunk: np.ndarray, stamp_ns: int = 0) -> bytes:
+        """Write ``chunk`` ([T, dof], float64, already sanitized) and the header stamp (ns); return the bytes.
+
+        ``stamp_ns`` 0 (the default) writes the zero stamp: "start when received".
+        """
         if chunk.shape[0] != self.num_points:
             raise ValueError(f'chunk has {chunk.shape[0]} rows, the trajectory {self.num_points} points')
         for view, row in zip(self._rows, chunk):
             np.copyto(view, row)
+        if self._velocity_rows:
+            self._finite_differences(chunk)
+            for view, row in zip(self._velocity_rows, self._velocity):
+                np.copyto(view, row)
         self._sec[0], self._nanosec[0] = divmod(stamp_ns, 1_000_000_000)
         return self._serialized.serialized()
+
+    def _finite_differences(self, chunk: np.ndarray) -> None:
+        """Velocities of ``chunk`` at its points into ``self._velocity`` (no allocation)."""
+        v = self._velocity
+        np.subtract(chunk[2:], chunk[:-2], out=v[1:-1])
+        v[1:-1] *= 0.5 * self._rate_hz
+        np.subtract(chunk[1], chunk[0], out=v[0])
+        np.subtract(chunk[-1], chunk[-2], out=v[-1])
+        v[0] *= self._rate_hz
+        v[-1] *= self._rate_hz
 
 
 _STAMP_SENTINEL = (1_589_706_734, 987_654_321)  # (sec, nanosec) unlikely to occur elsewhere in the bytes

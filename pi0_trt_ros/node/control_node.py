@@ -69,6 +69,7 @@ from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.joints import JointPicker
 from pi0_trt_ros.node.params import ControlParams, declare_and_read
 from pi0_trt_ros.node.sync import ApproximateTimeSync, exceeds_max_age, NearestSampleBuffer
+from pi0_trt_ros.node.usage import usage_text, wants_usage
 
 NODE_NAME = 'pi0_control'
 MALLOC_MMAP_THRESHOLD = 64 << 20  # bytes: allocations below come from the heap, not a fresh mmap
@@ -257,7 +258,8 @@ class ControlNode(Node):
         self._action = np.zeros(dof, np.float64)  # [dof] action being published
         self._hold = np.zeros(dof, np.float64)  # [dof] snapshot of _latest_joints
         self._command = Float64ArrayMessage(dof)
-        self._trajectory = TrajectoryMessage(p.joint_names, io.chunk_size, p.control_rate_hz)
+        self._trajectory = TrajectoryMessage(p.joint_names, io.chunk_size, p.control_rate_hz,
+                                             velocities=p.trajectory_velocities)
         self._status = Float64ArrayMessage(len(STATUS_FIELDS), label=','.join(STATUS_FIELDS))
         self._status_values = np.zeros(len(STATUS_FIELDS), np.float64)  # STATUS_FIELDS order
         self.cycles = 0  # inferences that reached the publish decision
@@ -616,7 +618,8 @@ class ControlNode(Node):
                 self._queue.pop_into(self._action)
             self._publish_command(self._action)
             if self.p.publish_trajectory:
-                self.trajectory_pub.publish(self._trajectory.fill(self._chunk, self.get_clock().now().nanoseconds))
+                stamp_ns = self.get_clock().now().nanoseconds if self.p.trajectory_stamp_now else 0
+                self.trajectory_pub.publish(self._trajectory.fill(self._chunk, stamp_ns))
         elif policy == 'hold':
             self._publish_hold()
         t_published = time.monotonic_ns()
@@ -726,6 +729,9 @@ class ControlNode(Node):
 
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``ros2 run pi0_trt_ros control_node``; returns the exit code."""
+    if wants_usage((sys.argv if args is None else args)[1:]):
+        sys.stdout.write(usage_text())
+        return 0
     rclpy.init(args=args)  # SIGINT and SIGTERM shut the context down: spin raises ExternalShutdownException
     executor = SingleThreadedExecutor()  # before the (slow) start-up, so a signal cannot catch it half-built
     node = None

@@ -81,6 +81,11 @@ _SPECS: dict[str, tuple[Any, str]] = {
     'commands_topic': ('forward_position_controller/commands', 'std_msgs/Float64MultiArray, next action'),
     'trajectory_topic': ('joint_trajectory_controller/joint_trajectory', 'trajectory_msgs/JointTrajectory, chunk'),
     'publish_trajectory': (True, 'publish the whole chunk as a JointTrajectory at each inference'),
+    'trajectory_stamp_now': (False, 'JointTrajectory header.stamp = publish time (ROS clock); default zero: the '
+                             'controller starts it on receipt, whatever its clock'),
+    'trajectory_velocities': (False, 'JointTrajectory points carry velocities (finite differences of the chunk at '
+                              'control_rate_hz): spline interpolation; the last point then has a velocity, which '
+                              'needs allow_nonzero_velocity_at_trajectory_end: true in the controller'),
     'inference_mode': ('chunk', 'chunk: execute n_action_steps actions at control_rate_hz, then infer on the '
                        'newest set (LeRobot select_action); every_set: one inference per set, first action'),
     'n_action_steps': (0, 'actions executed from each chunk in chunk mode (0: the exported n_action_steps)'),
@@ -152,6 +157,8 @@ class ControlParams:
     commands_topic: str
     trajectory_topic: str
     publish_trajectory: bool
+    trajectory_stamp_now: bool
+    trajectory_velocities: bool
     inference_mode: str
     n_action_steps: int
     control_rate_hz: float
@@ -346,3 +353,13 @@ def _format(problems: list[str]) -> str:
 def parameter_names() -> list[str]:
     """Return the fixed parameter names (per-camera ones excluded), for documentation and tests."""
     return list(_SPECS)
+
+
+def parameter_specs() -> dict[str, tuple[Any, str]]:
+    """Return name -> (default, description) of the fixed parameters, for the usage text."""
+    return dict(_SPECS)
+
+
+def camera_field_specs() -> dict[str, tuple[str, str]]:
+    """Return field -> (default with ``{name}`` for the camera name, description) of ``camera.<name>.*``."""
+    return dict(_CAMERA_FIELDS)

@@ -111,7 +111,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
              BackendOption('dtype', str, 'fp16', 'compute dtype', TORCH_DTYPES),
              BackendOption('mode', str, 'cuda_graph', 'eager, or one CUDA graph per cycle', TORCH_MODES),
              BackendOption('warmup', int, 3, _WARMUP),
-             BackendOption('compiled', bool, False, 'torch.compile the hot functions'))),
+             BackendOption('compiled', bool, False, 'torch.compile the hot functions'),
+             BackendOption('fast', bool, False, 'the fused Triton-kernel fast path (not with compiled)'))),
 )}
 EXPORT_BACKENDS = tuple(name for name, b in BACKENDS.items() if b.reads == 'export')
 

@@ -52,9 +52,11 @@ class TorchRunner(Runner):
 
     def __init__(self, checkpoint: str | Path | None = None, arch: str | Path | None = None, *,
                  policy: Any = None, io: PolicyIO | None = None, device: str = 'cuda', dtype: str = 'fp16',
-                 mode: str = 'cuda_graph', warmup: int = 3, compiled: bool = False) -> None:
+                 mode: str = 'cuda_graph', warmup: int = 3, compiled: bool = False, fast: bool = False) -> None:
         if dtype not in TORCH_DTYPES or mode not in TORCH_MODES:
             raise RunnerError(f'torch runner: dtype must be one of {TORCH_DTYPES}, mode one of {TORCH_MODES}')
+        if fast and compiled:
+            raise RunnerError('torch runner: choose the fast path (Triton kernels) or torch.compile, not both')
         if device == 'cpu' and mode == 'cuda_graph':
             mode = 'eager'
         if policy is None:
@@ -72,6 +74,7 @@ class TorchRunner(Runner):
         super().__init__(io)
         self.device, self.dtype, self.mode, self.warmup = device, dtype, mode, warmup
         self.compiled = compiled  # torch.compile the vision tower, the prefix and the denoise step
+        self.fast = fast  # run `FastPi0Policy` (fused Triton kernels) over the same weights
         self.warmup_seconds = 0.0
         self._policy: Any = None
         self._host: dict[str, Any] = {}
@@ -100,6 +103,13 @@ class TorchRunner(Runner):
                 cast_matmul_weights(self._policy, tdtype)
         if self.compiled:
             self._compile_hot_functions(torch)
+        if self.fast:
+            from pi0_trt_ros.kernels import require_triton
+
+            require_triton()
+            from pi0_trt_ros.model.fast import FastPi0Policy
+
+            self._policy = FastPi0Policy(self._policy)
         cuda = self.device.startswith('cuda')
         for name, (shape, dtype) in self.io.input_specs().items():
             self._host[name] = self._host_tensor(shape, dtype, cuda)
@@ -125,8 +135,8 @@ class TorchRunner(Runner):
                 self._cycle()
         self.warmup_seconds = time.monotonic() - t0
         staging.token_mask[0] = False
-        LOG.info('torch %s %s %s ready; warm-up%s %.2f s', self.device, self.dtype, self.mode,
-                 ' + capture' if self._graph is not None else '', self.warmup_seconds)
+        LOG.info('torch %s %s %s%s ready; warm-up%s %.2f s', self.device, self.dtype, self.mode,
+                 ' fast' if self.fast else '', ' + capture' if self._graph is not None else '', self.warmup_seconds)
         return staging
 
     def _compile_hot_functions(self, torch: Any) -> None:

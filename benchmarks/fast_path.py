@@ -1,0 +1,192 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The torch fast path on a GPU: numerics against the fp32 model, and where its time goes.
+
+Full-size Pi0 (random weights, real shapes, 3 cameras 640x480, 48 tokens of which 12 valid):
+
+* numerics: the fp32 model (no TF32) is the reference; against it, the fast path (bf16) and
+  the plain model in bf16 (what the previous CUDA-graph path computes), max and mean abs error
+  of the action chunk over several noise draws;
+* timing: each variant captured into a CUDA graph and replayed on one stream (device time by
+  CUDA events, inputs already on the device): the whole call, the vision tower alone, the prefix
+  (vision + VLM, KV cache filled) and one denoise step, for the fast path and the plain model.
+
+    python benchmarks/fast_path.py [--iters 200] [--draws 3]
+"""
+
+import argparse
+import copy
+import json
+from pathlib import Path
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pi0_trt_ros.bench import random_full_size_policy  # noqa: E402
+from pi0_trt_ros.checkpoint import cast_matmul_weights  # noqa: E402
+from pi0_trt_ros.model.fast import FastPi0Policy  # noqa: E402
+from pi0_trt_ros.testing.tiny import tiny_io  # noqa: E402
+
+
+def timed(fn, iters: int) -> np.ndarray:
+    """Milliseconds per call of ``fn`` (which launches work), synchronizing after each call."""
+    out = np.zeros(iters)
+    for i in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        out[i] = start.elapsed_time(end)
+    return out
+
+
+def capture(fn):
+    """Warm ``fn`` up on a side stream, capture it into a CUDA graph; return the graph."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
+
+
+def errors(got: torch.Tensor, want: torch.Tensor) -> tuple[float, float]:
+    diff = (got.float() - want.float()).abs()
+    return float(diff.max()), float(diff.mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--iters', type=int, default=200)
+    parser.add_argument('--draws', type=int, default=3, help='noise draws for the numerics')
+    parser.add_argument('--json', type=Path, help='write the figures here')
+    parser.add_argument('--profile', type=Path, help='write a per-kernel table of one fast call (torch profiler)')
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    gpu = torch.cuda.get_device_name()
+    io = tiny_io()
+    dev = 'cuda'
+    gen = torch.Generator(device=dev).manual_seed(0)
+    frames = [torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8, device=dev, generator=gen)
+              for h, w in io.camera_hw]
+    state = torch.randn(1, io.state_dim, device=dev, generator=gen)
+    tokens = torch.zeros(1, io.token_len, dtype=torch.int64, device=dev)
+    tokens[0, :12] = torch.randint(3, 1000, (12,), device=dev, generator=gen)
+    mask = torch.zeros(1, io.token_len, dtype=torch.bool, device=dev)
+    mask[0, :12] = True
+    noises = [torch.randn(1, io.chunk_size, io.max_action_dim, device=dev, generator=gen) for _ in range(args.draws)]
+
+    fp32 = random_full_size_policy(io).eval()
+    with torch.inference_mode():
+        want = [fp32(*frames, state, tokens, mask, z) for z in noises]
+    plain = copy.deepcopy(fp32)
+    del fp32
+    cast_matmul_weights(plain, torch.bfloat16)
+    fast = FastPi0Policy(plain)  # shares (and re-lays out) plain's weights
+    with torch.inference_mode():
+        got = {'fast path bf16': [fast(*frames, state, tokens, mask, z) for z in noises],
+               'plain model bf16 (previous path)': [plain(*frames, state, tokens, mask, z) for z in noises]}
+    figures: dict = {'gpu': gpu, 'torch': torch.__version__, 'numerics': {}, 'timing_ms': {}}
+    print(f'| numerics vs fp32 model, full-size random ({gpu}) | max abs | mean abs |')
+    print('|---|---|---|')
+    for name, outs in got.items():
+        errs = [errors(g, w) for g, w in zip(outs, want)]
+        mx, mean = max(e[0] for e in errs), float(np.mean([e[1] for e in errs]))
+        figures['numerics'][name] = {'max_abs': mx, 'mean_abs': mean}
+        print(f'| {name} | {mx:.3e} | {mean:.3e} |')
+
+    noise = noises[0]
+    images = torch.cat(plain.preprocess_images(frames))
+    ctx: dict = {}
+    x_t = noise[0].clone()
+    model = plain.model
+
+    @torch.inference_mode()
+    def fast_call():
+        ctx['out'] = fast(*frames, state, tokens, mask, noise)
+
+    @torch.inference_mode()
+    def fast_vision():
+        ctx['img'] = fast.vision(images)
+
+    @torch.inference_mode()
+    def fast_prefix():
+        ctx['fast'] = fast.prefix(frames, tokens, mask)
+        ctx['state_tok'] = model.state_proj(plain.normalize_state(state)).float()
+
+    @torch.inference_mode()
+    def fast_step():
+        fast.denoise_step(ctx['fast'], ctx['state_tok'], x_t, 0)
+
+    @torch.inference_mode()
+    def plain_call():
+        ctx['out'] = plain(*frames, state, tokens, mask, noise)
+
+    @torch.inference_mode()
+    def plain_vision():
+        ctx['img'] = [model.vision(img[None]) for img in images]
+
+    @torch.inference_mode()
+    def plain_prefix():
+        k, v, pad = model.fill_cache(plain.preprocess_images(frames), tokens, mask)
+        ctx.update(k=k, v=v, pad=pad, state=plain.normalize_state(state))
+        ctx['mask'], ctx['cos'], ctx['sin'] = model.suffix_attention(pad)
+
+    @torch.inference_mode()
+    def plain_step():
+        v_t = model.denoise_step(ctx['state'], x_t[None], model.time_embeddings[0], ctx['k'], ctx['v'],
+                                 ctx['mask'], ctx['cos'], ctx['sin'])
+        x_t.add_(v_t[0], alpha=-0.1)
+
+    if args.profile:
+        from torch.profiler import profile, ProfilerActivity
+
+        fast_call()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fast_call()
+            torch.cuda.synchronize()
+        args.profile.write_text(prof.key_averages().table(sort_by='cuda_time_total', row_limit=40))
+
+    rows = {}
+    for path, fns in (('fast', (fast_call, fast_vision, fast_prefix, fast_step)),
+                      ('plain', (plain_call, plain_vision, plain_prefix, plain_step))):
+        graphs = [capture(fn) for fn in fns]  # prefix before step: the step reads what the prefix wrote
+        for stage, graph in zip(('whole call', 'vision (3 cameras)', 'prefix (vision + VLM)', 'one denoise step'),
+                                graphs):
+            ms = timed(graph.replay, args.iters)
+            rows[f'{path}: {stage}'] = ms
+            figures['timing_ms'][f'{path}: {stage}'] = {'p50': float(np.percentile(ms, 50)),
+                                                        'p99': float(np.percentile(ms, 99))}
+        del graphs
+    print(f'\n| stage, bf16, device time, CUDA graph ({gpu}) | p50 ms | p99 ms |')
+    print('|---|---|---|')
+    for name, ms in rows.items():
+        print(f'| {name} | {np.percentile(ms, 50):.3f} | {np.percentile(ms, 99):.3f} |')
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == '__main__':
+    main()

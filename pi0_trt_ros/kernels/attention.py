@@ -1,0 +1,178 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Multi-query attention with a float32 online softmax (FlashAttention-style), mask given by groups.
+
+One kernel serves the three attentions of Pi0's Gemma stacks: the prefix over itself, and the
+action expert's suffix over [prefix cache | suffix]. Key j is visible to query i iff
+``key_group[j] <= query_group[i]``; this expresses LeRobot's masks exactly: padded prefix keys
+get a group above every query's, the prefix's valid keys group 0, and the suffix keys the
+cumulative sum of its autoregressive mask (state 1, actions 2). A fully masked row attends
+uniformly to every key, as the plain model's additive mask (-2.38e38) makes it do.
+
+The G query heads that share one KV head are laid side by side as G*S rows against the same
+keys, so one tile of K/V serves them all. Scores and softmax stay float32; the probabilities
+are cast to V's dtype for the second product, the output is normalized in float32 and cast.
+
+Split-KV: with few query rows (the expert's 51 queries) one program per row block would walk all
+867 keys alone. The keys are then cut into chunks, each program does one (row block, chunk) and
+leaves its unnormalized partial output with its running max and sum; a second kernel merges the
+chunks. Row blocks over one chunk each keep the GPU busy at any query count.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from pi0_trt_ros.kernels import interpreted
+
+HIDDEN_GROUP = 1 << 30  # key group that no query reaches (padded keys)
+
+
+@triton.jit
+def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, stat_ptr, S, K, G, chunk,
+                      stride_q, stride_kn, stride_kk, stride_vn, stride_vk, stride_o,
+                      D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      MASKED: tl.constexpr, SPLIT: tl.constexpr, UPCAST_DOT: tl.constexpr,
+                      DOT_PRECISION: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # row r = g * S + s
+    n = tl.program_id(1)
+    split = tl.program_id(2)
+    row_ok = rows < G * S
+    s = rows % S
+    head = n * G + rows // S
+    d = tl.arange(0, BLOCK_D)
+    d_ok = d < D
+    q = tl.load(q_ptr + s[:, None] * stride_q + head[:, None] * D + d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    if UPCAST_DOT:
+        q = q.to(tl.float32)
+    qg = tl.load(qg_ptr + s, mask=row_ok, other=0)
+    m_i = tl.full([BLOCK_M], float('-inf'), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    key_end = tl.minimum(K, (split + 1) * chunk)
+    for start in range(split * chunk, key_end, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        col_ok = cols < key_end
+        kt = tl.load(k_ptr + n * stride_kn + cols[None, :] * stride_kk + d[:, None],
+                     mask=col_ok[None, :] & d_ok[:, None], other=0.0)  # [BLOCK_D, BLOCK_N]
+        if UPCAST_DOT:
+            kt = kt.to(tl.float32)
+        scores = tl.dot(q, kt, input_precision=DOT_PRECISION) * 1.4426950408889634  # log2(e): exp2 domain
+        if MASKED:
+            kg = tl.load(kg_ptr + cols, mask=col_ok, other=0)
+            scores = tl.where(kg[None, :] <= qg[:, None], scores, -2.3819763e38)  # layers.MASK_VALUE
+        scores = tl.where(col_ok[None, :], scores, float('-inf'))
+        m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(scores - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_ptr + n * stride_vn + cols[:, None] * stride_vk + d[None, :],
+                    mask=col_ok[:, None] & d_ok[None, :], other=0.0)  # [BLOCK_N, BLOCK_D]
+        if UPCAST_DOT:
+            v = v.to(tl.float32)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        m_i = m_new
+    if SPLIT:  # partial [splits, N, G*S, BLOCK_D], stats [splits, N, G*S, 2] (max, sum)
+        rows_total = G * S
+        at = (split * tl.num_programs(1) + n) * rows_total + rows
+        tl.store(part_ptr + at[:, None] * BLOCK_D + d[None, :], acc, mask=row_ok[:, None])
+        tl.store(stat_ptr + at * 2, m_i, mask=row_ok)
+        tl.store(stat_ptr + at * 2 + 1, l_i, mask=row_ok)
+    else:
+        out = acc / l_i[:, None]
+        tl.store(out_ptr + s[:, None] * stride_o + head[:, None] * D + d[None, :],
+                 out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+
+
+@triton.jit
+def _merge_kernel(part_ptr, stat_ptr, out_ptr, S, G, splits, stride_o, D: tl.constexpr, BLOCK_D: tl.constexpr,
+                  ROWS: tl.constexpr, COLS: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    n = tl.program_id(1)
+    d = tl.program_id(2) * COLS + tl.arange(0, COLS)  # a slice of the head dim: more programs in flight
+    n_kv = tl.num_programs(1)
+    rows_total = G * S
+    row_ok = rows < rows_total
+    m = tl.full([ROWS], float('-inf'), tl.float32)
+    for split in range(0, splits):
+        at = (split * n_kv + n) * rows_total + rows
+        m = tl.maximum(m, tl.load(stat_ptr + at * 2, mask=row_ok, other=0.0))
+    acc = tl.zeros([ROWS, COLS], tl.float32)
+    total = tl.zeros([ROWS], tl.float32)
+    for split in range(0, splits):
+        at = (split * n_kv + n) * rows_total + rows
+        w = tl.exp2(tl.load(stat_ptr + at * 2, mask=row_ok, other=0.0) - m)
+        total += w * tl.load(stat_ptr + at * 2 + 1, mask=row_ok, other=0.0)
+        acc += w[:, None] * tl.load(part_ptr + at[:, None] * BLOCK_D + d[None, :], mask=row_ok[:, None], other=0.0)
+    s = rows % S
+    head = n * G + rows // S
+    tl.store(out_ptr + s[:, None] * stride_o + head[:, None] * D + d[None, :],
+             (acc / total[:, None]).to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & (d < D)[None, :])
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: torch.Tensor | None,
+              key_group: torch.Tensor | None, out: torch.Tensor, block_m: int | None = None,
+              block_n: int | None = None, chunk: int | None = None, num_warps: int | None = None,
+              num_stages: int | None = None) -> torch.Tensor:
+    """Attention of q [S, H*D] (already scaled) over k/v [N, K, D]; writes out [S, H*D]; returns ``out``.
+
+    query_group int32 [S] and key_group int32 [K] define the mask (both None: no mask). Query
+    head h reads KV head h // (H/N). Rows of q/out and of k/v may be strided; the last dim is
+    contiguous. Tiles: ``block_m`` query rows by ``block_n`` keys; ``chunk`` keys per split
+    (None: the defaults below; ``chunk >= K``: no split).
+    """
+    s = q.shape[0]
+    n, kk, d = k.shape
+    h = q.shape[1] // d
+    g = h // n
+    if g * n != h or q.shape[1] != h * d or out.shape != q.shape or v.shape != k.shape:
+        raise ValueError(f'attention: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, '
+                         f'out {tuple(out.shape)} do not describe grouped attention')
+    masked = query_group is not None
+    if masked != (key_group is not None):
+        raise ValueError('attention: give both query_group and key_group, or neither')
+    fp32 = k.dtype == torch.float32
+    block_d = triton.next_power_of_2(d)
+    rows = g * s
+    if not q.is_cuda:  # the interpreter pays per program and per loop trip: few, large tiles
+        block_m, block_n = block_m or 128, block_n or 256
+        chunk = chunk or kk
+    elif rows <= 1024:  # few query rows (the expert's suffix): split the keys (H200 sweep: 16 x 64, 256 keys)
+        block_m, block_n, chunk = block_m or 16, block_n or (32 if fp32 else 64), chunk or 256
+    else:  # the prefix: one pass (H200 sweep: 64 x 64 tiles, 4 warps, 3 stages)
+        block_m, block_n, chunk = block_m or 64, block_n or (32 if fp32 else 64), chunk or kk
+        num_stages = num_stages or (2 if fp32 else 3)
+    chunk = triton.cdiv(chunk, block_n) * block_n
+    splits = triton.cdiv(kk, chunk)
+    part = stat = out  # placeholders when not split
+    if splits > 1:
+        part = torch.empty((splits, n, rows, block_d), device=q.device, dtype=torch.float32)
+        stat = torch.empty((splits, n, rows, 2), device=q.device, dtype=torch.float32)
+    _attention_kernel[(triton.cdiv(rows, block_m), n, splits)](
+        q, k, v, query_group if masked else q, key_group if masked else q, out, part, stat, s, kk, g, chunk,
+        q.stride(0), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), D=d, BLOCK_D=block_d,
+        BLOCK_M=block_m, BLOCK_N=block_n, MASKED=masked, SPLIT=splits > 1,
+        UPCAST_DOT=interpreted() and k.dtype == torch.bfloat16,  # Triton 3.9's interpreter mis-computes bf16 dots
+        DOT_PRECISION='ieee' if fp32 else 'tf32', num_warps=num_warps or (4 if block_m <= 64 else 8),
+        num_stages=num_stages or 2)
+    if splits > 1:
+        merge_rows, merge_cols = 16 if q.is_cuda else 256, min(64, block_d)
+        _merge_kernel[(triton.cdiv(rows, merge_rows), n, block_d // merge_cols)](
+            part, stat, out, s, g, splits, out.stride(0), D=d, BLOCK_D=block_d, ROWS=merge_rows, COLS=merge_cols,
+            num_warps=4)
+    return out

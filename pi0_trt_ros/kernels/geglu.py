@@ -1,0 +1,51 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""GeGLU on the fused gate/up GEMM's output: ``gelu_tanh(gate) * up`` in one pass.
+
+Rounds like the plain model (`GemmaMLP`): the GELU result is rounded to the output dtype before
+the product, the product once more; the arithmetic itself is float32. tanh is written with
+``exp`` (Triton's core language has no tanh that also runs in the interpreter).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _geglu_kernel(gu_ptr, out_ptr, M, F, stride_gu, stride_o, ROWS: tl.constexpr, BLOCK_F: tl.constexpr):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    cols = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
+    ok = (rows < M)[:, None] & (cols < F)[None, :]
+    at = gu_ptr + rows[:, None] * stride_gu + cols[None, :]
+    gate = tl.load(at, mask=ok, other=0.0).to(tl.float32)
+    up = tl.load(at + F, mask=ok, other=0.0).to(tl.float32)
+    inner = 0.7978845608028654 * (gate + 0.044715 * gate * gate * gate)  # sqrt(2/pi) (x + 0.044715 x^3)
+    tanh = 1.0 - 2.0 / (tl.exp(2.0 * inner) + 1.0)
+    gelu = (0.5 * gate * (1.0 + tanh)).to(out_ptr.dtype.element_ty).to(tl.float32)
+    tl.store(out_ptr + rows[:, None] * stride_o + cols[None, :], (gelu * up).to(out_ptr.dtype.element_ty),
+             mask=ok)
+
+
+def geglu(gate_up: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """gate_up [M, 2F] (gate columns first, rows contiguous) -> out [M, F]; returns ``out``."""
+    m, two_f = gate_up.shape
+    f = two_f // 2
+    rows, block_f = (1, 1024) if gate_up.is_cuda else (256, 256)
+    _geglu_kernel[(triton.cdiv(m, rows), triton.cdiv(f, block_f))](
+        gate_up, out, m, f, gate_up.stride(0), out.stride(0), ROWS=rows, BLOCK_F=block_f, num_warps=4)
+    return out

@@ -1,0 +1,240 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The torch backend's fast path: Pi0's policy call on fused Triton kernels and cuBLAS GEMMs.
+
+Same function as `Pi0Policy` (the reference and export source, whose weights it shares), laid
+out for a GPU at batch 1:
+
+* each Gemma layer is one fused QKV GEMM, a RoPE kernel that also writes K/V straight into the
+  KV cache, one attention kernel (float32 online softmax, MQA rows side by side), the output
+  GEMM, a residual-add + RMSNorm kernel, one gate/up GEMM, a GeGLU kernel and the down GEMM,
+  whose residual add is folded into the next norm kernel;
+* the expert's KV cache is one [L, N, P + S, D] buffer per call: the prefix writes its part once,
+  each denoise step overwrites the suffix rows in place (no concatenation per layer per step);
+* the action-time MLP's time half (a constant of the fixed Euler schedule) is precomputed per
+  step; the state token is projected once per call;
+* the cameras go through SigLIP as one batch, with PyTorch's fused attention (no mask there);
+* the VLM's last layer stops after its K/V: its attention output and MLP feed nothing.
+
+Weights are shared with the reference: the fused QKV and gate/up matrices are built once and the
+reference's q/k/v, gate/up (and SigLIP q/k/v) parameters become views into them. Intermediate
+tensors are allocated per call, which under the runner's CUDA graph means once, at capture.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from pi0_trt_ros.errors import RunnerError
+from pi0_trt_ros.kernels.attention import attention, HIDDEN_GROUP
+from pi0_trt_ros.kernels.geglu import geglu
+from pi0_trt_ros.kernels.norm import add_norm
+from pi0_trt_ros.kernels.rope import rope_qkv
+from pi0_trt_ros.model.gemma import GemmaLayer, GemmaStack
+from pi0_trt_ros.model.pi0 import Pi0Policy
+from pi0_trt_ros.model.siglip import SiglipLayer
+
+
+def _fuse_rows(linears: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Stack the weights (and biases) of Linears sharing an input; rebind each to a view of the stack."""
+    weight = torch.cat([lin.weight.detach() for lin in linears])
+    has_bias = linears[0].bias is not None
+    bias = torch.cat([lin.bias.detach() for lin in linears]) if has_bias else None
+    start = 0
+    for lin in linears:
+        rows = lin.weight.shape[0]
+        lin.weight = nn.Parameter(weight[start:start + rows], requires_grad=False)
+        if bias is not None:
+            lin.bias = nn.Parameter(bias[start:start + rows], requires_grad=False)
+        start += rows
+    return weight, bias
+
+
+class _GemmaWeights:
+    """Per-layer fused matrices of one Gemma stack."""
+
+    def __init__(self, stack: GemmaStack) -> None:
+        self.stack = stack
+        self.spec = stack.spec
+        self.qkv: list[torch.Tensor] = []
+        self.gate_up: list[torch.Tensor] = []
+        for layer in stack.layers:
+            assert isinstance(layer, GemmaLayer)
+            attn, mlp = layer.self_attn, layer.mlp
+            self.qkv.append(_fuse_rows([attn.q_proj, attn.k_proj, attn.v_proj])[0])
+            self.gate_up.append(_fuse_rows([mlp.gate_proj, mlp.up_proj])[0])
+
+
+class FastPi0Policy(nn.Module):
+    """Drop-in for a `Pi0Policy` at batch 1 (same inputs, same outputs), on Triton kernels."""
+
+    def __init__(self, policy: Pi0Policy) -> None:
+        super().__init__()
+        self.policy = policy
+        model = policy.model
+        self.cfg = model.config
+        self.vlm = _GemmaWeights(model.vlm)
+        self.expert = _GemmaWeights(model.expert)
+        self.siglip_qkv = []
+        for layer in model.vision.layers:
+            assert isinstance(layer, SiglipLayer)
+            a = layer.self_attn
+            self.siglip_qkv.append(_fuse_rows([a.q_proj, a.k_proj, a.v_proj]))
+        with torch.no_grad():
+            # The time half of action_time_mlp_in, one row per Euler step: time_emb @ W_t^T + b.
+            mlp_in = model.action_time_mlp_in
+            width = self.cfg.expert.width
+            # The GEMM sees the time embedding in the weights' dtype, as the reference's Linear casts it.
+            time_emb = model.time_embeddings.to(mlp_in.weight.dtype).float()
+            time_bias = time_emb @ mlp_in.weight[:, width:].float().T + mlp_in.bias.float()  # [n_steps, W]
+            self.register_buffer('time_bias', time_bias.to(mlp_in.weight.dtype), persistent=False)
+        self._cache: dict[str, torch.Tensor] = {}
+
+    # -- buffers ---------------------------------------------------------------------------
+    def _kv_cache(self, prefix_len: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the expert's [L, N, P + S, D] K and V buffers, allocated on the first call only."""
+        spec = self.cfg.expert
+        shape = (spec.depth, spec.num_kv_heads, prefix_len + self.cfg.chunk_size + 1, spec.head_dim)
+        k = self._cache.get('k')
+        if k is None or k.shape != shape or k.device != device or k.dtype != dtype:
+            self._cache['k'] = torch.empty(shape, device=device, dtype=dtype)
+            self._cache['v'] = torch.empty(shape, device=device, dtype=dtype)
+        return self._cache['k'], self._cache['v']
+
+    # -- stages ----------------------------------------------------------------------------
+    def vision(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [C, 3, 224, 224] in [-1, 1] -> projected image tokens float32 [C * 256, W_vlm]."""
+        tower = self.policy.model.vision
+        spec = tower.spec
+        w = tower.patch_embedding.weight
+        x = tower.patch_embedding(images.to(w.dtype))  # [C, Wv, 16, 16]
+        c = x.shape[0]
+        x = (x.flatten(2).transpose(1, 2).float() + tower.position_embedding.weight.float()[None])
+        x = x.reshape(c * spec.num_patches, spec.width).contiguous()  # residual stream float32 [C*256, Wv]
+        h = torch.empty(x.shape, device=x.device, dtype=w.dtype)
+        heads, head_dim = spec.num_heads, spec.width // spec.num_heads
+        delta = None
+        for layer, (qkv_w, qkv_b) in zip(tower.layers, self.siglip_qkv):
+            ln1, attn, ln2, mlp = layer.layer_norm1, layer.self_attn, layer.layer_norm2, layer.mlp
+            add_norm(x, delta, ln1.weight, ln1.bias, ln1.eps, h)
+            qkv = F.linear(h, qkv_w, qkv_b).view(c, spec.num_patches, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+            o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # [C, heads, 256, hd]
+            o = o.transpose(1, 2).reshape(x.shape)
+            add_norm(x, attn.out_proj(o), ln2.weight, ln2.bias, ln2.eps, h)
+            delta = mlp.fc2(F.gelu(mlp.fc1(h), approximate='tanh'))
+        post = tower.post_layernorm
+        add_norm(x, delta, post.weight, post.bias, post.eps, h)
+        return tower.projector(h).float()
+
+    def _gemma_layers(self, stack: _GemmaWeights, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                      k_cache: torch.Tensor, v_cache: torch.Tensor, rows: slice, query_group: torch.Tensor,
+                      key_group: torch.Tensor, keys: int, final_norm: torch.Tensor | None) -> torch.Tensor | None:
+        """Run a Gemma stack on x float32 [S, W] (in place), writing its K/V to cache rows ``rows``.
+
+        Attention of layer i reads cache rows [0, keys). With ``final_norm``, returns the final
+        norm of the output; without, the last layer stops after writing its K/V.
+        """
+        spec = stack.spec
+        s = x.shape[0]
+        dtype = stack.qkv[0].dtype
+        h = torch.empty(x.shape, device=x.device, dtype=dtype)
+        q = torch.empty((s, spec.num_heads * spec.head_dim), device=x.device, dtype=dtype)
+        att = torch.empty_like(q)
+        mlp_out = torch.empty((s, spec.mlp_dim), device=x.device, dtype=dtype)
+        delta = None
+        last = len(stack.stack.layers) - 1
+        for i, layer in enumerate(stack.stack.layers):
+            ln1 = layer.input_layernorm
+            add_norm(x, delta, ln1.weight, None, ln1.eps, h)
+            qkv = F.linear(h, stack.qkv[i])
+            rope_qkv(qkv, cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i, :, rows], v_cache[i, :, rows])
+            if i == last and final_norm is None:
+                return None
+            attention(q, k_cache[i, :, :keys], v_cache[i, :, :keys], query_group, key_group, att)
+            ln2 = layer.post_attention_layernorm
+            add_norm(x, layer.self_attn.o_proj(att), ln2.weight, None, ln2.eps, h)
+            delta = layer.mlp.down_proj(geglu(F.linear(h, stack.gate_up[i]), mlp_out))
+        assert final_norm is not None
+        add_norm(x, delta, final_norm, None, spec.rms_eps, h)
+        return h
+
+    @staticmethod
+    def _rope_tables(positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map positions float32 [S] to cos, sin float32 [S, D/2] (the halves `rope_cos_sin` repeats)."""
+        freqs = positions[:, None] * inv_freq[None, :]
+        return freqs.cos(), freqs.sin()
+
+    # -- the call --------------------------------------------------------------------------
+    def prefix(self, frames: Sequence[torch.Tensor], tokens: torch.Tensor,
+               token_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Fill the expert's KV cache from the prefix at batch 1; returns what the denoise steps need.
+
+        frames: C x uint8 [1, H, W, 3]; tokens int64 [1, L]; token_mask bool [1, L].
+        """
+        if tokens.shape[0] != 1:
+            raise RunnerError(f'the fast path runs batch 1; got batch {tokens.shape[0]}')
+        policy, model, cfg = self.policy, self.policy.model, self.cfg
+        dev = tokens.device
+        images = torch.cat(policy.preprocess_images(frames))  # [C, 3, 224, 224]: all cameras in one batch
+        word = model.embed_tokens(tokens[0])  # [L, W]
+        x = torch.cat([self.vision(images), (word * math.sqrt(cfg.vlm.width)).float()])  # [P, W] float32
+        p = x.shape[0]
+        pad = torch.cat([torch.ones(p - tokens.shape[1], dtype=torch.bool, device=dev), token_mask[0]])  # [P]
+        cos, sin = self._rope_tables(torch.cumsum(pad.float(), 0) - 1, model.vlm_inv_freq)
+        prefix_group = torch.where(pad, 0, HIDDEN_GROUP).to(torch.int32)  # [P]
+        k_cache, v_cache = self._kv_cache(p, dev, self.vlm.qkv[0].dtype)
+        self._gemma_layers(self.vlm, x, cos, sin, k_cache, v_cache, slice(0, p),
+                           torch.zeros(p, dtype=torch.int32, device=dev), prefix_group, p, None)
+        # What the suffix needs, constant across the Euler steps.
+        suffix_group = model.suffix_ar_cumsum.to(torch.int32)  # [S]: state 1, actions 2
+        s = suffix_group.shape[0]
+        cos_s, sin_s = self._rope_tables(pad.float().sum() + torch.arange(s, dtype=torch.float32, device=dev),
+                                         model.expert_inv_freq)
+        return {'k_cache': k_cache, 'v_cache': v_cache, 'suffix_group': suffix_group, 'cos': cos_s, 'sin': sin_s,
+                'key_group': torch.cat([prefix_group, suffix_group]),  # [P + S]
+                'x': torch.empty((s, cfg.expert.width), device=dev, dtype=torch.float32)}
+
+    def denoise_step(self, ctx: dict[str, torch.Tensor], state_tok: torch.Tensor, x_t: torch.Tensor,
+                     step: int) -> None:
+        """One Euler step in place on x_t float32 [T, A]; state_tok float32 [1, W] (projected state)."""
+        model, n = self.policy.model, self.cfg.num_inference_steps
+        width = self.cfg.expert.width
+        x, k_cache = ctx['x'], ctx['k_cache']
+        p = k_cache.shape[2] - x.shape[0]
+        action_emb = model.action_in_proj(x_t)  # [T, W]
+        w_action = model.action_time_mlp_in.weight[:, :width]
+        hidden = F.silu(F.linear(action_emb, w_action, self.time_bias[step]))
+        x[0:1].copy_(state_tok)
+        x[1:].copy_(model.action_time_mlp_out(hidden))
+        out = self._gemma_layers(self.expert, x, ctx['cos'], ctx['sin'], k_cache, ctx['v_cache'],
+                                 slice(p, k_cache.shape[2]), ctx['suffix_group'], ctx['key_group'],
+                                 k_cache.shape[2], model.expert.norm.weight)
+        assert out is not None
+        x_t.add_(model.action_out_proj(out[1:]), alpha=-1.0 / n)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Run the policy call: same contract as `Pi0Policy.forward`, at batch 1."""
+        *frames, state, tokens, token_mask, noise = inputs
+        ctx = self.prefix(frames, tokens, token_mask)
+        state_tok = self.policy.model.state_proj(self.policy.normalize_state(state)).float()  # [1, W]
+        x_t = noise[0].clone()  # [T, A] float32
+        for step in range(self.cfg.num_inference_steps):
+            self.denoise_step(ctx, state_tok, x_t, step)
+        return self.policy.unnormalize_actions(x_t[None])

@@ -1,0 +1,163 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The fast path's Triton kernels under Triton's CPU interpreter, against the plain model's ops.
+
+Each kernel runs at small sizes on CPU tensors (``TRITON_INTERPRET=1`` is set before triton is
+imported) and is compared with the torch code of `pi0_trt_ros.model.layers` it replaces. The GPU
+runs the same kernels compiled; `test_torch_cuda.py` checks them there through the runner.
+"""
+
+import os
+
+os.environ['TRITON_INTERPRET'] = '1'  # before triton is imported anywhere in this process
+
+import pytest  # noqa: E402
+
+torch = pytest.importorskip('torch')
+pytest.importorskip('triton')
+
+from pi0_trt_ros.kernels import interpreted  # noqa: E402
+from pi0_trt_ros.kernels.attention import attention, HIDDEN_GROUP  # noqa: E402
+from pi0_trt_ros.kernels.geglu import geglu  # noqa: E402
+from pi0_trt_ros.kernels.norm import add_norm  # noqa: E402
+from pi0_trt_ros.kernels.rope import rope_qkv  # noqa: E402
+from pi0_trt_ros.model.layers import (  # noqa: E402
+    apply_rope, gelu_tanh, GemmaRMSNorm, grouped_attention, LayerNorm, MASK_VALUE, rope_cos_sin, rope_inv_freq)
+
+TOL = {torch.float32: 2e-5, torch.bfloat16: 2e-2}
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_runs_in_the_interpreter():
+    assert interpreted()  # otherwise these tests would need a GPU and prove nothing here
+
+
+@pytest.mark.parametrize('dtype', DTYPES, ids=str)
+@pytest.mark.parametrize('layer_norm', [False, True], ids=['rms', 'layer'])
+@pytest.mark.parametrize('with_delta', [False, True], ids=['norm', 'add_norm'])
+def test_add_norm_matches_reference_norms(dtype, layer_norm, with_delta):
+    g = gen(1)
+    m, w = 37, 48  # rows not a multiple of the block, width not a power of two
+    x = torch.randn(m, w, generator=g) * 3
+    delta = torch.randn(m, w, generator=g).to(dtype)
+    if layer_norm:
+        norm = LayerNorm(w, eps=1e-6)
+        norm.weight.data = 1 + 0.1 * torch.randn(w, generator=g)
+        norm.bias.data = 0.05 * torch.randn(w, generator=g)
+    else:
+        norm = GemmaRMSNorm(w, eps=1e-6)
+        norm.weight.data = 0.1 * torch.randn(w, generator=g)
+    x_ref = x + delta.float() if with_delta else x.clone()
+    want = norm(x_ref).to(dtype)
+    out = torch.full((m, w), float('nan'), dtype=dtype)
+    add_norm(x, delta if with_delta else None, norm.weight.data, norm.bias.data if layer_norm else None, 1e-6, out)
+    torch.testing.assert_close(x, x_ref, rtol=0, atol=0)  # the residual stream is updated in place
+    torch.testing.assert_close(out.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize('dtype', DTYPES, ids=str)
+def test_rope_qkv_matches_apply_rope_and_fills_cache_rows(dtype):
+    g = gen(2)
+    s, h, n, d = 21, 4, 2, 16
+    qkv = torch.randn(s, (h + 2 * n) * d, generator=g).to(dtype)
+    positions = torch.arange(s, dtype=torch.float32)[None] + 5
+    cos, sin = rope_cos_sin(positions, rope_inv_freq(d, 10000.0))  # [1, 1, S, D]
+    q_ref = apply_rope(qkv[:, :h * d].reshape(1, s, h, d).transpose(1, 2), cos, sin)  # [1, H, S, D]
+    k_ref = apply_rope(qkv[:, h * d:(h + n) * d].reshape(1, s, n, d).transpose(1, 2), cos, sin).to(dtype)
+    v_ref = qkv[:, (h + n) * d:].reshape(s, n, d).transpose(0, 1)
+    scale = d ** -0.5
+    q = torch.full((s, h * d), float('nan'), dtype=dtype)
+    k_cache = torch.full((n, s + 9, d), float('nan'), dtype=dtype)
+    v_cache = torch.full_like(k_cache, float('nan'))
+    rows = slice(4, 4 + s)  # the suffix rows of a cache, as the expert writes them
+    rope_qkv(qkv, cos[0, 0, :, :d // 2].contiguous(), sin[0, 0, :, :d // 2].contiguous(), h, scale, q,
+             k_cache[:, rows], v_cache[:, rows])
+    want_q = (q_ref * scale).to(dtype)[0].transpose(0, 1).reshape(s, h * d)
+    torch.testing.assert_close(q.float(), want_q.float(), rtol=TOL[dtype], atol=TOL[dtype])
+    torch.testing.assert_close(k_cache[:, rows].float(), k_ref[0].float(), rtol=TOL[dtype], atol=TOL[dtype])
+    torch.testing.assert_close(v_cache[:, rows], v_ref, rtol=0, atol=0)
+    assert torch.isnan(k_cache[:, :4]).all() and torch.isnan(k_cache[:, 4 + s:]).all()  # other rows untouched
+
+
+@pytest.mark.parametrize('dtype', DTYPES, ids=str)
+def test_geglu_matches_gemma_mlp_activation(dtype):
+    g = gen(3)
+    m, f = 19, 300
+    gate_up = (torch.randn(m, 2 * f, generator=g) * 3).to(dtype)
+    want = gelu_tanh(gate_up[:, :f]) * gate_up[:, f:]
+    out = torch.full((m, f), float('nan'), dtype=dtype)
+    geglu(gate_up, out)
+    torch.testing.assert_close(out.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def suffix_groups(p: int, valid: int, s: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pi0's suffix mask as groups and as the plain model's boolean visibility [S, P + S]."""
+    pad = torch.arange(p) < valid
+    cum = torch.tensor([1] + [2] * (s - 1), dtype=torch.int32)
+    key_group = torch.cat([torch.where(pad, 0, HIDDEN_GROUP).to(torch.int32), cum])
+    visible = torch.cat([pad[None].expand(s, p), cum[None, :] <= cum[:, None]], dim=1)
+    return cum, key_group, visible
+
+
+@pytest.mark.parametrize('dtype,chunk,d', [(torch.float32, None, 16), (torch.bfloat16, None, 16),
+                                           (torch.float32, 32, 16), (torch.bfloat16, 32, 16),
+                                           (torch.float32, 32, 128)],  # merged in two head-dim slices
+                         ids=['one_pass-fp32', 'one_pass-bf16', 'split_kv-fp32', 'split_kv-bf16', 'split_kv-d128'])
+def test_attention_matches_grouped_attention_on_the_suffix_mask(dtype, chunk, d):
+    g = gen(4)
+    p, valid, s, h, n = 70, 53, 11, 4, 2
+    q = torch.randn(1, h, s, d, generator=g)
+    k = torch.randn(1, n, p + s, d, generator=g).to(dtype)
+    v = torch.randn(1, n, p + s, d, generator=g).to(dtype)
+    query_group, key_group, visible = suffix_groups(p, valid, s)
+    mask = torch.where(visible, 0.0, MASK_VALUE)[None, None]
+    scale = d ** -0.5
+    want = grouped_attention(q, k, v, mask, scale)[0]  # [S, H*D]
+    q_rows = (q[0] * scale).to(dtype).transpose(0, 1).reshape(s, h * d)
+    out = torch.full((s, h * d), float('nan'), dtype=dtype)
+    attention(q_rows, k[0], v[0], query_group, key_group, out, block_m=16, block_n=16, chunk=chunk)
+    torch.testing.assert_close(out.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize('chunk', [None, 16], ids=['one_pass', 'split_kv'])
+def test_attention_fully_masked_rows_attend_uniformly_like_the_additive_mask(chunk):
+    g = gen(5)
+    p, valid, h, d = 40, 29, 2, 16
+    pad = torch.arange(p) < valid
+    groups = torch.where(pad, 0, HIDDEN_GROUP).to(torch.int32)
+    query_group = torch.where(pad, 0, -1).to(torch.int32)  # padded queries see no key at all
+    q = torch.randn(1, h, p, d, generator=g)
+    k, v = torch.randn(1, 1, p, d, generator=g), torch.randn(1, 1, p, d, generator=g)
+    visible = pad[None, :] & pad[:, None]  # the prefix mask of `Pi0Model.fill_cache`
+    want = grouped_attention(q, k, v, torch.where(visible, 0.0, MASK_VALUE)[None, None], 1.0)[0]
+    out = torch.full((p, h * d), float('nan'))
+    attention(q[0].transpose(0, 1).reshape(p, h * d), k[0], v[0], query_group, groups, out, block_m=32,
+              block_n=16, chunk=chunk)
+    torch.testing.assert_close(out, want, rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(out[valid:, :d], v[0, 0].mean(0).expand(p - valid, d), rtol=2e-5, atol=2e-5)
+
+
+def test_attention_without_mask_is_plain_softmax_attention():
+    g = gen(6)
+    s, h, d = 33, 2, 24  # head dim not a power of two
+    q, k, v = (torch.randn(h, s, d, generator=g) for _ in range(3))
+    want = torch.softmax(q @ k.transpose(1, 2), -1) @ v  # [H, S, D]
+    out = torch.full((s, h * d), float('nan'))
+    attention(q.transpose(0, 1).reshape(s, h * d), k, v, None, None, out, block_m=16, block_n=16)
+    torch.testing.assert_close(out, want.transpose(0, 1).reshape(s, h * d), rtol=2e-5, atol=2e-5)
