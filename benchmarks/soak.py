@@ -178,7 +178,8 @@ def run_soak(minutes: float, out_dir: Path, sample_s: float = 10.0, compressed: 
     figures = {
         'minutes': minutes, 'node_exit_code': rc, 'node_alive_at_end': alive_at_end,
         'cycles': int(index.size),
-        'cycle_indices_contiguous': bool(np.array_equal(index, np.arange(index.size) + (index[0] if index.size else 0))),
+        'cycle_indices_contiguous': bool(np.array_equal(index, np.arange(index.size)
+                                                        + (index[0] if index.size else 0))),
         'deadline_misses': int(cycles['deadline_missed'].sum()),
         'compute_ms_p50': float(np.percentile(cycles['compute_ms'], 50)) if index.size else 0.0,
         'compute_ms_p99': float(np.percentile(cycles['compute_ms'], 99)) if index.size else 0.0,
