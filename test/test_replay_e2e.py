@@ -111,17 +111,41 @@ def test_replay_keeps_recorded_timing(session):
     assert stats.percentile_ms(50) < 1.0
 
 
-def test_every_synchronized_set_produced_exactly_one_inference(status_rows, offline):
+def node_input_losses(session) -> dict[str, int]:
+    """Return what the node reports it never got, from its last recorded /diagnostics.
+
+    ``frames_missing``: camera frames the replay published that the node did not receive (lost
+    below rclpy on a starved machine); ``joint_state_unmatched``: sets it dropped for want of a
+    joint sample within tolerance. Counts of the last message, so at most what the node lost.
+    """
+    inputs = {}
+    for m in read_bag(session['recorded'], ['/diagnostics']):
+        for status in m.msg.status:
+            if status.name.endswith(': inputs'):
+                inputs = {kv.key: kv.value for kv in status.values}
+    published = session['result'].stats.per_topic
+    cameras = params_from_yaml(session['config']).cameras
+    return {'frames_missing': sum(published['/' + c.topic] - int(inputs.get(f'camera.{c.name}.received', 0))
+                                  for c in cameras),
+            'joint_state_unmatched': int(inputs.get('bad_input.joint_state_unmatched', 0))}
+
+
+def test_every_synchronized_set_produced_exactly_one_inference(session, status_rows, offline):
     cycles = status_rows[:, STATUS_FIELDS.index('cycle_index')]
     used = np.array([c.set_stamp_ns for c in cycles_from_status(status_rows)])
     superseded = int(status_rows[-1, STATUS_FIELDS.index('sets_superseded')])  # the last cycle took the last set
     formed = offline.formed_stamps_ns
+    losses = node_input_losses(session)
     print(f'offline replay formed {len(formed)} sets; the node used {len(used)} and superseded {superseded} '
-          'while busy (newest set wins)')
+          f'while busy (newest set wins); input the node reports lost: {losses}')
     np.testing.assert_array_equal(cycles, np.arange(len(cycles)))  # no cycle skipped or missing
     assert np.all(np.diff(used) > 0), used  # each set used once, in stamp order
     assert np.isin(used, formed).all(), used[~np.isin(used, formed)]  # only sets offline replay formed
-    assert len(used) + superseded == len(formed), (len(used), superseded, len(formed), offline.dropped)
+    # superseded + used == offline sets, but for sets the node could not form because it never got
+    # their input (a frame lost below rclpy, no joint sample in time): each such loss costs at most
+    # one set, and with none reported the equality is exact.
+    unaccounted = len(formed) - len(used) - superseded
+    assert 0 <= unaccounted <= sum(losses.values()), (len(used), superseded, len(formed), losses, offline.dropped)
     # the camera drop-out (camera 2, 1.0-1.4 s) leaves a gap of sets, not extra or partial ones
     gaps = np.diff(formed) / 1e6
     assert gaps.max() > 350 and np.median(gaps) == pytest.approx(33.3, abs=3)

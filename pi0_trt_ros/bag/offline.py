@@ -24,8 +24,8 @@ and to compare with what the live node commanded for the same sets.
 
 A live node differs from a replay at full speed in two ways it reports on ``~/status``: when it
 is still busy as a newer set arrives it supersedes the older one (newest set wins), and it
-matches each set to the newest joint sample it has received by then, which under load may be an
-earlier one than the bag's order gives. To compare with such a run, pass ``only``: the node's
+matches each set to the nearest joint sample it has received by then, which under load may be
+another one (earlier or later) than the bag's order gives. To compare with such a run, pass ``only``: the node's
 cycles (``cycles_from_status``), each naming its set by newest camera stamp, its joint sample and
 its noise draw (the node's ``cycle_index``: it draws once per inference, so the two agree while no
 inference raised). Every other set is formed but not inferred.
@@ -104,6 +104,21 @@ class NoiseDraws:
             self._next += 1
 
 
+def _joint_samples(bag: str | Path, topic: str, picker: JointPicker) -> dict[int, np.ndarray]:
+    """Return every usable joint sample of ``bag``: header stamp (ns) -> float32 [dof] positions."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import JointState
+
+    samples = {}
+    for _, _, _, raw in read_bag(bag, [topic], raw=True):
+        msg = deserialize_message(raw, JointState)
+        row = np.zeros(picker.dof, np.float32)
+        bad = picker.pick_into(msg.name, msg.position, row)
+        if bad is None or bad.used:
+            samples[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = row
+    return samples
+
+
 def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, tokenizer: Any,
                    realtime: bool = False, rate: float = 1.0, only: Sequence[NodeCycle] | None = None
                    ) -> OfflineResult:
@@ -128,6 +143,7 @@ def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, token
     sanitizer = ActionSanitizer(params.joint_lower_limits, params.joint_upper_limits, io.chunk_size)
     noise = NoiseDraws(params.noise_seed)
     selected = None if only is None else {c.set_stamp_ns: c for c in only}
+    node_joints = {} if only is None else _joint_samples(bag, joint_topic, picker)
     if params.fixed_noise:
         noise.draw_into(0, staging.noise)
     latest = np.zeros(dof, np.float64)
@@ -181,11 +197,13 @@ def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, token
             continue
         newest = max(sync.last_stamps)
         cycle = None if selected is None else selected.get(newest)
-        entry = joints.nearest_entry(newest if cycle is None else cycle.joint_stamp_ns)
-        if entry is None or (cycle is not None and entry[0] != cycle.joint_stamp_ns):
+        if cycle is None:
+            state = joints.nearest(newest)
+        else:  # the node's joint sample, which a starved node may have taken from after the frames
+            state = node_joints.get(cycle.joint_stamp_ns)
+        if state is None:
             dropped['joint_state_unmatched'] += 1
             continue
-        state = entry[1]
         if not have_instruction:
             dropped['no_instruction'] += 1
             continue
