@@ -89,7 +89,7 @@ class RssSampler:
         self._thread.join()
 
     def at(self, seconds: float) -> int:
-        """The first sample taken at or after ``seconds`` (the last one if none)."""
+        """Return the first sample taken at or after ``seconds`` (the last one if none)."""
         for t, rss in self.samples:
             if t >= seconds:
                 return rss
@@ -97,7 +97,7 @@ class RssSampler:
 
 
 def read_rss(pid: int) -> int | None:
-    """VmRSS of ``pid`` in bytes, or None once the process is gone."""
+    """Return the VmRSS of ``pid`` in bytes, or None once the process is gone."""
     try:
         for line in Path(f'/proc/{pid}/status').read_text().splitlines():
             if line.startswith('VmRSS:'):
@@ -177,8 +177,9 @@ def run_soak(minutes: float, out_dir: Path, sample_s: float = 10.0, compressed: 
     rss_end = sampler.samples[-1][1]
     figures = {
         'minutes': minutes, 'node_exit_code': rc, 'node_alive_at_end': alive_at_end,
-        'cycles': int(index.size), 'cycle_indices_contiguous': bool(np.array_equal(index, np.arange(index.size)
-                                                                                 + (index[0] if index.size else 0))),
+        'cycles': int(index.size),
+        'cycle_indices_contiguous': bool(np.array_equal(index, np.arange(index.size)
+                                                        + (index[0] if index.size else 0))),
         'deadline_misses': int(cycles['deadline_missed'].sum()),
         'compute_ms_p50': float(np.percentile(cycles['compute_ms'], 50)) if index.size else 0.0,
         'compute_ms_p99': float(np.percentile(cycles['compute_ms'], 99)) if index.size else 0.0,
@@ -193,7 +194,7 @@ def run_soak(minutes: float, out_dir: Path, sample_s: float = 10.0, compressed: 
 
 
 def summary_lines(f: dict[str, Any]) -> list[str]:
-    """The figures as the lines the benchmark prints."""
+    """Return the figures as the lines the benchmark prints."""
     dropped = f['sets_emitted'] - f['cycles']
     frames = ', '.join(f"{cam} {v['received']}/{v['published']}" for cam, v in f['frames'].items())
     accounted = all(v['received'] == v['published'] for v in f['frames'].values())

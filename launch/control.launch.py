@@ -16,26 +16,50 @@
 
     ros2 launch pi0_trt_ros control.launch.py engine_dir:=/path/to/export tokenizer:=/path/to/tokenizer.json
 
-Arguments checkpoint, engine_dir, tokenizer, backend and use_sim_time override the YAML only when
-given (non-empty); config picks another YAML file; namespace puts the node and its relative
-topics under a namespace.
+Arguments checkpoint, engine_dir, tokenizer, backend, backend_options and use_sim_time override
+the YAML only when given (non-empty); config picks another YAML file; namespace puts the node and
+its relative topics under a namespace.
+
+The launch ends when the node does, and its exit status says how the node ended: 0 after a clean
+shutdown, non-zero when the node failed (a "start-up failed:" line above says why), so scripts
+and supervisors can tell. ``ros2 launch`` (launch 3.x, Jazzy) returns non-zero only when an
+exception reaches its event loop, so the exit handler raises one naming the node's exit code; the
+launch service logs it as the shutdown reason.
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, Shutdown
+from launch.event_handlers import OnProcessExit
+from launch.events.process import ProcessExited
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from pi0_trt_ros.runners.registry import describe_backend_options, describe_backends
 
 OVERRIDABLE = {
     'checkpoint': 'LeRobot pi0 checkpoint directory (torch backend)',
     'engine_dir': 'export directory from `pi0-trt export`',
     'tokenizer': 'PaliGemma tokenizer.json / tokenizer.model / directory',
-    'backend': 'tensorrt, tensorrt_rtx, onnxruntime or torch',
+    'backend': describe_backends(),
+    'backend_options': f'JSON object of backend options; each backend takes only its own '
+                       f'({describe_backend_options()})',
     'use_sim_time': 'true to follow /clock (bag replay)',
 }
+
+
+class NodeFailed(RuntimeError):
+    """The control node exited with a non-zero code: raised to make ``ros2 launch`` exit non-zero."""
+
+
+def _on_node_exit(event: ProcessExited, context: LaunchContext) -> list:
+    """Shut the launch down with the node; fail it when the node failed."""
+    if event.returncode != 0:
+        raise NodeFailed(f'{event.process_name} exited with code {event.returncode} (see its log above); '
+                         'shutting down the launch with an error')
+    return [] if context.is_shutdown else [Shutdown(reason=f'{event.process_name} exited')]
 
 
 def _control_node(context: LaunchContext) -> list:
@@ -44,7 +68,7 @@ def _control_node(context: LaunchContext) -> list:
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value.lower() == 'true' if name == 'use_sim_time' else value
-    return [Node(
+    node = Node(
         package='pi0_trt_ros',
         executable='control_node',
         name='pi0_control',
@@ -53,7 +77,8 @@ def _control_node(context: LaunchContext) -> list:
         arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level').perform(context)],
         output='screen',
         emulate_tty=True,
-    )]
+    )
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_on_node_exit))]
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from pi0_trt_ros.runners.base import PolicyIO, Runner
+from pi0_trt_ros.manifest import PolicyIO
+from pi0_trt_ros.runners.base import Runner
 
 
 def random_full_size_policy(io: PolicyIO, seed: int = 0, device: str = 'cuda') -> Any:

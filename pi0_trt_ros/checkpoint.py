@@ -35,7 +35,6 @@ missing, every shape matches; otherwise `CheckpointError` names the tensors.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -43,8 +42,8 @@ from typing import Any
 import numpy as np
 
 from pi0_trt_ros.errors import CheckpointError
+from pi0_trt_ros.manifest import file_sha256, PolicyIO
 from pi0_trt_ros.model.config import Pi0Config
-from pi0_trt_ros.runners.base import PolicyIO
 
 IMAGE_PREFIX = 'observation.images.'
 STATE_KEY = 'observation.state'
@@ -187,16 +186,6 @@ def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
 
         out = {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in load_file(str(path)).items()}
     return out
-
-
-def file_sha256(*paths: Path) -> str:
-    """Hex sha256 of the concatenated contents of ``paths`` (read in 4 MiB chunks)."""
-    h = hashlib.sha256()
-    for path in paths:
-        with path.open('rb') as f:
-            for chunk in iter(lambda: f.read(1 << 22), b''):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def _processor_state(ckpt: Path, processor: str, registry_name: str) -> dict[str, np.ndarray]:

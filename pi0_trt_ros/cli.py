@@ -26,9 +26,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from pi0_trt_ros.errors import Pi0Error
+from pi0_trt_ros.runners.registry import BACKENDS, describe_backends, EXPORT_BACKENDS
 
 LOG = logging.getLogger('pi0-trt')
-ENGINE_BACKENDS = ('onnxruntime', 'tensorrt', 'tensorrt_rtx')
 
 
 # -- infer ---------------------------------------------------------------------------------------
@@ -127,7 +127,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 # -- bench -------------------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace) -> int:
     from pi0_trt_ros.bench import random_full_size_policy, report, run_benchmark
-    from pi0_trt_ros.runners.base import PolicyIO
+    from pi0_trt_ros.manifest import PolicyIO
 
     if args.random_full_size:
         from pi0_trt_ros.runners.torch import TorchRunner
@@ -197,7 +197,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # -- argument parsing ----------------------------------------------------------------------------
 def add_backend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--backend', default='torch', choices=('torch',) + ENGINE_BACKENDS)
+    p.add_argument('--backend', default='torch', choices=tuple(BACKENDS), help=describe_backends())
     p.add_argument('--checkpoint', type=Path, help='LeRobot pi0 checkpoint directory (torch backend)')
     p.add_argument('--arch', type=Path, help='hf_configs.json for non-standard sizes')
     p.add_argument('--engine-dir', type=Path, help='export directory from `pi0-trt export` (engine backends)')
@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--raw', action='store_true', help='raw Image cameras instead of jpeg')
     p.add_argument('--checkpoint', type=Path, help='a real LeRobot pi0 checkpoint instead of the tiny random one')
     p.add_argument('--tokenizer', type=Path, help='its PaliGemma tokenizer (tokenizer.json / tokenizer.model)')
-    p.add_argument('--backend', choices=ENGINE_BACKENDS, default='onnxruntime',
+    p.add_argument('--backend', choices=EXPORT_BACKENDS, default='onnxruntime',
                    help='tensorrt / tensorrt_rtx also build the engine (on a GPU machine)')
     p.add_argument('--precision', choices=('fp16', 'fp32'), help='export precision (default: fp16 for TensorRT)')
     p.set_defaults(func=cmd_demo)

@@ -39,7 +39,7 @@ STATUS_CYCLE, STATUS_COMPUTE_MS, STATUS_OBS_AGE_MS, STATUS_DEADLINE_MISSED, STAT
 
 
 def _status_rows(n: int, rng: np.random.Generator) -> np.ndarray:
-    """[n, 5] status data: ~12 ms cycles, misses at cycles 10, 11 and 30, cycle 20 absent."""
+    """[n, len(STATUS_FIELDS)] status data: ~12 ms cycles, misses at cycles 10, 11 and 30, cycle 20 absent."""
     rows = np.zeros((n, len(STATUS_FIELDS)))
     rows[:, STATUS_CYCLE] = np.arange(n) + (np.arange(n) >= 20)  # index skips 20
     rows[:, STATUS_INFERENCE_MS] = rng.normal(10.0, 0.5, n)
@@ -190,7 +190,7 @@ def test_report_errors_say_what_is_missing(tmp_path):
     with pytest.raises(Pi0Error, match='has neither a status topic'):
         make_report(tmp_path / 'empty', tmp_path / 'r1')
     _write_recorded(tmp_path / 'short', np.zeros((3, 2)))
-    with pytest.raises(Pi0Error, match='status message has 2 values, expected 5'):
+    with pytest.raises(Pi0Error, match=f'status message has 2 values, expected {len(STATUS_FIELDS)}'):
         make_report(tmp_path / 'short', tmp_path / 'r2')
     _write_recorded(tmp_path / 'two', np.zeros((3, 5)), extra_status='/other/status')
     with pytest.raises(Pi0Error, match='several status topics'):

@@ -291,7 +291,7 @@ def test_commands_start_with_the_instruction_and_equal_the_policy_output(
         assert list(rig.trajectories[k].joint_names) == list(JOINT_NAMES)
     wait_for(lambda: len(rig.status) == 2, 5.0, 'status')
     assert r.node.loop.holds_published == 0 and len(rig.commands) == 2
-    for k, (cycle, compute_ms, obs_age_ms, missed, inference_ms) in enumerate(rig.status):
+    for k, (cycle, compute_ms, obs_age_ms, missed, inference_ms, *_) in enumerate(rig.status):
         assert cycle == k and 0 < inference_ms <= compute_ms and obs_age_ms > 0 and missed in (0.0, 1.0)
 
 

@@ -25,8 +25,8 @@ import pytest
 
 pytest.importorskip('cuda.bindings')
 
+from pi0_trt_ros import cuda  # noqa: E402
 from pi0_trt_ros.errors import RunnerError  # noqa: E402
-from pi0_trt_ros.runners import cuda  # noqa: E402
 
 gpu = pytest.mark.skipif(cuda.device_count() == 0, reason='no CUDA device visible to cuda-python')
 DTYPES = [np.uint8, np.bool_, np.int64, np.float32, np.float16]

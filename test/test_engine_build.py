@@ -35,10 +35,10 @@ import pytest
 trt = pytest.importorskip('tensorrt_rtx_bindings')
 onnx = pytest.importorskip('onnx')
 
+from pi0_trt_ros.cuda import device_count, GpuIdentity  # noqa: E402
 from pi0_trt_ros.errors import BackendUnavailableError, EngineError, RunnerError  # noqa: E402
 from pi0_trt_ros.export import engine as eng  # noqa: E402
-from pi0_trt_ros.runners.base import EXPORT_METADATA, PolicyIO, read_export_metadata  # noqa: E402
-from pi0_trt_ros.runners.cuda import device_count, GpuIdentity  # noqa: E402
+from pi0_trt_ros.manifest import EXPORT_METADATA, PolicyIO, read_manifest  # noqa: E402
 from pi0_trt_ros.runners.tensorrt import TensorRTRunner  # noqa: E402
 
 IO = PolicyIO(camera_keys=('cam_high',), camera_hw=((12, 16),), state_dim=3, action_dim=3, chunk_size=4,
@@ -182,7 +182,7 @@ def copy_export(src: Path, dst: Path) -> Path:
 
 
 def edit_record(engine_dir: Path, **changes: object) -> None:
-    meta = read_export_metadata(engine_dir)
+    meta = read_manifest(engine_dir)
     meta['engines']['tensorrt_rtx'].update(changes)
     (engine_dir / EXPORT_METADATA).write_text(json.dumps(meta))
 
@@ -192,18 +192,19 @@ def edit_record(engine_dir: Path, **changes: object) -> None:
 def test_build_engines_with_tensorrt_rtx_builds_the_checked_ops_and_records_the_plan(
         tmp_path: Path, external_data: bool, caplog: pytest.LogCaptureFixture) -> None:
     out = write_export(tmp_path / 'export', tiny_policy_graph(IO), external_data=external_data)
-    before = read_export_metadata(out)
+    before = read_manifest(out)
     with caplog.at_level(logging.INFO, logger='pi0_trt_ros.export.engine'):
         plan = eng.build_engines(out, runtime='tensorrt_rtx', workspace_gib=1.0)
 
     assert plan == out / 'policy_fp16.tensorrt_rtx.plan'
     assert plan.stat().st_size > 10_000
-    meta = read_export_metadata(out)
+    meta = read_manifest(out)
     record = meta['engines']['tensorrt_rtx']
     assert record['plan'] == plan.name
     assert record['tensorrt_version'] == trt.__version__
     assert record['onnx_sha256'] == before['onnx_sha256']
     assert record['plan_bytes'] == plan.stat().st_size
+    assert record['plan_sha256'] == hashlib.sha256(plan.read_bytes()).hexdigest()
     assert record['build_seconds'] > 0
     if device_count() == 0:
         assert record['gpu'] == 'none (CPU build)'
@@ -217,7 +218,7 @@ def test_build_engines_with_tensorrt_rtx_builds_the_checked_ops_and_records_the_
 def test_build_engines_records_explicit_compute_capability_targets(tmp_path: Path) -> None:
     out = write_export(tmp_path, tiny_policy_graph(IO))
     eng.build_engines(out, runtime='tensorrt_rtx', compute_capabilities=['8.6', 'SM89'])
-    assert read_export_metadata(out)['engines']['tensorrt_rtx']['targets'] == ['8.6', '8.9']
+    assert read_manifest(out)['engines']['tensorrt_rtx']['targets'] == ['8.6', '8.9']
 
 
 def test_build_engines_refuses_an_unknown_compute_capability(tmp_path: Path) -> None:
@@ -232,7 +233,7 @@ def test_a_uint8_transpose_raises_engine_error_listing_the_parser_error(tmp_path
                                           r'  \[1\] .*operator: Transpose.*type UInt8') as info:
         eng.build_engines(out, runtime='tensorrt_rtx')
     assert 'img_chw_u8' in str(info.value)
-    assert read_export_metadata(out)['engines'] == {}
+    assert read_manifest(out)['engines'] == {}
     assert not (out / 'policy_fp16.tensorrt_rtx.plan').exists()
 
 
@@ -275,7 +276,7 @@ def test_load_engine_refuses_a_plan_from_another_tensorrt_version(built_dir: Pat
 
 def test_load_engine_refuses_a_plan_built_from_another_onnx_graph(built_dir: Path, tmp_path: Path) -> None:
     out = copy_export(built_dir, tmp_path / 'e')
-    meta = read_export_metadata(out)
+    meta = read_manifest(out)
     meta['onnx_sha256'] = 'f' * 64  # re-exported since the build
     (out / EXPORT_METADATA).write_text(json.dumps(meta))
     with pytest.raises(EngineError, match=r'was built from ONNX sha256 [0-9a-f]{12}\.\.\. but the export now has '
@@ -297,6 +298,22 @@ def test_load_engine_names_the_build_command_when_no_plan_is_recorded(tmp_path: 
         eng.load_engine(out, 'tensorrt_rtx')
 
 
+def test_load_engine_refuses_a_corrupted_plan_before_deserializing_it(built_dir: Path, tmp_path: Path) -> None:
+    out = copy_export(built_dir, tmp_path / 'e')
+    plan = out / 'policy_fp16.tensorrt_rtx.plan'
+    data = bytearray(plan.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    plan.write_bytes(bytes(data))
+    with pytest.raises(EngineError, match=r'^policy_fp16\.tensorrt_rtx\.plan does not have the sha256 recorded when '
+                                          r'it was built \([0-9a-f]{12}\.\.\.\): the plan is corrupted or was '
+                                          rf'replaced: rebuild it: pi0-trt build {re.escape(str(out))} '
+                                          r'--runtime tensorrt_rtx$'):
+        eng.load_engine(out, 'tensorrt_rtx')
+    plan.write_bytes(b'')  # truncated to nothing
+    with pytest.raises(EngineError, match=r'the plan is corrupted or was replaced'):
+        eng.load_engine(out, 'tensorrt_rtx')
+
+
 def test_load_engine_refuses_a_recorded_plan_that_is_missing(built_dir: Path, tmp_path: Path) -> None:
     out = copy_export(built_dir, tmp_path / 'e')
     (out / 'policy_fp16.tensorrt_rtx.plan').unlink()
@@ -306,7 +323,7 @@ def test_load_engine_refuses_a_recorded_plan_that_is_missing(built_dir: Path, tm
 
 
 def test_rtx_plan_check_accepts_a_target_gpu_and_refuses_hopper(built_dir: Path) -> None:
-    meta = read_export_metadata(built_dir)
+    meta = read_manifest(built_dir)
     record = meta['engines']['tensorrt_rtx']
     args = (built_dir, 'tensorrt_rtx', trt.__version__, meta['onnx_sha256'])
     eng.check_engine_record(record, *args, RTX4090)
@@ -317,7 +334,7 @@ def test_rtx_plan_check_accepts_a_target_gpu_and_refuses_hopper(built_dir: Path)
 
 
 def test_tensorrt_plan_check_refuses_another_gpu_model(built_dir: Path) -> None:
-    meta = read_export_metadata(built_dir)
+    meta = read_manifest(built_dir)
     record = dict(meta['engines']['tensorrt_rtx'], gpu=H100.name, compute_capability=H100.cc, targets=[H100.cc],
                   tensorrt_version='10.13.0.35')
     args = (built_dir, 'tensorrt', '10.13.0.35', meta['onnx_sha256'])

@@ -98,9 +98,9 @@ def test_fp16_graph_keeps_softmax_norms_and_rope_in_fp32(exports):
 
 
 def test_metadata_describes_the_graph(exports):
-    from pi0_trt_ros.runners.base import read_export_metadata
+    from pi0_trt_ros.manifest import read_manifest
 
-    meta = read_export_metadata(exports[FIXTURES[0].name, 'fp16'])
+    meta = read_manifest(exports[FIXTURES[0].name, 'fp16'])
     assert meta['graph'] == 'policy_fp16.onnx' and meta['precision'] == 'fp16'
     assert meta['io']['camera_keys'][0] == 'observation.images.base_0_rgb'
     assert meta['io']['token_len'] == 48 and meta['num_inference_steps'] == 10

@@ -23,7 +23,7 @@ pytest.importorskip('torch')
 pytest.importorskip('tensorrt_rtx_bindings')
 
 from pi0_trt_ros.cli import main as cli_main  # noqa: E402
-from pi0_trt_ros.runners.base import read_export_metadata  # noqa: E402
+from pi0_trt_ros.manifest import read_manifest  # noqa: E402
 
 FIXTURE = Path(__file__).parent / 'fixtures' / 'lerobot_seed0'
 
@@ -34,9 +34,9 @@ def test_exported_tiny_pi0_builds_with_tensorrt_rtx(tmp_path, precision, capsys)
     assert cli_main(['export', '--checkpoint', str(FIXTURE / 'policy'), '--out', str(engine_dir),
                      '--precision', precision]) == 0
     assert cli_main(['build', str(engine_dir), '--runtime', 'tensorrt_rtx', '--workspace-gib', '1']) == 0
-    record = read_export_metadata(engine_dir)['engines']['tensorrt_rtx']
+    record = read_manifest(engine_dir)['engines']['tensorrt_rtx']
     plan = engine_dir / record['plan']
     assert plan.is_file() and plan.stat().st_size > 1 << 20
     assert record['precision'] == precision
-    assert record['onnx_sha256'] == read_export_metadata(engine_dir)['onnx_sha256']
+    assert record['onnx_sha256'] == read_manifest(engine_dir)['onnx_sha256']
     print(json.dumps({k: record[k] for k in ('plan', 'tensorrt_version', 'gpu', 'plan_bytes', 'build_seconds')}))

@@ -55,13 +55,29 @@ def ros2(env: dict[str, str], *args: str, timeout: float = 30.0) -> subprocess.C
     return subprocess.run(['ros2', *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+DISCOVERY_TIMEOUT = 120.0  # seconds; generous: a loaded 2-core machine discovers slowly
+
+
+def wait_for_node(env: dict[str, str], node: str = NODE) -> None:
+    """Wait until ``ros2 node list`` (without the daemon) sees ``node``; discovery time is not asserted."""
+    seen: list[str] = []
+
+    def listed() -> bool:
+        got = ros2(env, 'node', 'list', '--no-daemon', '--spin-time', '2', timeout=60)
+        seen[:] = got.stdout.split()
+        return node in seen
+
+    wait_for(listed, DISCOVERY_TIMEOUT, f'{node} in `ros2 node list` (last seen: {seen})')
+
+
 def param_get(env: dict[str, str], name: str) -> subprocess.CompletedProcess:
-    """``ros2 param get`` without the daemon, retried while discovery has not seen the node yet."""
-    for _ in range(5):
-        got = ros2(env, 'param', 'get', '--no-daemon', '--spin-time', '1', NODE, name)
-        if 'Node not found' not in got.stderr:
-            break
-    return got
+    """``ros2 param get`` without the daemon, retried until discovery has seen the node and its services."""
+    wait_for_node(env)
+    end = time.monotonic() + DISCOVERY_TIMEOUT
+    while True:
+        got = ros2(env, 'param', 'get', '--no-daemon', '--spin-time', '2', NODE, name, timeout=60)
+        if got.returncode == 0 or time.monotonic() > end:
+            return got
 
 
 @pytest.fixture(scope='module')
@@ -229,8 +245,25 @@ def test_launch_with_a_missing_export_fails_fast(installed: None, bundle: Any, e
     launched = Launched(env, 'namespace:=broken', 'backend:=onnxruntime', 'engine_dir:=/nonexistent/export',
                         f'tokenizer:={bundle.tokenizer}')
     try:
-        launched.wait_for_line('process has died', 60.0)
+        # the launch ends by itself when the node fails; only a hang would need the SIGINT of stop()
+        wait_for(lambda: launched.proc.poll() is not None, 120.0, 'ros2 launch to exit after the node failed')
     finally:
-        launched.stop()
+        rc = launched.stop()
     assert 'start-up failed' in launched.output and 'pi0-trt export' in launched.output
     assert 'exit code 1' in launched.output
+    assert rc == 1, launched.output  # scripts and supervisors see the failure
+    assert 'control_node-1 exited with code 1' in launched.output, launched.output
+    assert 'Traceback' not in launched.output, launched.output
+
+
+def test_launch_with_foreign_backend_options_fails_naming_the_options(installed: None, bundle: Any,
+                                                                      env: dict[str, str]) -> None:
+    launched = Launched(env, 'namespace:=options', 'backend:=tensorrt', f'engine_dir:={bundle.engine_dir}',
+                        'backend_options:={"threads": 1}', f'tokenizer:={bundle.tokenizer}')
+    try:
+        wait_for(lambda: launched.proc.poll() is not None, 120.0, 'ros2 launch to exit after the node failed')
+    finally:
+        rc = launched.stop()
+    assert rc == 1, launched.output
+    assert "backend_options 'threads' not taken by the tensorrt backend; it takes use_cuda_graph" in launched.output
+    assert 'TypeError' not in launched.output and 'Traceback' not in launched.output, launched.output

@@ -105,7 +105,7 @@ class Rig:
     def put_set(self, k: int = 0, images: list | None = None) -> None:
         now = self.clock.now_ns()
         images = images if images is not None else [self.frame(k) for _ in CAMERA_KEYS]
-        self.loop.parts.mailbox.put(images, STATE.astype(np.float32), now, now, 0)
+        self.loop.parts.mailbox.put(images, STATE.astype(np.float32), now, now, now, 0)
 
     def steps(self, n: int) -> None:
         for _ in range(n):

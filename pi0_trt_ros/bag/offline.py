@@ -21,6 +21,14 @@ for inference k, ActionSanitizer. Every synchronized set gives one inference (th
 Observation age is not checked (bag time is not now) and stamps that go back are dropped (no
 clock-jump recovery for looped bags). For regression checks on recorded data,
 and to compare with what the live node commanded for the same sets.
+
+A live node differs from a replay at full speed in two ways it reports on ``~/status``: when it
+is still busy as a newer set arrives it supersedes the older one (newest set wins), and it
+matches each set to the nearest joint sample it has received by then, which under load may be
+another one (earlier or later) than the bag's order gives. To compare with such a run, pass ``only``: the node's
+cycles (``cycles_from_status``), each naming its set by newest camera stamp, its joint sample and
+its noise draw (the node's ``cycle_index``: it draws once per inference, so the two agree while no
+inference raised). Every other set is formed but not inferred.
 """
 
 from __future__ import annotations
@@ -28,13 +36,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from pi0_trt_ros.bag.bag_io import read_bag
 from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.actions import ActionSanitizer
+from pi0_trt_ros.node.deadline import STATUS_FIELDS
 from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.joints import JointPicker
 from pi0_trt_ros.node.params import ControlParams
@@ -47,9 +56,10 @@ class OfflineResult:
     """One row per synchronized set that reached inference, in order."""
 
     chunks: np.ndarray  # float64 [n, T, dof], sanitized action chunks (robot units)
-    set_stamps_ns: np.ndarray  # int64 [n], newest camera header stamp of each set
+    set_stamps_ns: np.ndarray  # int64 [n], newest camera header stamp of each inferred set
     inference_ms: np.ndarray  # float64 [n]
     dropped: dict[str, int]  # why other sets/messages were not used
+    formed_stamps_ns: np.ndarray  # int64 [m >= n], every set that reached inference or, with ``only``, could have
 
     @property
     def commands(self) -> np.ndarray:
@@ -61,9 +71,61 @@ def absolute(topic: str) -> str:
     return topic if topic.startswith('/') else '/' + topic
 
 
+@dataclasses.dataclass(frozen=True)
+class NodeCycle:
+    """What one cycle of the live node used, as its ``~/status`` reports it."""
+
+    set_stamp_ns: int  # newest camera header stamp of the set
+    joint_stamp_ns: int  # header stamp of the joint sample matched to it
+    noise_draw: int  # index of the noise draw (the node's cycle_index)
+
+
+def cycles_from_status(rows: np.ndarray) -> list[NodeCycle]:
+    """Read ``NodeCycle``s from ``~/status`` data, float64 [cycles, len(STATUS_FIELDS)]."""
+    field = {name: rows[:, i] for i, name in enumerate(STATUS_FIELDS)}
+    sets = field['set_stamp_sec'].astype(np.int64) * 1_000_000_000 + field['set_stamp_nanosec'].astype(np.int64)
+    joints = sets + np.round(field['joint_offset_ms'] * 1e6).astype(np.int64)
+    return [NodeCycle(int(s), int(j), int(k)) for s, j, k in zip(sets, joints, field['cycle_index'])]
+
+
+class NoiseDraws:
+    """The node's noise stream: draw k is the k-th ``rng.standard_normal`` into the staging buffer."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = np.random.default_rng(None if seed < 0 else seed)
+        self._next = 0  # index of the next draw
+
+    def draw_into(self, index: int, out: np.ndarray) -> None:
+        """Write draw ``index`` into ``out`` (float32 [T, max_action_dim]); indices must increase."""
+        if index < self._next:
+            raise Pi0Error(f'noise draw {index} was asked after draw {self._next - 1}: ask in increasing order')
+        while self._next <= index:
+            self._rng.standard_normal(dtype=np.float32, out=out)
+            self._next += 1
+
+
+def _joint_samples(bag: str | Path, topic: str, picker: JointPicker) -> dict[int, np.ndarray]:
+    """Return every usable joint sample of ``bag``: header stamp (ns) -> float32 [dof] positions."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import JointState
+
+    samples = {}
+    for _, _, _, raw in read_bag(bag, [topic], raw=True):
+        msg = deserialize_message(raw, JointState)
+        row = np.zeros(picker.dof, np.float32)
+        bad = picker.pick_into(msg.name, msg.position, row)
+        if bad is None or bad.used:
+            samples[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = row
+    return samples
+
+
 def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, tokenizer: Any,
-                   realtime: bool = False, rate: float = 1.0) -> OfflineResult:
-    """Run ``bag`` through the node's pipeline with an active ``runner``; see the module docstring."""
+                   realtime: bool = False, rate: float = 1.0, only: Sequence[NodeCycle] | None = None
+                   ) -> OfflineResult:
+    """Run ``bag`` through the node's pipeline with an active ``runner``; see the module docstring.
+
+    ``only``: the sets to infer, as a live node used them; None: every set, set k with draw k.
+    """
     from rclpy.serialization import deserialize_message
     from rosidl_runtime_py.utilities import get_message
 
@@ -80,13 +142,15 @@ def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, token
                          params.joint_limit_margin)
     dof = picker.dof
     sanitizer = ActionSanitizer(params.joint_lower_limits, params.joint_upper_limits, io.chunk_size)
-    rng = np.random.default_rng(None if params.noise_seed < 0 else params.noise_seed)
+    noise = NoiseDraws(params.noise_seed)
+    selected = None if only is None else {c.set_stamp_ns: c for c in only}
+    node_joints = {} if only is None else _joint_samples(bag, joint_topic, picker)
     if params.fixed_noise:
-        rng.standard_normal(dtype=np.float32, out=staging.noise)
+        noise.draw_into(0, staging.noise)
     latest = np.zeros(dof, np.float64)
     last_stamp = [0] * (len(decoders) + 1)
     classes: dict[str, Any] = {}
-    chunks, stamps, infer_ms = [], [], []
+    chunks, stamps, infer_ms, formed = [], [], [], []
     dropped = {'bad_frame': 0, 'bad_joint_state': 0, 'stamp': 0, 'joint_state_unmatched': 0, 'no_instruction': 0}
     have_instruction = False
     t_wall0 = t_bag0 = None
@@ -133,7 +197,11 @@ def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, token
         if frames is None:
             continue
         newest = max(sync.last_stamps)
-        state = joints.nearest(newest)
+        cycle = None if selected is None else selected.get(newest)
+        if cycle is None:
+            state = joints.nearest(newest)
+        else:  # the node's joint sample, which a starved node may have taken from after the frames
+            state = node_joints.get(cycle.joint_stamp_ns)
         if state is None:
             dropped['joint_state_unmatched'] += 1
             continue
@@ -144,9 +212,12 @@ def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, token
         if any(bad is not None and not bad.used for bad in written):
             dropped['bad_frame'] += 1
             continue
+        formed.append(newest)
+        if selected is not None and cycle is None:
+            continue
         np.copyto(staging.state, state)
         if not params.fixed_noise:
-            rng.standard_normal(dtype=np.float32, out=staging.noise)
+            noise.draw_into(len(chunks) if cycle is None else cycle.noise_draw, staging.noise)
         t0 = time.perf_counter()
         actions = runner.infer()
         infer_ms.append((time.perf_counter() - t0) * 1e3)
@@ -158,7 +229,8 @@ def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, token
         raise Pi0Error(f'{bag}: no synchronized set reached inference ({dropped}); check the camera topics '
                        f'{sorted(cams)}, {joint_topic} and {instruction_topic} against the bag')
     return OfflineResult(chunks=np.stack(chunks), set_stamps_ns=np.array(stamps, np.int64),
-                         inference_ms=np.array(infer_ms), dropped=dropped)
+                         inference_ms=np.array(infer_ms), dropped=dropped,
+                         formed_stamps_ns=np.array(formed, np.int64))
 
 
 def cmd_replay_offline(args: Any) -> int:

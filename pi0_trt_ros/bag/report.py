@@ -37,7 +37,7 @@ from pi0_trt_ros.bag.bag_io import bag_summary, read_bag
 from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.deadline import STATUS_FIELDS
 
-# Layout of the status message data: [cycle_index, compute_ms, obs_age_ms, deadline_missed, inference_ms].
+# Layout of the status message data: STATUS_FIELDS (cycle_index, compute_ms, ..., set_stamp_sec, ...).
 STATUS_TYPE = 'std_msgs/msg/Float64MultiArray'
 DIAGNOSTICS_TOPIC = '/diagnostics'
 DIAGNOSTICS_TYPE = 'diagnostic_msgs/msg/DiagnosticArray'

@@ -21,13 +21,13 @@ config and the build time, and records the plan in ``ENGINE_DIR/pi0_export.json`
 
     {"plan": "policy_fp16.tensorrt.plan", "tensorrt_version": "10.13.0.35",
      "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "targets": ["9.0"],
-     "onnx_sha256": "...", "build_seconds": 512.3, ...}
+     "onnx_sha256": "...", "plan_sha256": "...", "build_seconds": 512.3, ...}
 
 TensorRT plans run only on the GPU model and TensorRT version that built them. TensorRT-RTX
 builds ahead of time without a GPU (``"gpu": "none (CPU build)"``); its plans run on the
 compute capabilities in ``targets`` with the same TensorRT-RTX version. ``load_engine``
-refuses a plan whose recorded version, GPU or ONNX hash differs from what is here now, with the
-command that rebuilds it.
+refuses a plan whose bytes, recorded version, GPU or ONNX hash differ from what is here now, with
+the command that rebuilds it.
 
 Runtimes: ``tensorrt`` (module ``tensorrt``) and ``tensorrt_rtx`` (module
 ``tensorrt_rtx_bindings``); both are imported lazily.
@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import importlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -48,9 +48,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from pi0_trt_ros.cuda import cudart, current_gpu, GpuIdentity
 from pi0_trt_ros.errors import BackendUnavailableError, EngineError, ExportError
-from pi0_trt_ros.runners.base import EXPORT_METADATA, PolicyIO, read_export_metadata
-from pi0_trt_ros.runners.cuda import cudart, current_gpu, GpuIdentity
+from pi0_trt_ros.manifest import (EngineRecord, EXPORT_METADATA, ExportManifest, policy_io, PolicyIO,
+                                  read_manifest, write_manifest)
 
 LOG = logging.getLogger(__name__)
 
@@ -65,7 +66,6 @@ CPU_BUILD = 'none (CPU build)'
 # What a TensorRT-RTX plan built without explicit targets runs on (TensorRT-RTX docs, "CPU-only AOT").
 RTX_DEFAULT_TARGETS = ('8.0', '8.6', '8.9', '12.0', '12.1')
 TIMING_CACHE = 'timing.cache'
-FORMAT_VERSION = 1
 GIB = 1 << 30
 
 # (mode, shape, dtype) of one I/O tensor: mode 'input' or 'output'; dtype a numpy dtype, or the
@@ -270,22 +270,16 @@ def save_timing_cache(config: Any, path: Path) -> None:
         _write_atomic(path, bytes(cache.serialize()))
 
 
-def record_engine(engine_dir: Path, runtime: str, record: dict[str, Any]) -> None:
+def record_engine(engine_dir: Path, runtime: str, record: EngineRecord) -> None:
     """Store ``record`` as ``engines[runtime]`` in ``pi0_export.json`` (read-modify-write, atomic)."""
-    meta = read_export_metadata(engine_dir)
-    meta.setdefault('engines', {})[runtime] = record
-    _write_atomic(Path(engine_dir) / EXPORT_METADATA, json.dumps(meta, indent=1).encode())
+    meta = read_manifest(engine_dir)
+    meta['engines'][runtime] = record
+    write_manifest(engine_dir, meta)
 
 
-def _export_meta(engine_dir: Path) -> tuple[dict[str, Any], PolicyIO]:
-    meta = read_export_metadata(engine_dir)
-    if meta.get('format_version') != FORMAT_VERSION:
-        raise ExportError(f'{engine_dir / EXPORT_METADATA}: format_version {meta.get("format_version")!r}, '
-                          f'this package reads {FORMAT_VERSION}: re-export with `pi0-trt export`')
-    for key in ('io', 'precision', 'graph', 'onnx_sha256'):
-        if key not in meta:
-            raise ExportError(f'{engine_dir / EXPORT_METADATA} has no {key!r}: re-export with `pi0-trt export`')
-    return meta, PolicyIO.from_json(meta['io'])
+def _export_meta(engine_dir: Path) -> tuple[ExportManifest, PolicyIO]:
+    meta = read_manifest(engine_dir)
+    return meta, policy_io(meta)
 
 
 # -- build -------------------------------------------------------------------------------------
@@ -342,6 +336,7 @@ def build_engines(engine_dir: str | Path, runtime: str = 'tensorrt', workspace_g
         'compute_capability': gpu.cc if gpu else None,
         'targets': _recorded_targets(runtime, gpu, targets),
         'onnx_sha256': meta['onnx_sha256'],
+        'plan_sha256': hashlib.sha256(plan).hexdigest(),
         'precision': meta['precision'],
         'workspace_gib': workspace_gib,
         'plan_bytes': len(plan),
@@ -407,27 +402,35 @@ class LoadedEngine:
     engine: Any  # trt.ICudaEngine
     io: PolicyIO
     plan_path: Path
-    record: dict[str, Any]
+    record: EngineRecord
     gpu: GpuIdentity
 
 
 def load_engine(engine_dir: str | Path, runtime: str = 'tensorrt') -> LoadedEngine:
     """Deserialize ``engines[runtime]`` of ``engine_dir`` on the current CUDA device, checked.
 
-    Checks, in order: the plan is recorded and present; TensorRT version, ONNX hash and GPU match
+    Checks, in order: the plan is recorded, present and has the recorded sha256 (a corrupted plan
+    never reaches the deserializer); TensorRT version, ONNX hash and GPU match
     (``check_engine_record``); TensorRT-RTX's own validity check; the engine's I/O tensors match
     the export's ``PolicyIO``. Each failure says what to do.
     """
     engine_dir = Path(engine_dir)
     meta, io = _export_meta(engine_dir)
     hint = rebuild_hint(engine_dir, runtime)
-    record = meta.get('engines', {}).get(runtime)
+    record = meta['engines'].get(runtime)
     if record is None:
         raise EngineError(f'{engine_dir} has no {runtime} engine yet: build it with '
                           f'`pi0-trt build {engine_dir} --runtime {runtime}`')
+    if not isinstance(record, dict) or not isinstance(record.get('plan'), str):
+        raise EngineError(f'engines[{runtime!r}] in {engine_dir / EXPORT_METADATA} names no plan file: {hint}')
     plan_path = engine_dir / record['plan']
     if not plan_path.is_file():
         raise EngineError(f'{plan_path} is recorded in {EXPORT_METADATA} but missing: {hint}')
+    plan = plan_path.read_bytes()
+    recorded = record.get('plan_sha256')
+    if recorded is not None and hashlib.sha256(plan).hexdigest() != recorded:
+        raise EngineError(f'{plan_path.name} does not have the sha256 recorded when it was built '
+                          f'({str(recorded)[:12]}...): the plan is corrupted or was replaced: {hint}')
     trt = import_tensorrt(runtime)
     cudart()  # the runner's buffers need cuda-python; fail here with the install hint
     gpu = current_gpu()
@@ -436,7 +439,6 @@ def load_engine(engine_dir: str | Path, runtime: str = 'tensorrt') -> LoadedEngi
 
     logger = trt_logger(trt)
     trt_runtime = trt.Runtime(logger)
-    plan = plan_path.read_bytes()
     if hasattr(trt_runtime, 'get_engine_validity'):  # TensorRT-RTX: checks the plan header against this system
         validity, diagnostics = trt_runtime.get_engine_validity(plan)
         if validity == trt.EngineValidity.INVALID:
@@ -446,9 +448,10 @@ def load_engine(engine_dir: str | Path, runtime: str = 'tensorrt') -> LoadedEngi
     start = len(logger.errors)
     engine = trt_runtime.deserialize_cuda_engine(plan)
     if engine is None:
-        raise EngineError(f'could not deserialize {plan_path.name}:{_errors_since(logger, start)}\n{hint}')
+        errors = '; '.join(logger.errors[start:]) or 'TensorRT logged no error'
+        raise EngineError(f'could not deserialize {plan_path.name} ({errors}): {hint}')
     check_tensors(io, engine_tensors(trt, engine), f'engine {plan_path.name}')
     LOG.info('loaded %s (%s %s, %.1f MB) on %s (sm %s)', plan_path.name, runtime, trt.__version__,
              len(plan) / 1e6, gpu.name, gpu.cc)
     return LoadedEngine(trt=trt, runtime=trt_runtime, engine=engine, io=io, plan_path=plan_path,
-                        record=dict(record), gpu=gpu)
+                        record=record, gpu=gpu)

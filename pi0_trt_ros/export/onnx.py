@@ -26,7 +26,6 @@ activations overflow pure FP16), so the graph is strongly typed as TensorRT-RTX 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 import tempfile
@@ -36,12 +35,11 @@ import warnings
 
 import numpy as np
 
-from pi0_trt_ros.checkpoint import file_sha256, load_checkpoint
+from pi0_trt_ros.checkpoint import load_checkpoint
 from pi0_trt_ros.errors import ExportError
-from pi0_trt_ros.runners.base import EXPORT_METADATA, PolicyIO
+from pi0_trt_ros.manifest import ExportManifest, file_sha256, FORMAT_VERSION, PolicyIO, write_manifest
 
 LOG = logging.getLogger(__name__)
-FORMAT_VERSION = 1
 OPSET = 18
 PROTOBUF_LIMIT = 2 ** 31 - 1  # bytes; larger graphs keep weights in external data
 
@@ -105,7 +103,7 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path, arch: str | Path 
     data = path.with_name(path.name + '.data')
     graph_files = [path] + ([data] if data.exists() else [])
     t_export = time.monotonic() - t0 - t_load
-    meta = {
+    meta: ExportManifest = {
         'format_version': FORMAT_VERSION,
         'io': ckpt.io.to_json(),
         'precision': precision,
@@ -122,6 +120,6 @@ def export_policy(checkpoint: str | Path, out_dir: str | Path, arch: str | Path 
         'export_seconds': round(t_export, 2),
         'engines': {},
     }
-    (out / EXPORT_METADATA).write_text(json.dumps(meta, indent=1))
+    write_manifest(out, meta)
     LOG.info('exported in %.1f s (load %.1f s): %s', t_export, t_load, ', '.join(p.name for p in graph_files))
     return out

@@ -106,6 +106,7 @@ class SetSlot:
         self.images: tuple[Any, ...] = ()  # camera messages, in configured camera order
         self.state = np.zeros(dof, np.float32)  # [dof] joint positions matched to the set
         self.newest_stamp_ns = 0  # newest header stamp among the set (ROS time, ns)
+        self.joint_stamp_ns = 0  # header stamp of the joint sample matched to it (ROS time, ns)
         self.t_recv = 0  # monotonic ns: the last message's callback started
         self.t_sync = 0  # monotonic ns: handed over (the deadline clock starts here)
         self.callbacks_ns = 0  # summed callback time since the previous set
@@ -123,7 +124,7 @@ class Mailbox:
         self.last_set_ns = 0  # monotonic ns of the last set handed over (0: none yet)
         self.superseded = 0  # sets replaced before the control thread took them
 
-    def put(self, images: Sequence[Any], state: np.ndarray, newest_stamp_ns: int, t_recv: int,
+    def put(self, images: Sequence[Any], state: np.ndarray, newest_stamp_ns: int, joint_stamp_ns: int, t_recv: int,
             callbacks_ns: int) -> None:
         """Hand over a set (executor thread); the deadline clock starts now."""
         with self._cv:
@@ -133,6 +134,7 @@ class Mailbox:
             slot.images = tuple(images)
             np.copyto(slot.state, state)
             slot.newest_stamp_ns = newest_stamp_ns
+            slot.joint_stamp_ns = joint_stamp_ns
             slot.t_recv = t_recv
             self._ready = True
             slot.t_sync = self.last_set_ns = self._clock.now_ns()
@@ -223,7 +225,7 @@ class LoopParts:
     monitor: DeadlineMonitor
     faults: FaultCounters
     stages: StageRing
-    publish_status: Callable[[bool, int, int, int], object]  # (missed, compute_ns, obs_age_ns, inference_ns)
+    publish_status: Callable[[bool, int, int, int, SetSlot], object]  # (missed, compute, obs age, inference ns; set)
     ros_now_ns: Callable[[], int]  # node clock (ROS time), for observation age and trajectory stamps
     info: Callable[[str], object]  # throttled by the caller where input-driven
     warn: Callable[[str], object]
@@ -349,7 +351,7 @@ class ControlLoop:
         compute_ns, inference_ns = t_published - slot.t_sync, t_inferred - t_staged
         obs_age_ns = parts.ros_now_ns() - slot.newest_stamp_ns
         missed = parts.monitor.record(compute_ns, obs_age_ns, inference_ns)
-        parts.publish_status(missed, compute_ns, obs_age_ns, inference_ns)
+        parts.publish_status(missed, compute_ns, obs_age_ns, inference_ns, slot)
         parts.stages.record(slot.callbacks_ns, slot.t_recv, slot.t_sync, t_start, t_staged, t_inferred, t_published,
                             clock.now_ns())
         self.cycles += 1

@@ -74,7 +74,7 @@ from trajectory_msgs.msg import JointTrajectory
 from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.actions import ActionSanitizer, CommandWriter, Float64ArrayMessage
 from pi0_trt_ros.node.control_loop import (ControlLoop, HoldTarget, LoopConfig, LoopParts, Mailbox, MonotonicClock,
-                                           StageRing, STAGES)
+                                           SetSlot, StageRing, STAGES)
 from pi0_trt_ros.node.deadline import BadInput, DeadlineMonitor, FaultCounters, Level, STATUS_FIELDS
 from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.instruction import InstructionBox
@@ -191,7 +191,7 @@ class ControlNode(Node):
         clock = MonotonicClock(self._stop)
         self.mailbox = Mailbox(dof, clock)
         self._status = Float64ArrayMessage(len(STATUS_FIELDS), label=','.join(STATUS_FIELDS))
-        self._status_values = np.zeros(len(STATUS_FIELDS), np.float64)  # [cycle, compute, age, missed, infer]
+        self._status_values = np.zeros(len(STATUS_FIELDS), np.float64)  # STATUS_FIELDS order
         self.diagnostics_cpu_ns = 0  # CPU time spent in the diagnostics timer so far (benchmarks)
         throttle = p.log_throttle_sec
         self._hardware_id = p.hardware_id or f'{p.backend}:{p.engine_dir or p.checkpoint}'
@@ -362,7 +362,7 @@ class ControlNode(Node):
             self.get_logger().info('observations arrive; waiting for an instruction on '
                                    f'{self.resolve_topic_name(self.p.instruction_topic)}', throttle_duration_sec=10.0)
         else:
-            self.mailbox.put(images, self._joint_rows[entry[1]], newest, t_recv, self._cb_ns)
+            self.mailbox.put(images, self._joint_rows[entry[1]], newest, entry[0], t_recv, self._cb_ns)
             self._cb_ns = 0
             return
         self._cb_ns += time.monotonic_ns() - t_recv
@@ -384,10 +384,14 @@ class ControlNode(Node):
         """Inferences that reached the publish decision."""
         return self.loop.cycles
 
-    def _publish_status(self, missed: bool, compute_ns: int, obs_age_ns: int, inference_ns: int) -> None:
+    def _publish_status(self, missed: bool, compute_ns: int, obs_age_ns: int, inference_ns: int,
+                        slot: SetSlot) -> None:
         values = self._status_values  # in STATUS_FIELDS order
         values[0], values[1], values[2] = self.cycles, compute_ns * 1e-6, obs_age_ns * 1e-6
         values[3], values[4] = float(missed), inference_ns * 1e-6
+        values[5], values[6] = divmod(slot.newest_stamp_ns, 1_000_000_000)
+        values[7] = (slot.joint_stamp_ns - slot.newest_stamp_ns) * 1e-6
+        values[8] = self.mailbox.superseded
         self.status_pub.publish(self._status.fill(values))
 
     def _collect_garbage(self, cycles: int) -> None:

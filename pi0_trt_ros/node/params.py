@@ -39,6 +39,7 @@ from rclpy.node import Node
 import yaml
 
 from pi0_trt_ros.errors import Pi0Error
+from pi0_trt_ros.runners.registry import BACKENDS, describe_backend_options, describe_backends
 
 INFERENCE_MODES = ('chunk', 'every_set')
 MISS_POLICIES = ('publish', 'drop', 'hold')
@@ -53,8 +54,9 @@ _SPECS: dict[str, tuple[Any, str]] = {
     'checkpoint': ('', 'LeRobot pi0 checkpoint directory (torch backend; other backends read the export)'),
     'engine_dir': ('', 'export directory from `pi0-trt export` (ONNX graphs, pi0_export.json, TensorRT plans)'),
     'tokenizer': ('', 'PaliGemma tokenizer: tokenizer.json, tokenizer.model, a directory or HF cache entry'),
-    'backend': ('tensorrt', 'inference backend: tensorrt, tensorrt_rtx, onnxruntime or torch'),
-    'backend_options': ('{}', 'JSON object of extra keyword options for the backend (e.g. {"device": "cuda"})'),
+    'backend': ('tensorrt', f'inference backend: {describe_backends()}'),
+    'backend_options': ('{}', 'JSON object of options for the backend, e.g. {"device": "cuda"}; each takes '
+                        f'only its own ({describe_backend_options()})'),
     'warmup_iterations': (3, 'policy calls at start-up before the first cycle, timed and logged apart'),
     # inputs
     'cameras': (['base', 'left_wrist', 'right_wrist'], 'camera names; each has camera.<name>.{topic,type,key}'),
@@ -286,7 +288,8 @@ def _build(raw: dict[str, Any], problems: list[str]) -> ControlParams | None:
          'or checkpoint:=<LeRobot pi0 checkpoint dir>')
     need(bool(raw['tokenizer']), 'tokenizer is empty: pass tokenizer:=<path to PaliGemma tokenizer.json or '
          'tokenizer.model>')
-    need(bool(raw['backend']), 'backend is empty: use tensorrt, tensorrt_rtx, onnxruntime or torch')
+    backend = BACKENDS.get(raw['backend'])
+    need(backend is not None, f'backend must be one of {", ".join(BACKENDS)}, got {raw["backend"]!r}')
     options: dict[str, Any] = {}
     try:
         options = json.loads(raw['backend_options'] or '{}')
@@ -295,6 +298,11 @@ def _build(raw: dict[str, Any], problems: list[str]) -> ControlParams | None:
         problems.append(f'backend_options is not valid JSON ({err}): e.g. \'{{"device": "cuda"}}\'')
     if not isinstance(options, dict):
         options = {}
+    elif backend is not None:
+        try:
+            options = backend.check_options(options)
+        except Pi0Error as err:
+            problems.append(str(err))
 
     cams: tuple[CameraConfig, ...] = raw['cameras']
     need(len(cams) > 0, 'cameras is empty: list the camera names, e.g. [base, left_wrist, right_wrist]')

@@ -14,19 +14,23 @@
 
 """Inference backends behind one interface: staged observation in, action chunk out.
 
-`make_runner` imports each backend lazily, so the ROS node with the TensorRT backend never
-imports torch, and a missing backend fails with a message naming what to install.
+`make_runner` creates the runner of a backend named in ``registry.BACKENDS``: options are checked
+there first, then only that backend's module is imported, so the ROS node with the TensorRT
+backend never imports torch, and a missing backend fails with a message naming what to install.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from pi0_trt_ros.errors import RunnerError
-from pi0_trt_ros.runners.base import Runner
+from pi0_trt_ros.runners.registry import BACKENDS, get_backend
 
-BACKENDS = ('onnxruntime', 'tensorrt', 'tensorrt_rtx', 'torch')
+if TYPE_CHECKING:
+    from pi0_trt_ros.runners.base import Runner
+
+__all__ = ['BACKENDS', 'make_runner']
 
 
 def make_runner(backend: str, *, engine_dir: str | Path | None = None, checkpoint: str | Path | None = None,
@@ -34,22 +38,14 @@ def make_runner(backend: str, *, engine_dir: str | Path | None = None, checkpoin
     """Create (not activate) a runner.
 
     onnxruntime / tensorrt / tensorrt_rtx read an export directory (``engine_dir``, from
-    `pi0-trt export`); torch reads a checkpoint directory. ``options`` go to the backend
-    (onnxruntime: device, threads; tensorrt: use_cuda_graph; torch: device, dtype, mode).
+    `pi0-trt export`); torch reads a checkpoint directory. ``options`` go to the backend, checked
+    against ``registry.BACKENDS[backend].options`` (unknown names and wrong types raise RunnerError).
     """
-    if backend in ('onnxruntime', 'tensorrt', 'tensorrt_rtx') and engine_dir is None:
-        raise RunnerError(f'the {backend} backend needs an export directory (--engine-dir): '
-                          f'create one with `pi0-trt export --checkpoint DIR --out ENGINE_DIR`')
-    if backend == 'onnxruntime':
-        from pi0_trt_ros.runners.onnxruntime import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(engine_dir, **options)
-    if backend in ('tensorrt', 'tensorrt_rtx'):
-        from pi0_trt_ros.runners.tensorrt import TensorRTRunner
-
-        return TensorRTRunner(engine_dir, runtime=backend, **options)
-    if backend == 'torch':
-        from pi0_trt_ros.runners.torch import TorchRunner
-
-        return TorchRunner(checkpoint, arch, **options)
-    raise RunnerError(f'unknown backend {backend!r}; choose one of {", ".join(BACKENDS)}')
+    spec = get_backend(backend)
+    options = spec.check_options(options)
+    if spec.reads == 'export':
+        if engine_dir is None:
+            raise RunnerError(f'the {backend} backend needs an export directory (--engine-dir): '
+                              f'create one with `pi0-trt export --checkpoint DIR --out ENGINE_DIR`')
+        return spec.runner_class()(engine_dir, **spec.fixed, **options)
+    return spec.runner_class()(checkpoint, arch, **spec.fixed, **options)

@@ -37,61 +37,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import json
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from pi0_trt_ros.errors import RunnerError
-
-
-@dataclasses.dataclass(frozen=True)
-class PolicyIO:
-    """Shapes of one batch-1 policy call; everything a runner or the node needs to size buffers."""
-
-    camera_keys: tuple[str, ...]  # checkpoint camera keys, in graph input order
-    camera_hw: tuple[tuple[int, int], ...]  # raw frame (height, width) per camera, pixels
-    state_dim: int
-    action_dim: int
-    chunk_size: int  # actions per chunk (T)
-    max_action_dim: int  # padded action width of the model (noise width)
-    token_len: int  # tokenizer_max_length (L)
-    n_action_steps: int  # actions executed from each chunk before the next inference
-
-    def __post_init__(self) -> None:
-        if len(self.camera_keys) != len(self.camera_hw):
-            raise ValueError('camera_keys and camera_hw differ in length')
-        if not 0 < self.n_action_steps <= self.chunk_size:
-            raise ValueError(f'n_action_steps={self.n_action_steps} must be in 1..chunk_size={self.chunk_size}')
-
-    @property
-    def num_cameras(self) -> int:
-        return len(self.camera_keys)
-
-    def input_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """Graph input name -> (shape, dtype), in graph order."""
-        specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-        for i, (h, w) in enumerate(self.camera_hw):
-            specs[f'image_{i}'] = ((1, h, w, 3), np.dtype(np.uint8))
-        specs['state'] = ((1, self.state_dim), np.dtype(np.float32))
-        specs['tokens'] = ((1, self.token_len), np.dtype(np.int64))
-        specs['token_mask'] = ((1, self.token_len), np.dtype(np.bool_))
-        specs['noise'] = ((1, self.chunk_size, self.max_action_dim), np.dtype(np.float32))
-        return specs
-
-    def output_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        return {'actions': ((1, self.chunk_size, self.action_dim), np.dtype(np.float32))}
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> 'PolicyIO':
-        d = dict(d)
-        d['camera_keys'] = tuple(d['camera_keys'])
-        d['camera_hw'] = tuple(tuple(hw) for hw in d['camera_hw'])
-        return cls(**d)
+from pi0_trt_ros.manifest import PolicyIO
 
 
 @dataclasses.dataclass
@@ -233,16 +184,3 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def _infer_impl(self) -> np.ndarray:
         """One policy call on ``self.staging``; returns a view of the reused output buffer."""
-
-
-EXPORT_METADATA = 'pi0_export.json'
-
-
-def read_export_metadata(engine_dir: Path) -> dict[str, Any]:
-    """Load ``ENGINE_DIR/pi0_export.json`` written by ``pi0-trt export``."""
-    from pi0_trt_ros.errors import ExportError
-
-    path = Path(engine_dir) / EXPORT_METADATA
-    if not path.is_file():
-        raise ExportError(f'{path} not found: run `pi0-trt export --checkpoint DIR --out {engine_dir}` first')
-    return json.loads(path.read_text())

@@ -15,7 +15,8 @@
 """ONNX Runtime backend: CPU (the embedded default) or the CUDA execution provider when present.
 
 Inputs and the output are bound once (`IOBinding` over the preallocated staging arrays), so
-a cycle is one `run_with_iobinding` call with no allocation of I/O tensors.
+a cycle is one `run_with_iobinding` call with no allocation of I/O tensors. Activation first
+checks the graph against the export's recorded sha256, so a corrupted file is refused with advice.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ import time
 
 import numpy as np
 
-from pi0_trt_ros.errors import BackendUnavailableError, RunnerError
-from pi0_trt_ros.runners.base import PolicyIO, read_export_metadata, Runner, Staging
+from pi0_trt_ros.errors import BackendUnavailableError, ExportError, RunnerError
+from pi0_trt_ros.manifest import policy_io, read_manifest, REEXPORT, verify_graph
+from pi0_trt_ros.runners.base import Runner, Staging
+from pi0_trt_ros.runners.registry import ONNXRUNTIME_DEVICES
 
 LOG = logging.getLogger(__name__)
 
@@ -39,10 +42,10 @@ class OnnxRuntimeRunner(Runner):
 
     def __init__(self, engine_dir: str | Path, device: str = 'cpu', threads: int = 0, warmup: int = 1) -> None:
         self.engine_dir = Path(engine_dir)
-        self.meta = read_export_metadata(self.engine_dir)
-        super().__init__(PolicyIO.from_json(self.meta['io']))
-        if device not in ('cpu', 'cuda'):
-            raise RunnerError(f'onnxruntime device must be cpu or cuda, got {device!r}')
+        self.meta = read_manifest(self.engine_dir)
+        super().__init__(policy_io(self.meta))
+        if device not in ONNXRUNTIME_DEVICES:
+            raise RunnerError(f'onnxruntime device must be one of {", ".join(ONNXRUNTIME_DEVICES)}, got {device!r}')
         self.device = device
         self.threads = threads
         self.warmup = warmup
@@ -65,8 +68,13 @@ class OnnxRuntimeRunner(Runner):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        graph = self.engine_dir / self.meta['graph']
-        self._session = ort.InferenceSession(str(graph), sess_options=opts, providers=providers)
+        graph = verify_graph(self.engine_dir, self.meta)
+        try:
+            self._session = ort.InferenceSession(str(graph), sess_options=opts, providers=providers)
+        except Exception as exc:  # onnxruntime's own types (InvalidProtobuf, InvalidGraph, Fail, ...)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else 'no message'
+            raise ExportError(f'ONNX Runtime could not load {graph} ({type(exc).__name__}: {reason}): '
+                              f'{REEXPORT.format(engine_dir=self.engine_dir)}') from None
         self._check_graph_io()
         staging = Staging.allocate(self.io)
         (out_shape, out_dtype), = self.io.output_specs().values()

@@ -34,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from pi0_trt_ros import cuda
 from pi0_trt_ros.errors import EngineError, Pi0Error, RunnerError
 from pi0_trt_ros.export.engine import load_engine, LoadedEngine, RUNTIMES, trt_logger
-from pi0_trt_ros.runners import cuda
-from pi0_trt_ros.runners.base import PolicyIO, read_export_metadata, Runner, Staging
+from pi0_trt_ros.manifest import policy_io, read_manifest
+from pi0_trt_ros.runners.base import Runner, Staging
 
 LOG = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ class TensorRTRunner(Runner):
         if runtime not in RUNTIMES:
             raise RunnerError(f'TensorRT runner: runtime must be one of {", ".join(RUNTIMES)}, got {runtime!r}')
         self.engine_dir = Path(engine_dir)
-        self.meta = read_export_metadata(self.engine_dir)
-        super().__init__(PolicyIO.from_json(self.meta['io']))
+        self.meta = read_manifest(self.engine_dir)
+        super().__init__(policy_io(self.meta))
         self.name = runtime
         self.runtime = runtime
         self.use_cuda_graph = use_cuda_graph

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from pi0_trt_ros.errors import BackendUnavailableError, RunnerError
-from pi0_trt_ros.runners.base import PolicyIO, Runner, Staging
+from pi0_trt_ros.manifest import PolicyIO
+from pi0_trt_ros.runners.base import Runner, Staging
+from pi0_trt_ros.runners.registry import TORCH_DTYPES, TORCH_MODES
 
 LOG = logging.getLogger(__name__)
-DTYPES = ('fp32', 'fp16', 'bf16')
-MODES = ('eager', 'cuda_graph')
 
 
 def _torch() -> Any:
@@ -54,8 +54,8 @@ class TorchRunner(Runner):
                  policy: Any = None, io: PolicyIO | None = None, device: str = 'cuda', dtype: str = 'fp16',
                  mode: str = 'cuda_graph', warmup: int = 3, compiled: bool = False, fast: bool = False,
                  expert_gemm: str = 'cublas') -> None:
-        if dtype not in DTYPES or mode not in MODES:
-            raise RunnerError(f'torch runner: dtype must be one of {DTYPES}, mode one of {MODES}')
+        if dtype not in TORCH_DTYPES or mode not in TORCH_MODES:
+            raise RunnerError(f'torch runner: dtype must be one of {TORCH_DTYPES}, mode one of {TORCH_MODES}')
         if fast and compiled:
             raise RunnerError('torch runner: choose the fast path (Triton kernels) or torch.compile, not both')
         if device == 'cpu' and mode == 'cuda_graph':
@@ -157,7 +157,7 @@ class TorchRunner(Runner):
         torch = _torch()
         if not pinned:
             return torch.from_numpy(np.zeros(shape, dtype))
-        from pi0_trt_ros.runners.cuda import PinnedBuffer
+        from pi0_trt_ros.cuda import PinnedBuffer
 
         buf = PinnedBuffer(shape, dtype)
         self._pinned.append(buf)

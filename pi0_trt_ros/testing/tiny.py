@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from pi0_trt_ros.checkpoint import NormStats, save_checkpoint
+from pi0_trt_ros.manifest import PolicyIO
 from pi0_trt_ros.model.config import Pi0Config
-from pi0_trt_ros.runners.base import PolicyIO
 
 CAMERA_KEYS = ('observation.images.base_0_rgb', 'observation.images.left_wrist_0_rgb',
                'observation.images.right_wrist_0_rgb')
