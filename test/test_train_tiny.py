@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip('torch')
 
 from pi0_trt_ros.checkpoint import load_checkpoint  # noqa: E402
-from pi0_trt_ros.train_tiny import DEMO_CONFIG, DEMO_POLICY_DIR, TrainSettings, train  # noqa: E402
+from pi0_trt_ros.train_tiny import DEMO_CONFIG, DEMO_POLICY_DIR, train, TrainSettings  # noqa: E402
 
 
 def _short(out_dir, seed=0):
