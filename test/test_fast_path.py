@@ -60,7 +60,7 @@ def test_fp32_fast_path_matches_lerobot_and_leaves_the_plain_model_intact():
 
 
 def tiny_policy() -> Pi0Policy:
-    """A tiny random Pi0 with 3 Euler steps (the interpreter's time goes by the number of kernel launches)."""
+    """Build a tiny random Pi0 with 3 Euler steps (the interpreter's time goes by the number of kernel launches)."""
     model = Pi0Model(Pi0Config.tiny(num_inference_steps=3))
     randomize_(model, seed=3)
     g = torch.Generator().manual_seed(3)
