@@ -189,6 +189,12 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_tiny(args: argparse.Namespace) -> int:
+    from pi0_trt_ros.train_tiny import main as train_main
+
+    return train_main(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pi0_trt_ros.demo import main as demo_main
 
@@ -297,12 +303,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3')
     p.set_defaults(func=cmd_record)
 
-    p = sub.add_parser('demo', help='tiny random Pi0 + synthetic bag replayed into the real node, with a report')
+    p = sub.add_parser('train-tiny', help="train the demo's tiny Pi0 on the synthetic robot (CPU, flow matching)")
+    from pi0_trt_ros.train_tiny import add_arguments as add_train_arguments
+
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train_tiny)
+
+    p = sub.add_parser('demo', help='trained tiny Pi0 + synthetic bag replayed into the real node, with a report')
     p.add_argument('--out', type=Path, default=Path('demo_output'))
     p.add_argument('--duration', type=float, default=6.0, help='bag length, seconds')
     p.add_argument('--rate', type=float, default=1.0)
     p.add_argument('--raw', action='store_true', help='raw Image cameras instead of jpeg')
-    p.add_argument('--checkpoint', type=Path, help='a real LeRobot pi0 checkpoint instead of the tiny random one')
+    p.add_argument('--checkpoint', type=Path, help='a real LeRobot pi0 checkpoint instead of the trained tiny one')
     p.add_argument('--tokenizer', type=Path, help='its PaliGemma tokenizer (tokenizer.json / tokenizer.model)')
     p.add_argument('--backend', choices=EXPORT_BACKENDS, default='onnxruntime',
                    help='tensorrt / tensorrt_rtx also build the engine (on a GPU machine)')

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: set up the environment, then run `pi0-trt demo` (tiny random Pi0 exported to ONNX,
+# The main job: set up the environment, then run `pi0-trt demo` (the trained tiny Pi0 exported to ONNX,
 # served by the real control node under `ros2 launch`, fed a synthetic 3-camera bag over DDS on
 # loopback, ending with a report). Extra arguments go to `pi0-trt demo` (e.g. --duration 10).
 set -euo pipefail

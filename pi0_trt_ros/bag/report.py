@@ -207,6 +207,32 @@ def _plot_latency(cycles: dict[str, Any], summary: dict[str, Any], out_dir: Path
     return [hist, timeline]
 
 
+def _joint_columns(c_names: list[str], j_names: list[str], dof: int) -> list[int]:
+    """Joint-state column of each command column: by name when the commands name their joints, else in order."""
+    return [j_names.index(c_names[k]) if k < len(c_names) and c_names[k] in j_names else k for k in range(dof)]
+
+
+def command_error(command: tuple[np.ndarray, np.ndarray, list[str]], joints: tuple[np.ndarray, np.ndarray, list[str]],
+                  t0_cmd: int, t0_joint: int) -> dict[str, float] | None:
+    """Mean abs difference (robot units) between each command and the joint states when it was recorded.
+
+    Joint positions are interpolated at the commands' times (both series on the report's time
+    axis); commands outside the joint record are left out. None when nothing overlaps.
+    """
+    c_t, c_v, c_names = command
+    j_t, j_v, j_names = joints
+    cols = _joint_columns(c_names, j_names, c_v.shape[1])
+    if not j_t.size or max(cols) >= j_v.shape[1]:
+        return None
+    tc, tj = (c_t - t0_cmd) / 1e9, (j_t - t0_joint) / 1e9
+    inside = (tc >= tj[0]) & (tc <= tj[-1])
+    if not inside.any():
+        return None
+    actual = np.stack([np.interp(tc[inside], tj, j_v[:, col]) for col in cols], axis=1)
+    return {'mean_abs': float(np.abs(c_v[inside] - actual).mean()), 'commands': int(inside.sum()),
+            'joint_spread': float(np.ptp(j_v[:, cols], axis=0).mean())}
+
+
 def _plot_actions(command: tuple[np.ndarray, np.ndarray, list[str]], joints: tuple[np.ndarray, np.ndarray, list[str]],
                   t0_cmd: int, t0_joint: int, title: str, out_dir: Path) -> Path:
     from matplotlib.figure import Figure
@@ -236,7 +262,8 @@ def _format(summary: dict[str, Any]) -> str:
     def row(name: str, s: dict[str, float]) -> str:
         return f'{name:<14} p50 {s["p50"]:8.3f}  p99 {s["p99"]:8.3f}  max {s["max"]:8.3f}  mean {s["mean"]:8.3f}'
 
-    lines = [
+    lines = [f'{key:<15} {value}' for key, value in summary.get('about', {}).items()]
+    lines += [
         f'source          {summary["source"]} ({summary["topic"]})',
         f'cycles          {summary["cycles"]} over {summary["duration_s"]:.3f} s '
         f'({summary["cycle_rate_hz"]:.2f} Hz), {summary["cycles_missing"]} missing from the index sequence',
@@ -250,6 +277,10 @@ def _format(summary: dict[str, Any]) -> str:
     ]
     for topic, count in summary.get('commands', {}).items():
         lines.append(f'commands        {topic}: {count}')
+    if summary.get('command_error'):
+        e = summary['command_error']
+        lines.append(f'commands - joints mean abs {e["mean_abs"]:.4f} over {e["commands"]} commands, against the '
+                     f'joint states when each was recorded (joints move over {e["joint_spread"]:.3f} on average)')
     lines.append(f'files           {", ".join(summary["files"])}')
     return '\n'.join(lines) + '\n'
 
@@ -257,8 +288,10 @@ def _format(summary: dict[str, Any]) -> str:
 def make_report(recorded_bag: str | Path, out_dir: str | Path, budget_ms: float = 20.0,
                 input_bag: str | Path | None = None, *, status_topic: str | None = None,
                 command_topic: str | None = None, joint_topic: str | None = None,
-                input_offset_s: float = 0.0) -> dict[str, Any]:
+                input_offset_s: float = 0.0, about: dict[str, str] | None = None) -> dict[str, Any]:
     """Write plots, ``summary.txt`` and ``summary.json`` for ``recorded_bag`` into ``out_dir``; return the summary.
+
+    ``about``: lines that head the summary (what ran, on what), name -> text.
 
     ``command_topic`` defaults to the one Float64MultiArray topic other than the status topic (else
     the one JointTrajectory topic, first point). Joint states come from ``joint_topic`` (default:
@@ -271,6 +304,8 @@ def make_report(recorded_bag: str | Path, out_dir: str | Path, budget_ms: float 
     if cycles['compute_ms'].size == 0:
         raise Pi0Error(f'{recorded_bag}: no cycle records on {cycles["topic"]}')
     summary = summarize(cycles, budget_ms)
+    if about:
+        summary = {'about': dict(about), **summary}
     files = _plot_latency(cycles, summary, out)
 
     rec_info = bag_summary(recorded_bag)
@@ -301,6 +336,7 @@ def make_report(recorded_bag: str | Path, out_dir: str | Path, budget_ms: float 
         if command[1].shape[0] and command[1].shape[1]:
             title = f'{cmd_topic} against {j_topic} ({joint_source})'
             files.append(_plot_actions(command, joints, rec_info.start_ns, t0_joint, title, out))
+            summary['command_error'] = command_error(command, joints, rec_info.start_ns, t0_joint)
     summary['joint_states'] = {'topic': j_topic, 'source': joint_source} if joints is not None else None
     summary['files'] = [p.name for p in files] + ['summary.txt', 'summary.json']
     (out / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')

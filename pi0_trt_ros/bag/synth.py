@@ -12,19 +12,28 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Write synthetic robot bags: three moving camera views, 100 Hz joint states and one instruction.
+"""Write synthetic robot bags: a 6-joint robot seen by three cameras, 100 Hz joint states, an instruction.
 
-The content is deterministic for a seed and cheap to make (numpy + OpenCV, no per-pixel Python):
-each camera shows a gradient background in its own hue, a block moving on a smooth path, and
-its camera index and frame number drawn in. Joint positions are sinusoids with matching
-velocities. Header stamps are the capture times with gaussian jitter; the bag's log time is the
-stamp plus a transport delay with its own jitter, so ``log_time >= stamp`` and both increase per
-topic. Size guide: one raw 640x480 rgb8 frame is 0.92 MB, so three cameras at 30 Hz write about
-83 MB per second; JPEG (``compressed=True``) or a smaller ``width``/``height`` keep bags small.
+The robot (``SyntheticRobot``): each joint moves on a sinusoid around its own centre
+(``JOINT_CENTRES_RAD``), with amplitude, frequency, phase and offset drawn from the seed. The
+cameras (``SyntheticScene``) show where the robot is going: camera k draws a red block whose
+x / y position is the position joint 2k / 2k+1 will have ``TARGET_LEAD_S`` later (relative to
+the joint's centre, ``TARGET_SPAN_RAD`` to the image edge), a blue distractor block on a path of
+its own, a gradient background in the camera's own hue, and its index and frame number. A
+policy that reads the red blocks and the joint states can predict the joints' next second; one
+that mixes up cameras, colour channels, joint order or normalization cannot (the trained demo
+policy, ``pi0_trt_ros.train_tiny``, learns exactly this from these functions).
+
+The content is deterministic for a seed and cheap to make (numpy + OpenCV, no per-pixel Python).
+Header stamps are the capture times with gaussian jitter; the bag's log time is the stamp plus a
+transport delay with its own jitter, so ``log_time >= stamp`` and both increase per topic. Size
+guide: one raw 640x480 rgb8 frame is 0.92 MB, so three cameras at 30 Hz write about 83 MB per
+second; JPEG (``compressed=True``) or a smaller ``width``/``height`` keep bags small.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Sequence
@@ -52,6 +61,66 @@ _QOS = Qos(QosHistory.KEEP_LAST, 10, QosReliability.RELIABLE, QosDurability.VOLA
            QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)
 
 
+# Joint j moves around JOINT_CENTRES_RAD[j % 6] (distinct per joint, as on a real arm, so that
+# per-joint normalization statistics differ and a mix-up shows).
+JOINT_CENTRES_RAD = (0.0, -0.6, 0.9, -0.3, 0.5, -1.0)
+TARGET_LEAD_S = 0.5  # the red blocks show the joint positions this far ahead (s)
+TARGET_SPAN_RAD = 0.9  # joint centre +- this maps to the image's edges
+TARGET_RGB = (230, 40, 40)  # red: the target block
+DISTRACTOR_RGB = (40, 40, 230)  # blue: same size, moves on its own
+DISTRACTOR_HZ = (0.23, 0.31)  # x, y frequencies of the distractor's path
+
+
+def joint_centres(num_joints: int) -> np.ndarray:
+    """Centre of each joint's motion (rad), float64 [J]."""
+    return np.array([JOINT_CENTRES_RAD[j % len(JOINT_CENTRES_RAD)] for j in range(num_joints)], np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticRobot:
+    """Joint j at time t (s): ``offset[j] + amplitude[j] * sin(2 pi frequency[j] t + phase[j])`` (rad)."""
+
+    amplitude: np.ndarray  # float64 [J], rad
+    frequency: np.ndarray  # float64 [J], Hz
+    phase: np.ndarray  # float64 [J], rad
+    offset: np.ndarray  # float64 [J], rad
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, num_joints: int) -> 'SyntheticRobot':
+        """Draw a robot: amplitude 0.2-0.6 rad, 0.1-0.4 Hz, any phase, offset centre +- 0.25 rad."""
+        centres = joint_centres(num_joints)
+        return cls(amplitude=rng.uniform(0.2, 0.6, num_joints), frequency=rng.uniform(0.1, 0.4, num_joints),
+                   phase=rng.uniform(0.0, 2.0 * math.pi, num_joints),
+                   offset=centres + rng.uniform(-0.25, 0.25, num_joints))
+
+    @property
+    def num_joints(self) -> int:
+        return int(self.amplitude.size)
+
+    def positions(self, t_s: np.ndarray | float) -> np.ndarray:
+        """Return the joint angles at times t_s [...] (s): rad, float64 [..., J]."""
+        arg = 2.0 * math.pi * self.frequency * np.asarray(t_s, np.float64)[..., None] + self.phase
+        return self.offset + self.amplitude * np.sin(arg)
+
+    def velocities(self, t_s: np.ndarray | float) -> np.ndarray:
+        """Return the joint speeds at times t_s [...] (s): rad/s, float64 [..., J]."""
+        arg = 2.0 * math.pi * self.frequency * np.asarray(t_s, np.float64)[..., None] + self.phase
+        return self.amplitude * 2.0 * math.pi * self.frequency * np.cos(arg)
+
+
+def camera_joints(cam: int, num_joints: int) -> tuple[int, int]:
+    """Return the joints camera ``cam`` shows: its red block's x is joint 2*cam, y joint 2*cam + 1 (mod J)."""
+    return (2 * cam) % num_joints, (2 * cam + 1) % num_joints
+
+
+def target_xy(robot: SyntheticRobot, cam: int, t_s: float) -> np.ndarray:
+    """Red block position of camera ``cam`` at time t_s, float64 [2] in [0, 1] (x, y fractions)."""
+    future = robot.positions(t_s + TARGET_LEAD_S)
+    joints = list(camera_joints(cam, robot.num_joints))
+    rel = (future - joint_centres(robot.num_joints))[joints] / TARGET_SPAN_RAD  # [2] in [-1, 1]
+    return np.clip(0.5 + 0.5 * rel, 0.0, 1.0)
+
+
 def _camera_background(width: int, height: int, cam: int) -> np.ndarray:
     """Gradient in the camera's own hue: uint8 [H, W, 3] RGB."""
     hue = np.array([(cam * 0.37) % 1.0, (cam * 0.37 + 0.33) % 1.0, (cam * 0.37 + 0.66) % 1.0], np.float32)
@@ -61,29 +130,39 @@ def _camera_background(width: int, height: int, cam: int) -> np.ndarray:
     return img.astype(np.uint8)
 
 
-class _Scene:
-    """Renders the frames of every camera; per camera a different hue, path and block color."""
+class SyntheticScene:
+    """Renders the camera views: background per camera, blue distractor, red target block, label."""
 
-    def __init__(self, width: int, height: int, num_cameras: int, rng: np.random.Generator) -> None:
+    def __init__(self, width: int, height: int, num_cameras: int, distractor_phases: np.ndarray) -> None:
         self.width, self.height = width, height
         self.backgrounds = [_camera_background(width, height, i) for i in range(num_cameras)]
-        self.phases = rng.uniform(0.0, 2.0 * math.pi, size=(num_cameras, 2))
-        self.colors = [tuple(int(c) for c in rng.integers(0, 256, size=3)) for _ in range(num_cameras)]
+        self.distractor_phases = np.asarray(distractor_phases, np.float64).reshape(num_cameras, 2)
         self.block = max(4, min(width, height) // 6)
         self.font_scale = max(0.3, height / 480.0)
 
-    def render(self, cam: int, t_s: float, frame: int) -> np.ndarray:
-        """Frame ``frame`` of camera ``cam`` at scene time ``t_s``: uint8 [H, W, 3] RGB."""
+    def distractor_xy(self, cam: int, t_s: float) -> np.ndarray:
+        """Distractor position of camera ``cam`` at t_s, float64 [2] in [0, 1]."""
+        arg = 2.0 * math.pi * np.array(DISTRACTOR_HZ) * t_s + self.distractor_phases[cam]
+        return 0.5 + 0.5 * np.sin(arg)
+
+    def render(self, cam: int, frame: int, target: np.ndarray, distractor: np.ndarray) -> np.ndarray:
+        """Camera ``cam``'s frame ``frame`` with the blocks at ``target`` / ``distractor`` ([2] in [0, 1]).
+
+        Returns uint8 [H, W, 3] RGB. The target is drawn last (on top).
+        """
         img = self.backgrounds[cam].copy()
-        fx = 0.5 + 0.45 * math.sin(2.0 * math.pi * 0.25 * t_s + self.phases[cam, 0])
-        fy = 0.5 + 0.45 * math.sin(2.0 * math.pi * 0.17 * t_s + self.phases[cam, 1])
-        x0 = int(fx * (self.width - self.block))
-        y0 = int(fy * (self.height - self.block))
-        cv2.rectangle(img, (x0, y0), (x0 + self.block, y0 + self.block), self.colors[cam], thickness=-1)
+        for xy, color in ((distractor, DISTRACTOR_RGB), (target, TARGET_RGB)):
+            x0 = int(round(float(xy[0]) * (self.width - self.block)))
+            y0 = int(round(float(xy[1]) * (self.height - self.block)))
+            cv2.rectangle(img, (x0, y0), (x0 + self.block - 1, y0 + self.block - 1), color, thickness=-1)
         baseline = int(22 * self.font_scale)
         cv2.putText(img, f'cam {cam}  #{frame}', (4, baseline), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * self.font_scale,
                     (255, 255, 255), max(1, int(round(self.font_scale))), cv2.LINE_AA)
         return img
+
+    def view(self, robot: SyntheticRobot, cam: int, t_s: float, frame: int) -> np.ndarray:
+        """Render what camera ``cam`` sees of ``robot`` at time t_s: uint8 [H, W, 3] RGB."""
+        return self.render(cam, frame, target_xy(robot, cam, t_s), self.distractor_xy(cam, t_s))
 
 
 def _times(rng: np.random.Generator, start_s: float, duration_s: float, hz: float, jitter_ms: float,
@@ -135,7 +214,9 @@ def make_bag(out_path: str | Path, *, duration_s: float = 3.0,
     Image, JointState = ts.types[image_type], ts.types['sensor_msgs/msg/JointState']
     String = ts.types['std_msgs/msg/String']
     rng = np.random.default_rng(seed)
-    scene = _Scene(width, height, len(camera_topics), rng)
+    robot = SyntheticRobot.random(rng, len(joint_names))
+    scene = SyntheticScene(width, height, len(camera_topics),
+                           rng.uniform(0.0, 2.0 * math.pi, (len(camera_topics), 2)))
 
     # Every message as (log time ns, kind, index); kind -1 is the joint stream, k >= 0 camera k.
     events: list[tuple[int, int, int]] = []
@@ -150,12 +231,6 @@ def make_bag(out_path: str | Path, *, duration_s: float = 3.0,
     j_nominal, j_stamps, j_logs = _times(rng, _LEAD_S, duration_s, joint_hz, jitter_ms, JOINT_DELAY_MS)
     events.extend((int(j_logs[k]), -1, k) for k in range(j_nominal.size))
     events.sort()
-
-    n_joints = len(joint_names)
-    amp = rng.uniform(0.2, 0.6, n_joints)  # rad
-    freq = rng.uniform(0.1, 0.4, n_joints)  # Hz
-    phase = rng.uniform(0.0, 2.0 * math.pi, n_joints)
-    offset = rng.uniform(-0.5, 0.5, n_joints)  # rad
 
     def header(stamp: int, frame_id: str) -> object:
         sec, nanosec = divmod(start_ns + stamp, 1_000_000_000)
@@ -172,14 +247,13 @@ def make_bag(out_path: str | Path, *, duration_s: float = 3.0,
         for log, kind, k in events:
             if kind < 0:
                 t = j_stamps[k] * 1e-9
-                arg = 2.0 * math.pi * freq * t + phase
                 msg = JointState(header=header(int(j_stamps[k]), 'base_link'), name=list(joint_names),
-                                 position=amp * np.sin(arg) + offset, velocity=amp * 2.0 * math.pi * freq * np.cos(arg),
+                                 position=robot.positions(t), velocity=robot.velocities(t),
                                  effort=np.zeros(0, np.float64))
                 writer.write(conn_joint, start_ns + log, ts.serialize_cdr(msg, 'sensor_msgs/msg/JointState'))
                 continue
             nominal, stamps = cam_times[kind]
-            rgb = scene.render(kind, float(nominal[k]), k)
+            rgb = scene.view(robot, kind, float(nominal[k]), k)
             hdr = header(int(stamps[k]), f'camera_{kind}_optical_frame')
             if compressed:
                 ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),

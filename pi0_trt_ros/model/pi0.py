@@ -134,11 +134,12 @@ class Pi0Model(nn.Module):
         """Velocity v_t float32 [B, T, A] for x_t [B, T, A] at the time embedded as time_emb float32 [W].
 
         state: normalized, zero-padded float32 [B, max_state_dim]; time_emb: a row of
-        ``time_embeddings``; mask/cos/sin from `suffix_attention`; caches from `fill_cache`.
+        ``time_embeddings`` (or [B, W], one time per sample, as in training); mask/cos/sin from
+        `suffix_attention`; caches from `fill_cache`.
         """
         state_tok = self.state_proj(state).float()[:, None, :]  # [B, 1, W]
         action_emb = self.action_in_proj(x_t).float()  # [B, T, W]
-        time_emb = time_emb[None, None, :].expand_as(action_emb)  # [B, T, W]
+        time_emb = time_emb[..., None, :].expand_as(action_emb)  # [W] or [B, W] -> [B, T, W]
         h = self.action_time_mlp_in(torch.cat([action_emb, time_emb], dim=2))
         action_tok = self.action_time_mlp_out(F.silu(h)).float()  # [B, T, W]
         x = torch.cat([state_tok, action_tok], dim=1)  # [B, S, W]

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Tiny random Pi0 artifacts for tests, the demo and benchmarks: weights, checkpoint, export bundle.
+"""Tiny random Pi0 artifacts for tests and benchmarks: weights, checkpoint, export bundle.
 
 Nothing is downloaded: weights are drawn from a seeded generator with non-degenerate values
 (norm weights away from their identity init, so `w` vs `1 + w` mistakes cannot hide).
