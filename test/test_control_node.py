@@ -571,8 +571,9 @@ def test_process_exits_non_zero_on_a_start_up_error(bundle: Any) -> None:
     assert 'start-up failed' in out and 'pi0-trt export' in out and 'Traceback' not in out
 
 
-@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM], ids=['SIGINT', 'SIGTERM'])
-def test_process_shuts_down_cleanly_on_signals(bundle: Any, sig: signal.Signals) -> None:
+@pytest.mark.parametrize('signals', [(signal.SIGINT,), (signal.SIGTERM,), (signal.SIGINT, signal.SIGINT)],
+                         ids=['SIGINT', 'SIGTERM', 'SIGINT_twice'])  # twice: Ctrl-C under ros2 launch
+def test_process_shuts_down_cleanly_on_signals(bundle: Any, signals: tuple[signal.Signals, ...]) -> None:
     proc = run_node_process(bundle)
     lines = []
     assert proc.stdout is not None
@@ -582,7 +583,8 @@ def test_process_shuts_down_cleanly_on_signals(bundle: Any, sig: signal.Signals)
             break
     else:
         pytest.fail('node never became ready:\n' + ''.join(lines))
-    proc.send_signal(sig)
+    for sig in signals:
+        proc.send_signal(sig)
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, ''.join(lines) + out
     assert 'Traceback' not in out

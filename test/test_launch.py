@@ -133,9 +133,13 @@ class Launched:
         assert text in self.output, self.output
 
     def stop(self) -> int:
-        """SIGINT to launch (it forwards it to the node), escalating if it hangs."""
+        """Ctrl-C as a terminal sends it, escalating if it hangs.
+
+        SIGINT goes to the whole process group: launch and the node each get it, and launch
+        forwards one more to the node, which must shut down cleanly all the same.
+        """
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            os.killpg(self.proc.pid, signal.SIGINT)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:

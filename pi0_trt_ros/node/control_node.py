@@ -56,6 +56,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import signal
 import sys
 import threading
 import time
@@ -468,12 +469,23 @@ class ControlNode(Node):
         self.diagnostics_pub.publish(array)
 
 
+def _note_signal(signum: int, _frame: Any) -> None:
+    """SIGINT after rclpy's handler: nothing left to do (the context is already shutting down)."""
+    rclpy.logging.get_logger(NODE_NAME).debug(f'{signal.Signals(signum).name}: shutting down')
+
+
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``ros2 run pi0_trt_ros control_node``; returns the exit code."""
     if wants_usage((sys.argv if args is None else args)[1:]):
         sys.stdout.write(usage_text())
         return 0
-    rclpy.init(args=args)  # SIGINT and SIGTERM shut the context down: spin raises ExternalShutdownException
+    # rclpy's own SIGINT/SIGTERM handler shuts the context down (spin raises ExternalShutdownException),
+    # then calls the Python handler installed before it. Python's default raises KeyboardInterrupt,
+    # which a second Ctrl-C would throw into the clean-up below (under `ros2 launch` a terminal's
+    # Ctrl-C reaches the node twice: from the terminal, then forwarded by launch); so the Python
+    # side only notes the signal and the shutdown stays rclpy's.
+    signal.signal(signal.SIGINT, _note_signal)
+    rclpy.init(args=args)
     executor = SingleThreadedExecutor()  # before the (slow) start-up, so a signal cannot catch it half-built
     node = None
     try:
