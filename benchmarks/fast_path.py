@@ -37,37 +37,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pi0_trt_ros.bench import random_full_size_policy  # noqa: E402
+from pi0_trt_ros.bench import capture_cuda_graph, cuda_event_ms, random_full_size_policy  # noqa: E402
 from pi0_trt_ros.checkpoint import cast_matmul_weights  # noqa: E402
 from pi0_trt_ros.model.fast import FastPi0Policy  # noqa: E402
 from pi0_trt_ros.testing.tiny import tiny_io  # noqa: E402
-
-
-def timed(fn, iters: int) -> np.ndarray:
-    """Milliseconds per call of ``fn`` (which launches work), synchronizing after each call."""
-    out = np.zeros(iters)
-    for i in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        out[i] = start.elapsed_time(end)
-    return out
-
-
-def capture(fn):
-    """Warm ``fn`` up on a side stream, capture it into a CUDA graph; return the graph."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph
 
 
 def errors(got: torch.Tensor, want: torch.Tensor) -> tuple[float, float]:
@@ -177,18 +150,18 @@ def main() -> None:
         args.profile.write_text(prof.key_averages().table(sort_by='cuda_time_total', row_limit=40))
 
     rows = {}
-    graphs = [capture(fn) for fn in (fast_prefix, fast_skinny_step)]
-    ms = timed(graphs[1].replay, args.iters)
+    graphs = [capture_cuda_graph(fn) for fn in (fast_prefix, fast_skinny_step)]
+    ms = cuda_event_ms(graphs[1].replay, args.iters)
     rows['fast, skinny Triton expert GEMMs: one denoise step'] = ms
     figures['timing_ms']['fast, skinny Triton expert GEMMs: one denoise step'] = {
         'p50': float(np.percentile(ms, 50)), 'p99': float(np.percentile(ms, 99))}
     del graphs
     for path, fns in (('fast', (fast_call, fast_vision, fast_prefix, fast_step)),
                       ('plain', (plain_call, plain_vision, plain_prefix, plain_step))):
-        graphs = [capture(fn) for fn in fns]  # prefix before step: the step reads what the prefix wrote
+        graphs = [capture_cuda_graph(fn) for fn in fns]  # prefix before step: the step reads what the prefix wrote
         for stage, graph in zip(('whole call', 'vision (3 cameras)', 'prefix (vision + VLM)', 'one denoise step'),
                                 graphs):
-            ms = timed(graph.replay, args.iters)
+            ms = cuda_event_ms(graph.replay, args.iters)
             rows[f'{path}: {stage}'] = ms
             figures['timing_ms'][f'{path}: {stage}'] = {'p50': float(np.percentile(ms, 50)),
                                                         'p99': float(np.percentile(ms, 99))}

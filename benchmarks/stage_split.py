@@ -34,36 +34,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pi0_trt_ros.bench import random_full_size_policy  # noqa: E402
+from pi0_trt_ros.bench import capture_cuda_graph, cuda_event_ms, device_name, random_full_size_policy  # noqa: E402
 from pi0_trt_ros.checkpoint import cast_matmul_weights  # noqa: E402
 from pi0_trt_ros.testing.tiny import tiny_io  # noqa: E402
-
-
-def timed(fn, iters: int) -> np.ndarray:
-    """Milliseconds per call of ``fn`` (which launches work), synchronizing after each call."""
-    out = np.zeros(iters)
-    for i in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        out[i] = start.elapsed_time(end)
-    return out
-
-
-def capture(fn):
-    """Warm ``fn`` up on a side stream, capture it into a CUDA graph; return the graph."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph
 
 
 def main() -> None:
@@ -108,19 +81,20 @@ def main() -> None:
                                  cache['mask'], cache['cos'], cache['sin'])
         x.add_(v_t, alpha=-1.0 / model.config.num_inference_steps)
 
-    fused_graph, prefix_graph = capture(fused), capture(prefix)
-    step_graph = capture(step)
+    fused_graph, prefix_graph = capture_cuda_graph(fused), capture_cuda_graph(prefix)
+    step_graph = capture_cuda_graph(step)
 
     def split():
         prefix_graph.replay()
         for _ in range(model.config.num_inference_steps):
             step_graph.replay()
 
-    rows = {'fused (one graph)': timed(fused_graph.replay, args.iters), 'split (prefix + 10 step launches)':
-            timed(split, args.iters), 'prefix alone': timed(prefix_graph.replay, args.iters),
-            'one denoise step': timed(step_graph.replay, args.iters)}
+    rows = {'fused (one graph)': cuda_event_ms(fused_graph.replay, args.iters),
+            'split (prefix + 10 step launches)': cuda_event_ms(split, args.iters),
+            'prefix alone': cuda_event_ms(prefix_graph.replay, args.iters),
+            'one denoise step': cuda_event_ms(step_graph.replay, args.iters)}
     label = 'compiled' if args.compile else 'eager ops'
-    print(f'| variant ({label}, bf16, H100) | p50 ms | p99 ms |')
+    print(f'| variant ({label}, bf16, {device_name()}) | p50 ms | p99 ms |')
     print('|---|---|---|')
     for name, ms in rows.items():
         print(f'| {name} | {np.percentile(ms, 50):.2f} | {np.percentile(ms, 99):.2f} |')

@@ -25,7 +25,7 @@ import json
 import platform
 import resource
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -52,6 +52,37 @@ def random_full_size_policy(io: PolicyIO, seed: int = 0, device: str = 'cuda') -
         rng.normal(size=io.state_dim) * 0.1, rng.uniform(0.5, 1.5, io.state_dim),
         rng.normal(size=io.action_dim) * 0.1, rng.uniform(0.5, 1.5, io.action_dim))]
     return Pi0Policy(model, *stats).to(device)
+
+
+def cuda_event_ms(fn: Callable[[], object], iters: int) -> np.ndarray:
+    """Time ``iters`` calls of ``fn`` (which launches GPU work) with CUDA events; float64 [iters] ms."""
+    import torch
+
+    out = np.zeros(iters)
+    for i in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        out[i] = start.elapsed_time(end)
+    return out
+
+
+def capture_cuda_graph(fn: Callable[[], object]) -> Any:
+    """Warm ``fn`` up on a side stream (3 calls), then capture it into a ``torch.cuda.CUDAGraph``."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph
 
 
 def stage_random_observation(runner: Runner, seed: int = 0) -> np.random.Generator:
