@@ -16,14 +16,16 @@
 
 Full-size Pi0 (random weights, real shapes, 3 cameras 640x480, 48 tokens of which 12 valid):
 
-* numerics: the fp32 model (no TF32) is the reference; against it, the fast path (bf16) and
-  the plain model in bf16 (what the previous CUDA-graph path computes), max and mean abs error
-  of the action chunk over several noise draws;
+* numerics: the fp32 model (no TF32) is the reference; against it, the fast path (bf16, each
+  way of running the expert's GEMMs, ``expert_gemm``) and the plain model in bf16 (what the
+  previous CUDA-graph path computes), max and mean abs error of the action chunk over several
+  noise draws;
 * timing: each variant captured into a CUDA graph and replayed on one stream (device time by
   CUDA events, inputs already on the device): the whole call, the vision tower alone, the prefix
-  (vision + VLM, KV cache filled) and one denoise step, for the fast path and the plain model.
+  (vision + VLM, KV cache filled) and one denoise step, for the fast path and the plain model;
+  the whole call and one denoise step for each ``expert_gemm``.
 
-    python benchmarks/fast_path.py [--iters 200] [--draws 3]
+    python benchmarks/fast_path.py [--iters 200] [--draws 3] [--expert-gemms cublas,mixed]
 """
 
 import argparse
@@ -39,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pi0_trt_ros.bench import capture_cuda_graph, cuda_event_ms, random_full_size_policy  # noqa: E402
 from pi0_trt_ros.checkpoint import cast_matmul_weights  # noqa: E402
-from pi0_trt_ros.model.fast import FastPi0Policy  # noqa: E402
+from pi0_trt_ros.model.fast import EXPERT_GEMMS, FastPi0Policy  # noqa: E402
 from pi0_trt_ros.testing.tiny import tiny_io  # noqa: E402
 
 
@@ -54,6 +56,9 @@ def main() -> None:
     parser.add_argument('--draws', type=int, default=3, help='noise draws for the numerics')
     parser.add_argument('--json', type=Path, help='write the figures here')
     parser.add_argument('--profile', type=Path, help='write a per-kernel table of one fast call (torch profiler)')
+    parser.add_argument('--expert-gemms', default=','.join(EXPERT_GEMMS),
+                        help=f'comma-separated expert_gemm values to compare (of {EXPERT_GEMMS}); the first is '
+                             'used for the stage rows')
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -76,13 +81,15 @@ def main() -> None:
     plain = copy.deepcopy(fp32)
     del fp32
     cast_matmul_weights(plain, torch.bfloat16)
-    fast = FastPi0Policy(plain)  # shares (and re-lays out) plain's weights; cuBLAS expert GEMMs
-    fast_skinny = FastPi0Policy(plain, expert_gemm='triton')
+    gemms = args.expert_gemms.split(',')
+    fast = FastPi0Policy(plain)  # shares (and re-lays out) plain's weights
+    got = {}
     with torch.inference_mode():
-        got = {'fast path bf16': [fast(*frames, state, tokens, mask, z) for z in noises],
-               'fast path bf16, skinny Triton expert GEMMs': [fast_skinny(*frames, state, tokens, mask, z)
-                                                              for z in noises],
-               'plain model bf16 (previous path)': [plain(*frames, state, tokens, mask, z) for z in noises]}
+        for gemm in gemms:
+            fast.expert_gemm = gemm
+            got[f'fast path bf16, expert_gemm={gemm}'] = [fast(*frames, state, tokens, mask, z) for z in noises]
+        got['plain model bf16 (previous path)'] = [plain(*frames, state, tokens, mask, z) for z in noises]
+    fast.expert_gemm = gemms[0]
     figures: dict = {'gpu': gpu, 'torch': torch.__version__, 'numerics': {}, 'timing_ms': {}}
     print(f'| numerics vs fp32 model, full-size random ({gpu}) | max abs | mean abs |')
     print('|---|---|---|')
@@ -116,10 +123,6 @@ def main() -> None:
         fast.denoise_step(ctx['fast'], ctx['state_tok'], x_t, 0)
 
     @torch.inference_mode()
-    def fast_skinny_step():
-        fast_skinny.denoise_step(ctx['fast'], ctx['state_tok'], x_t, 0)
-
-    @torch.inference_mode()
     def plain_call():
         ctx['out'] = plain(*frames, state, tokens, mask, noise)
 
@@ -150,22 +153,23 @@ def main() -> None:
         args.profile.write_text(prof.key_averages().table(sort_by='cuda_time_total', row_limit=40))
 
     rows = {}
-    graphs = [capture_cuda_graph(fn) for fn in (fast_prefix, fast_skinny_step)]
-    ms = cuda_event_ms(graphs[1].replay, args.iters)
-    rows['fast, skinny Triton expert GEMMs: one denoise step'] = ms
-    figures['timing_ms']['fast, skinny Triton expert GEMMs: one denoise step'] = {
-        'p50': float(np.percentile(ms, 50)), 'p99': float(np.percentile(ms, 99))}
-    del graphs
-    for path, fns in (('fast', (fast_call, fast_vision, fast_prefix, fast_step)),
-                      ('plain', (plain_call, plain_vision, plain_prefix, plain_step))):
+
+    def time_graphs(label: str, fns: tuple, stages: tuple) -> None:
         graphs = [capture_cuda_graph(fn) for fn in fns]  # prefix before step: the step reads what the prefix wrote
-        for stage, graph in zip(('whole call', 'vision (3 cameras)', 'prefix (vision + VLM)', 'one denoise step'),
-                                graphs):
+        for stage, graph in zip(stages, graphs):
             ms = cuda_event_ms(graph.replay, args.iters)
-            rows[f'{path}: {stage}'] = ms
-            figures['timing_ms'][f'{path}: {stage}'] = {'p50': float(np.percentile(ms, 50)),
-                                                        'p99': float(np.percentile(ms, 99))}
-        del graphs
+            rows[f'{label}: {stage}'] = ms
+            figures['timing_ms'][f'{label}: {stage}'] = {'p50': float(np.percentile(ms, 50)),
+                                                         'p99': float(np.percentile(ms, 99))}
+
+    for gemm in gemms[1:]:
+        fast.expert_gemm = gemm
+        time_graphs(f'fast, expert_gemm={gemm}', (fast_call, fast_prefix, fast_step),
+                    ('whole call', 'prefix (vision + VLM)', 'one denoise step'))
+    fast.expert_gemm = gemms[0]
+    stages = ('whole call', 'vision (3 cameras)', 'prefix (vision + VLM)', 'one denoise step')
+    time_graphs(f'fast, expert_gemm={gemms[0]}', (fast_call, fast_vision, fast_prefix, fast_step), stages)
+    time_graphs('plain', (plain_call, plain_vision, plain_prefix, plain_step), stages)
     print(f'\n| stage, bf16, device time, CUDA graph ({gpu}) | p50 ms | p99 ms |')
     print('|---|---|---|')
     for name, ms in rows.items():

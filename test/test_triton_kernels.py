@@ -152,12 +152,29 @@ def test_skinny_linear_residual_epilogue_adds_split_k_partials_into_the_stream(d
                                atol=TOL[dtype])
 
 
+@pytest.mark.parametrize('dtype', DTYPES, ids=str)
+def test_skinny_linear_geglu_prologue_is_gemma_mlp_down_added_into_the_stream(dtype):
+    g = gen(10)
+    m, f, n = 13, 200, 24  # the down projection: K = F in two splits of whole tiles, the second one short
+    gate_up = (torch.randn(m, 2 * f, generator=g) * 3).to(dtype)  # the gate/up GEMM's output [M, 2F]
+    w = (torch.randn(n, f, generator=g) / 14).to(dtype)
+    x = torch.randn(m, n, generator=g)
+    hidden = gelu_tanh(gate_up[:, :f]) * gate_up[:, f:]  # rounded as GemmaMLP rounds it
+    want = x + torch.nn.functional.linear(hidden.float(), w.float())  # accumulated in float32, as the kernel does
+    skinny_linear(gate_up, w, x, gate_up_input=True, residual=True)
+    # The interpreter casts float32 -> bf16 by truncation (the GPU rounds to nearest): each of the 200 rounded
+    # products may be off by one bf16 step, so the bound is relative to the output's scale.
+    torch.testing.assert_close(x, want, rtol=TOL[dtype], atol=TOL[dtype] * float(want.abs().max()))
+
+
 def test_skinny_linear_refuses_shapes_it_cannot_fuse():
     w = torch.zeros(8, 16)
     with pytest.raises(ValueError, match='at most 64 rows'):
         skinny_linear(torch.zeros(65, 16), w, torch.zeros(65, 8))
     with pytest.raises(ValueError, match='float32 residual'):
         skinny_linear(torch.zeros(4, 16), w, torch.zeros(4, 8, dtype=torch.bfloat16), residual=True)
+    with pytest.raises(ValueError, match='do not combine'):
+        skinny_linear(torch.zeros(4, 32), w, torch.zeros(4, 8), gate_up_input=True, norm_weight=torch.zeros(16))
 
 
 def suffix_groups(p: int, valid: int, s: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

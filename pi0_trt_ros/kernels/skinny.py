@@ -25,6 +25,9 @@ around the GEMM ride along instead of launching kernels of their own:
   applied to the accumulator at the end. Needs the whole of K in one program (no split-K).
 * ``geglu``: w is the fused [gate; up] matrix [2F, K]; each program accumulates the same F
   columns of both halves and writes ``gelu_tanh(gate) * up`` [M, F], rounded like `GemmaMLP`.
+* ``gate_up_input``: a is the fused gate/up GEMM's output [M, 2K]; the prologue forms the GeGLU
+  ``gelu_tanh(gate) * up`` of each K tile (rounded like `GemmaMLP`), so the MLP's down projection
+  reads gate/up straight and no GeGLU kernel runs between the two GEMMs. Split-K friendly.
 * ``residual``: out is the float32 residual stream and receives ``out += a @ w^T`` by atomic
   adds, so split-K needs no reduction kernel and the residual add costs nothing. The order of
   the adds varies from run to run (float32 rounding, ~1e-7 relative).
@@ -50,8 +53,15 @@ EPILOGUE_STORE, EPILOGUE_GEGLU, EPILOGUE_RESIDUAL = 0, 1, 2
 
 
 @triton.jit
+def _gelu_tanh(x):
+    """GELU, tanh approximation, float32; tanh written with exp (the interpreter has no tanh)."""
+    inner = 0.7978845608028654 * (x + 0.044715 * x * x * x)  # sqrt(2/pi) (x + 0.044715 x^3)
+    return 0.5 * x * (2.0 - 2.0 / (tl.exp(2.0 * inner) + 1.0))
+
+
+@triton.jit
 def _skinny_gemm_kernel(a_ptr, w_ptr, g_ptr, out_ptr, M, N, K, stride_a, stride_w, stride_o, eps,
-                        RMS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, BLOCK_M: tl.constexpr,
+                        RMS_NORM: tl.constexpr, GEGLU_IN: tl.constexpr, EPILOGUE: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
                         UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # output columns (F columns for GeGLU)
@@ -66,7 +76,13 @@ def _skinny_gemm_kernel(a_ptr, w_ptr, g_ptr, out_ptr, M, N, K, stride_a, stride_
     for k0 in range(split * k_len, tl.minimum(K, (split + 1) * k_len), BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
-        a = tl.load(a_ptr + rows[:, None] * stride_a + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+        a_at = a_ptr + rows[:, None] * stride_a + ks[None, :]
+        a_ok = row_ok[:, None] & k_ok[None, :]
+        a = tl.load(a_at, mask=a_ok, other=0.0)
+        if GEGLU_IN:  # a = gelu_tanh(gate) * up, rounded as GemmaMLP rounds it
+            gate = a.to(tl.float32)
+            up = tl.load(a_at + K, mask=a_ok, other=0.0).to(tl.float32)
+            a = (_gelu_tanh(gate).to(w_ptr.dtype.element_ty).to(tl.float32) * up)
         if RMS_NORM:
             a = a.to(tl.float32)
             ssq += tl.sum(a * a, axis=1)
@@ -95,8 +111,7 @@ def _skinny_gemm_kernel(a_ptr, w_ptr, g_ptr, out_ptr, M, N, K, stride_a, stride_
     elif EPILOGUE == 1:  # as GemmaMLP: gate and up rounded to the GEMM dtype, the GELU too, then the product
         gate = acc.to(w_ptr.dtype.element_ty).to(tl.float32)
         up = acc_up.to(w_ptr.dtype.element_ty).to(tl.float32)
-        inner = 0.7978845608028654 * (gate + 0.044715 * gate * gate * gate)  # sqrt(2/pi) (x + 0.044715 x^3)
-        gelu = (0.5 * gate * (2.0 - 2.0 / (tl.exp(2.0 * inner) + 1.0))).to(w_ptr.dtype.element_ty)
+        gelu = _gelu_tanh(gate).to(w_ptr.dtype.element_ty)
         tl.store(out_at, (gelu.to(tl.float32) * up).to(out_ptr.dtype.element_ty), mask=ok)
     else:
         tl.store(out_at, acc.to(out_ptr.dtype.element_ty), mask=ok)
@@ -113,7 +128,8 @@ def _autotune(configs: list[triton.Config], **kwargs: object) -> triton.runtime.
     """Autotune the kernel over ``configs``, keyed by shape and fused ops, results cached on disk if supported."""
     if 'cache_results' in inspect.signature(triton.autotune).parameters:
         kwargs['cache_results'] = True
-    return triton.autotune(configs, key=['M', 'N', 'K', 'RMS_NORM', 'EPILOGUE'], **kwargs)(_skinny_gemm_kernel)
+    return triton.autotune(configs, key=['M', 'N', 'K', 'RMS_NORM', 'GEGLU_IN', 'EPILOGUE'], **kwargs)(
+        _skinny_gemm_kernel)
 
 
 _FULL_K = _autotune(_configs((1,)))  # the RMSNorm prologue needs the whole row in one program
@@ -121,25 +137,33 @@ _SPLIT_K = _autotune(_configs((4, 8)), restore_value=['out_ptr'])  # atomics int
 
 
 def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, norm_weight: torch.Tensor | None = None,
-                  eps: float = 1e-6, geglu: bool = False, residual: bool = False) -> torch.Tensor:
+                  eps: float = 1e-6, geglu: bool = False, gate_up_input: bool = False, residual: bool = False,
+                  config: dict[str, int] | None = None) -> torch.Tensor:
     """``out = a @ weight^T`` for M <= 64 rows, with the fused ops above; returns ``out``.
 
-    a [M, K] (float32 residual stream when ``norm_weight`` is given; else the GEMM dtype), weight
-    [N, K] ([2F, K] gate then up with ``geglu``), norm_weight [K] (RMSNorm gain g, scale 1 + g),
-    out [M, N] ([M, F] with ``geglu``; float32 [M, N] accumulated into with ``residual``). Rows
-    may be strided; the last dims are contiguous.
+    a [M, K] (float32 residual stream when ``norm_weight`` is given; [M, 2K] gate then up with
+    ``gate_up_input``; else the GEMM dtype), weight [N, K] ([2F, K] gate then up with ``geglu``),
+    norm_weight [K] (RMSNorm gain g, scale 1 + g), out [M, N] ([M, F] with ``geglu``; float32
+    [M, N] accumulated into with ``residual``). Rows may be strided; the last dims are contiguous.
+    ``config`` fixes the tile on CUDA (BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages) instead of
+    autotuning: for tile sweeps.
     """
     m, k = a.shape
+    k = k // 2 if gate_up_input else k
     n = weight.shape[0] // 2 if geglu else weight.shape[0]
     if m > MAX_ROWS or weight.shape[1] != k or out.shape != (m, n):
         raise ValueError(f'skinny_linear: a {tuple(a.shape)}, weight {tuple(weight.shape)}, out {tuple(out.shape)} '
-                         f'(geglu={geglu}) do not describe a GEMM of at most {MAX_ROWS} rows')
+                         f'(geglu={geglu}, gate_up_input={gate_up_input}) do not describe a GEMM of at most '
+                         f'{MAX_ROWS} rows')
     if residual and (geglu or norm_weight is not None or out.dtype != torch.float32):
         raise ValueError('skinny_linear: residual accumulates a plain GEMM into a float32 residual stream')
+    if gate_up_input and norm_weight is not None:
+        raise ValueError('skinny_linear: the GeGLU prologue and the RMSNorm prologue do not combine')
     epilogue = EPILOGUE_RESIDUAL if residual else EPILOGUE_GEGLU if geglu else EPILOGUE_STORE
     args = (a, weight, weight if norm_weight is None else norm_weight, out, m, n, k, a.stride(0), weight.stride(0),
             out.stride(0), eps)
-    fixed = {'RMS_NORM': norm_weight is not None, 'EPILOGUE': epilogue, 'BLOCK_M': max(16, triton.next_power_of_2(m)),
+    fixed = {'RMS_NORM': norm_weight is not None, 'GEGLU_IN': gate_up_input, 'EPILOGUE': epilogue,
+             'BLOCK_M': max(16, triton.next_power_of_2(m)),
              'UPCAST_DOT': interpreted() and weight.dtype == torch.bfloat16,  # the interpreter's bf16 dot is wrong
              'DOT_PRECISION': 'ieee' if weight.dtype == torch.float32 else 'tf32'}
     if not a.is_cuda:  # interpreter: few, large programs; split K in two where allowed (exercises the atomics)
@@ -147,6 +171,11 @@ def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, n
         block_n, block_k = (max(16, min(128, triton.next_power_of_2(v))) for v in (n, k))
         grid = (triton.cdiv(n, block_n), split)
         _skinny_gemm_kernel[grid](*args, **fixed, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split)
+        return out
+    if config is not None:
+        tile = dict(config)
+        grid = (triton.cdiv(n, tile['BLOCK_N']), tile['SPLIT_K'])
+        _skinny_gemm_kernel[grid](*args, **fixed, **tile)
         return out
     tuned = _SPLIT_K if residual else _FULL_K
     tuned[lambda meta: (triton.cdiv(n, meta['BLOCK_N']), meta['SPLIT_K'])](*args, **fixed)

@@ -21,11 +21,12 @@ out for a GPU at batch 1:
   KV cache, one attention kernel (float32 online softmax, MQA rows side by side), the output
   GEMM, a residual-add + RMSNorm kernel, one gate/up GEMM, a GeGLU kernel and the down GEMM,
   whose residual add is folded into the next norm kernel;
-* ``expert_gemm='triton'`` runs the action expert's GEMMs (51 rows per denoise step) as fused
-  skinny Triton GEMMs (`pi0_trt_ros.kernels.skinny`: QKV with the input RMSNorm in its prologue,
-  o_proj and down accumulated into the residual stream by split-K atomic adds, gate/up with the
-  RMSNorm and GeGLU). On the H200 that step took 1.22 ms against 0.95 ms on cuBLAS, so cuBLAS
-  (the layout above) stays the default;
+* ``expert_gemm`` chooses how the action expert's GEMMs (51 rows per denoise step) run:
+  'cublas' as above; 'triton' as fused skinny Triton GEMMs (`pi0_trt_ros.kernels.skinny`: QKV
+  with the input RMSNorm in its prologue, gate/up with the RMSNorm and GeGLU, o_proj and down
+  accumulated into the residual stream by split-K atomic adds); 'mixed' keeps QKV and gate/up on
+  cuBLAS and runs o_proj and down (with the GeGLU in its prologue) as split-K Triton GEMMs, the
+  two shapes whose 1024 output columns leave cuBLAS few thread blocks;
 * the expert's KV cache is one [L, N, P + S, D] buffer per call: the prefix writes its part once,
   each denoise step overwrites the suffix rows in place (no concatenation per layer per step);
 * the action-time MLP's time half (a constant of the fixed Euler schedule) is precomputed per
@@ -88,7 +89,7 @@ class _GemmaWeights:
             self.gate_up.append(_fuse_rows([mlp.gate_proj, mlp.up_proj])[0])
 
 
-EXPERT_GEMMS = ('triton', 'cublas')
+EXPERT_GEMMS = ('cublas', 'mixed', 'triton')
 
 
 class FastPi0Policy(nn.Module):
@@ -96,7 +97,8 @@ class FastPi0Policy(nn.Module):
 
     ``expert_gemm``: 'cublas' (default) runs the denoise steps' GEMMs on cuBLAS with separate
     norm/GeGLU kernels; 'triton' on fused skinny Triton GEMMs (`pi0_trt_ros.kernels.skinny`: RMSNorm
-    prologue, GeGLU and residual-add epilogues; fewer kernels, but slower on the H200 as tuned now).
+    prologue, GeGLU and residual-add epilogues); 'mixed' QKV and gate/up on cuBLAS, o_proj and down
+    on split-K skinny GEMMs that add into the residual stream (down with the GeGLU prologue).
     """
 
     def __init__(self, policy: Pi0Policy, expert_gemm: str = 'cublas') -> None:
@@ -220,6 +222,32 @@ class FastPi0Policy(nn.Module):
         add_norm(x, None, final_norm, None, spec.rms_eps, h)
         return h
 
+    def _mixed_layers(self, stack: _GemmaWeights, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                      k_cache: torch.Tensor, v_cache: torch.Tensor, rows: slice, query_group: torch.Tensor,
+                      key_group: torch.Tensor, keys: int, final_norm: torch.Tensor) -> torch.Tensor:
+        """`_gemma_layers` for at most 64 rows, o_proj and down as split-K GEMMs into x; returns the final norm.
+
+        Per layer: RMSNorm, QKV GEMM (cuBLAS), RoPE + KV write, attention, o_proj added into x,
+        RMSNorm, gate/up GEMM (cuBLAS), down with the GeGLU prologue added into x.
+        """
+        spec = stack.spec
+        dtype = stack.qkv[0].dtype
+        h = torch.empty(x.shape, device=x.device, dtype=dtype)
+        q = torch.empty((x.shape[0], spec.num_heads * spec.head_dim), device=x.device, dtype=dtype)
+        att = torch.empty_like(q)
+        for i, layer in enumerate(stack.stack.layers):
+            ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
+            add_norm(x, None, ln1.weight, None, ln1.eps, h)
+            qkv = F.linear(h, stack.qkv[i])
+            rope_qkv(qkv, cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i, :, rows], v_cache[i, :, rows])
+            attention(q, k_cache[i, :, :keys], v_cache[i, :, :keys], query_group, key_group, att)
+            skinny_linear(att, layer.self_attn.o_proj.weight, x, residual=True)
+            add_norm(x, None, ln2.weight, None, ln2.eps, h)
+            skinny_linear(F.linear(h, stack.gate_up[i]), layer.mlp.down_proj.weight, x, gate_up_input=True,
+                          residual=True)
+        add_norm(x, None, final_norm, None, spec.rms_eps, h)
+        return h
+
     @staticmethod
     def _rope_tables(positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Map positions float32 [S] to cos, sin float32 [S, D/2] (the halves `rope_cos_sin` repeats)."""
@@ -268,7 +296,9 @@ class FastPi0Policy(nn.Module):
         hidden = F.silu(F.linear(action_emb, w_action, self.time_bias[step]))
         x[0:1].copy_(state_tok)
         x[1:].copy_(model.action_time_mlp_out(hidden))
-        layers = self._skinny_layers if self.expert_gemm == 'triton' and x.shape[0] <= MAX_ROWS else self._gemma_layers
+        layers = self._gemma_layers
+        if x.shape[0] <= MAX_ROWS and self.expert_gemm != 'cublas':
+            layers = self._skinny_layers if self.expert_gemm == 'triton' else self._mixed_layers
         out = layers(self.expert, x, ctx['cos'], ctx['sin'], k_cache, ctx['v_cache'], slice(p, k_cache.shape[2]),
                      ctx['suffix_group'], ctx['key_group'], k_cache.shape[2], model.expert.norm.weight)
         assert out is not None
