@@ -35,6 +35,7 @@ missing, every shape matches; otherwise `CheckpointError` names the tensors.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,15 @@ class Checkpoint:
     dtype: str  # 'float32' or 'bfloat16', as trained
     weights: dict[str, np.ndarray]  # our Pi0Model keys (torch-free arrays; bf16 stored as float32)
     stats: NormStats
-    sha256: str  # of model.safetensors
     layout: str = LAYOUT_PROCESSORS  # LAYOUT_PROCESSORS or LAYOUT_BUFFERS
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Hex sha256 of model.safetensors, read when first asked (an export records it; a runner never needs it).
+
+        A full-size checkpoint is 13 GB in float32: hashing it would add seconds to every node start.
+        """
+        return file_sha256(self.path / 'model.safetensors')
 
     def build_policy(self, dtype: Any = None, device: Any = 'cpu') -> Any:
         """Instantiate the PyTorch `Pi0Policy` with these weights (imports torch)."""
@@ -472,8 +480,7 @@ def load_checkpoint(path: str | Path, arch: str | Path | dict[str, Any] | None =
         if not np.isfinite(value).all():  # LeRobot <= 0.3 initializes the buffers to inf
             raise CheckpointError(f'{source}: {name} is not finite (statistics never set?): pass --stats '
                                   f'<dataset>/meta/stats.json')
-    return Checkpoint(path=ckpt, config=config, io=io, dtype=dtype, weights=weights, stats=norm_stats,
-                      sha256=file_sha256(ckpt / 'model.safetensors'), layout=layout)
+    return Checkpoint(path=ckpt, config=config, io=io, dtype=dtype, weights=weights, stats=norm_stats, layout=layout)
 
 
 # Our Pi0Model key prefix -> LeRobot key prefix, most specific first (inverse of KEY_PREFIXES).

@@ -56,6 +56,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import logging
 import signal
 import sys
 import threading
@@ -81,6 +82,7 @@ from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.instruction import InstructionBox
 from pi0_trt_ros.node.joints import JointPicker
 from pi0_trt_ros.node.params import ControlParams, declare_and_read
+from pi0_trt_ros.node.ros_logging import forward_package_logs, PACKAGE_LOGGER
 from pi0_trt_ros.node.stamps import StampGate
 from pi0_trt_ros.node.sync import ApproximateTimeSync, exceeds_max_age, NearestSampleBuffer
 from pi0_trt_ros.node.usage import usage_text, wants_usage
@@ -128,12 +130,14 @@ class ControlNode(Node):
 
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
+        self._log_handler = forward_package_logs(self.get_logger())  # runners' start-up lines into the ROS log
         self.p: ControlParams = declare_and_read(self)
         self.runner = None
         try:
             self._setup()
         except BaseException:
             self._release_runner()
+            logging.getLogger(PACKAGE_LOGGER).removeHandler(self._log_handler)
             raise
 
     # -- start-up --------------------------------------------------------------------------
@@ -300,9 +304,11 @@ class ControlNode(Node):
             self._stop.set()
             self.mailbox.close()
             thread.join(timeout=30.0)
+            self.loop.close()
             if self.p.gc_mode == 'tuned':
                 gc.enable()
         self._release_runner()
+        logging.getLogger(PACKAGE_LOGGER).removeHandler(self._log_handler)
 
     # -- executor thread: inputs -------------------------------------------------------------
     def camera_callback(self, index: int, msg: Any) -> None:

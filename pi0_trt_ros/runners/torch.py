@@ -65,7 +65,10 @@ class TorchRunner(Runner):
                 raise RunnerError('torch runner needs --checkpoint (or a policy object)')
             from pi0_trt_ros.checkpoint import load_checkpoint
 
+            t0 = time.monotonic()
             ckpt = load_checkpoint(checkpoint, arch)
+            LOG.info('torch: checkpoint read in %.2f s (%.2f GB as float32 on the host)', time.monotonic() - t0,
+                     sum(w.nbytes for w in ckpt.weights.values()) / 1e9)
             self._source: Any = ckpt
             io = ckpt.io
         else:
@@ -76,7 +79,7 @@ class TorchRunner(Runner):
         self.device, self.dtype, self.mode, self.warmup = device, dtype, mode, warmup
         self.compiled = compiled  # torch.compile the vision tower, the prefix and the denoise step
         self.fast = fast  # run `FastPi0Policy` (fused Triton kernels) over the same weights
-        self.expert_gemm = expert_gemm  # fast path's denoise-step GEMMs: 'cublas' or 'triton' (fused skinny)
+        self.expert_gemm = expert_gemm  # fast path's denoise-step GEMMs: one of model/fast.py's EXPERT_GEMMS
         self.warmup_seconds = 0.0
         self._policy: Any = None
         self._host: dict[str, Any] = {}
@@ -95,6 +98,7 @@ class TorchRunner(Runner):
         if self.dtype == 'fp32':  # fp32 means parity: no TF32 in convolutions or matmuls
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
+        t0 = time.monotonic()
         if hasattr(self._source, 'build_policy'):
             self._policy = self._source.build_policy(dtype=tdtype, device=self.device)
         else:
@@ -103,6 +107,7 @@ class TorchRunner(Runner):
             self._policy = self._source.to(self.device).eval()
             if tdtype is not None:
                 cast_matmul_weights(self._policy, tdtype)
+        LOG.info('torch: weights on %s as %s in %.2f s', self.device, self.dtype, time.monotonic() - t0)
         if self.compiled:
             self._compile_hot_functions(torch)
         if self.fast:
