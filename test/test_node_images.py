@@ -23,7 +23,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
 from pi0_trt_ros.node.image_header import jpeg_size, PNG_MAGIC, png_size
-from pi0_trt_ros.node.images import ImageDecoder, MAX_SCRATCH_SIZES, RAW_ENCODINGS
+from pi0_trt_ros.node.images import FrameStager, ImageDecoder, MAX_SCRATCH_SIZES, RAW_ENCODINGS
 
 H, W = 48, 64
 
@@ -303,3 +303,34 @@ def test_bad_construction_arguments_raise() -> None:
         ImageDecoder(np.zeros((H, W, 3), np.float32))
     with pytest.raises(ValueError, match='C-contiguous uint8'):
         ImageDecoder(np.zeros((H, W * 2, 3), np.uint8)[:, ::2])
+
+
+def test_frame_stager_decodes_a_set_in_parallel_like_one_decoder_per_camera(rgb: np.ndarray) -> None:
+    frames = [np.roll(rgb, 7 * i, axis=1) for i in range(3)]  # three different pictures
+    msgs = [compressed_msg(f, '.png') for f in frames]  # lossless: staging must equal the pictures
+    msgs[1].data = msgs[1].data[:-40]  # camera 1: truncated data fails to decode
+    serial = [np.full((H, W, 3), 7, np.uint8) for _ in frames]
+    parallel = [np.full((H, W, 3), 7, np.uint8) for _ in frames]
+    want = [ImageDecoder(dst, 'compressed').write(m) for dst, m in zip(serial, msgs)]
+    stager = FrameStager([ImageDecoder(dst, 'compressed') for dst in parallel])
+    assert stager.parallel
+    try:
+        for _ in range(3):  # the pool is reused set after set
+            got = stager.write(msgs)
+            assert [b and b.counter for b in got] == [b and b.counter for b in want] == [None, 'image_decode', None]
+            for a, b in zip(parallel, serial):
+                np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(parallel[0], frames[0])
+        np.testing.assert_array_equal(parallel[2], frames[2])
+    finally:
+        stager.close()
+    stager.close()  # idempotent
+
+
+def test_frame_stager_writes_raw_frames_on_the_calling_thread(rgb: np.ndarray) -> None:
+    staging = [np.zeros((H, W, 3), np.uint8) for _ in range(3)]
+    stager = FrameStager([ImageDecoder(dst, 'raw') for dst in staging])
+    assert not stager.parallel  # a copy per camera: no hand-over to threads
+    assert stager.write([raw_msg(rgb, 'bgr8')] * 3) == [None, None, None]
+    for dst in staging:
+        np.testing.assert_array_equal(dst, rgb[..., ::-1])

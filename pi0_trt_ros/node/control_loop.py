@@ -47,7 +47,7 @@ import numpy as np
 
 from pi0_trt_ros.node.actions import ActionQueue, ActionSanitizer, CommandWriter
 from pi0_trt_ros.node.deadline import BadInput, DeadlineMonitor, FaultCounters
-from pi0_trt_ros.node.images import ImageDecoder
+from pi0_trt_ros.node.images import FrameStager, ImageDecoder
 from pi0_trt_ros.node.instruction import InstructionBox
 
 STAGES = ('callbacks', 'recv', 'sync', 'start', 'staged', 'inferred', 'published', 'done')
@@ -244,6 +244,7 @@ class ControlLoop:
         self._rng = np.random.default_rng(None if config.noise_seed < 0 else config.noise_seed)
         if config.fixed_noise:
             self._rng.standard_normal(dtype=np.float32, out=staging.noise)
+        self._frames = FrameStager(parts.decoders)
         self.queue = ActionQueue(config.n_action_steps, dof)
         self._chunk = np.zeros((staging.noise.shape[0], dof), np.float64)  # [T, dof] sanitized chunk
         self._action = np.zeros(dof, np.float64)  # [dof] action being published
@@ -257,6 +258,10 @@ class ControlLoop:
         self._last_usable_ns = 0  # t_sync of the last usable set (or of the first failing one)
         self._next_tick = clock.now_ns()
         self._next_hold = 0
+
+    def close(self) -> None:
+        """Release the frame-decode threads; call after the loop's last ``step``."""
+        self._frames.close()
 
     # -- one iteration -------------------------------------------------------------------------
     def step(self) -> None:
@@ -362,8 +367,7 @@ class ControlLoop:
         """Write the set into the runner's staging buffers; False (counted) when a frame fails."""
         parts = self.parts
         staging = parts.runner.staging
-        for i, decoder in enumerate(parts.decoders):
-            bad = decoder.write(slot.images[i])
+        for i, bad in enumerate(self._frames.write(slot.images)):
             if bad is not None:
                 parts.faults.add(parts.sources[i], bad)
                 if not bad.used:
