@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from pi0_trt_ros.errors import Pi0Error
-from pi0_trt_ros.runners.registry import BACKENDS, describe_backends, EXPORT_BACKENDS
+from pi0_trt_ros.runners.registry import BACKENDS, describe_backends, EXPORT_BACKENDS, TORCH_EXPERT_GEMMS
 
 LOG = logging.getLogger('pi0-trt')
 
@@ -141,8 +141,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                       max_action_dim=32, token_len=48, n_action_steps=50)
         device = args.device or 'cuda'
         runner = TorchRunner(policy=random_full_size_policy(io, device=device), io=io, device=device,
-                             dtype=args.dtype or 'bf16', mode=args.mode, compiled=args.compile, fast=args.fast)
-        variant = ' compiled' if args.compile else ' fast' if args.fast else ''
+                             dtype=args.dtype or 'bf16', mode=args.mode, compiled=args.compile, fast=args.fast,
+                             expert_gemm=args.expert_gemm)
+        variant = ' compiled' if args.compile else f' fast ({args.expert_gemm} expert GEMMs)' if args.fast else ''
         label = f'pi0 full-size random, torch {args.dtype or "bf16"} {runner.mode}{variant}, 3x{h}x{w}'
     else:
         runner = runner_from_args(args)
@@ -259,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--mode', choices=('eager', 'cuda_graph'), default='cuda_graph', help='torch backend mode')
     p.add_argument('--compile', action='store_true', help='torch backend: torch.compile the hot functions')
     p.add_argument('--fast', action='store_true', help='torch backend: the fused Triton-kernel fast path')
+    p.add_argument('--expert-gemm', choices=TORCH_EXPERT_GEMMS, default='cublas',
+                   help="with --fast: how the denoise steps' GEMMs run (see the torch backend's expert_gemm)")
     p.add_argument('--iters', type=int, default=200)
     p.add_argument('--warmup', type=int, default=20)
     p.add_argument('--json', type=Path, help='also write the figures to this JSON file')
