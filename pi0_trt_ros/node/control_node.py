@@ -76,7 +76,8 @@ from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.actions import ActionSanitizer, CommandWriter, Float64ArrayMessage
 from pi0_trt_ros.node.control_loop import (ControlLoop, HoldTarget, LoopConfig, LoopParts, Mailbox, MonotonicClock,
                                            SetSlot, StageRing, STAGES)
-from pi0_trt_ros.node.deadline import BadInput, DeadlineMonitor, FaultCounters, Level, STATUS_FIELDS
+from pi0_trt_ros.node.deadline import DeadlineMonitor, Level, STATUS_FIELDS
+from pi0_trt_ros.node.faults import BadInput, FaultCounters
 from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.instruction import InstructionBox
 from pi0_trt_ros.node.joints import JointPicker

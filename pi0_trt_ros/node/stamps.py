@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from pi0_trt_ros.node.deadline import BadInput
+from pi0_trt_ros.node.faults import BadInput
 
 CLOCK_JUMP_NS = 1_000_000_000  # a stamp this much older than the previous one: time was reset (bag loop)
 
