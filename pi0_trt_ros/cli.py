@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--record', type=Path, help="record the node's commands/status/diagnostics into this bag")
     p.add_argument('--wait', type=float, default=30.0, help="seconds to wait for the node's subscriptions")
     p.add_argument('--stats', type=Path, help='write replay timing statistics (JSON) here')
-    offline = p.add_argument_group("offline (no DDS): the node's synchronizer and runner on the bag")
+    offline = p.add_argument_group("offline (no DDS): the node's observation pipeline and runner on the bag")
     offline.add_argument('--offline', action='store_true')
     add_backend_args(offline)
     offline.add_argument('--tokenizer', help="tokenizer for the bag's instruction")
