@@ -161,8 +161,9 @@ def cmd_make_bag(args: argparse.Namespace) -> int:
     from pi0_trt_ros.bag.synth import make_bag
 
     summary = make_bag(args.out_bag, duration_s=args.duration, compressed=not args.raw, width=args.width,
-                       height=args.height, dropout=tuple(args.dropout) if args.dropout else None, seed=args.seed,
-                       storage=args.storage, instruction=args.instruction)
+                       height=args.height, dropout=tuple(args.dropout) if args.dropout else None,
+                       clock_jump=tuple(args.clock_jump) if args.clock_jump else None, repeat_every=args.repeat_every,
+                       seed=args.seed, storage=args.storage, instruction=args.instruction)
     print(summary)
     return 0
 
@@ -275,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--height', type=int, default=480)
     p.add_argument('--dropout', type=float, nargs=3, metavar=('CAMERA', 'START_S', 'END_S'),
                    help='camera index that stops publishing between START_S and END_S')
+    p.add_argument('--clock-jump', type=float, nargs=2, metavar=('AT_S', 'BACK_S'),
+                   help='stamps of everything captured from AT_S on are BACK_S seconds earlier (a clock reset)')
+    p.add_argument('--repeat-every', type=int, default=0, metavar='N',
+                   help='log every N-th message of each sensor stream twice, same stamp (0: never)')
     p.add_argument('--storage', choices=('sqlite3', 'mcap'), default='sqlite3')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--instruction', default='pick up the red block and place it in the bin')
@@ -290,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--record', type=Path, help="record the node's commands/status/diagnostics into this bag")
     p.add_argument('--wait', type=float, default=30.0, help="seconds to wait for the node's subscriptions")
     p.add_argument('--stats', type=Path, help='write replay timing statistics (JSON) here')
-    offline = p.add_argument_group("offline (no DDS): the node's synchronizer and runner on the bag")
+    offline = p.add_argument_group("offline (no DDS): the node's observation pipeline and runner on the bag")
     offline.add_argument('--offline', action='store_true')
     add_backend_args(offline)
     offline.add_argument('--tokenizer', help="tokenizer for the bag's instruction")

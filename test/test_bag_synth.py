@@ -23,7 +23,8 @@ import pytest
 
 from pi0_trt_ros.bag.bag_io import bag_storage, bag_summary, read_bag, stamp_ns
 from pi0_trt_ros.bag.synth import (
-    DEFAULT_CAMERA_TOPICS, DEFAULT_INSTRUCTION, DEFAULT_JOINT_NAMES, DEFAULT_START_NS, JPEG_FORMAT, make_bag)
+    CLOCK_JUMP_PAUSE_S, DEFAULT_CAMERA_TOPICS, DEFAULT_INSTRUCTION, DEFAULT_JOINT_NAMES, DEFAULT_START_NS, JPEG_FORMAT,
+    make_bag, REPEAT_DELAY_NS)
 from pi0_trt_ros.errors import Pi0Error
 
 W, H = 160, 120
@@ -131,6 +132,32 @@ def test_dropout_removes_only_that_cameras_frames_in_the_window(tmp_path):
         assert len(cut[topic]) == len(full[topic])
 
 
+def test_clock_jump_sets_stamps_back_after_a_pause_and_repeats_send_messages_again(tmp_path):
+    kwargs = {'duration_s': DURATION, 'width': 32, 'height': 24, 'seed': 1}
+    full = _by_topic(make_bag(tmp_path / 'full', **kwargs).path)
+    odd_path = make_bag(tmp_path / 'odd', clock_jump=(0.6, 5.0), repeat_every=4, **kwargs).path
+    odd = _by_topic(odd_path)
+    for topic in (*DEFAULT_CAMERA_TOPICS, '/joint_states'):
+        hz = 100.0 if topic == '/joint_states' else 30.0
+        cam = DEFAULT_CAMERA_TOPICS.index(topic) if topic in DEFAULT_CAMERA_TOPICS else 0
+        nominal = LEAD_S + cam * 1e-3 + np.arange(len(full[topic])) / hz
+        kept = [(m, n) for m, n in zip(full[topic], nominal) if not 0.6 - CLOCK_JUMP_PAUSE_S <= n < 0.6]
+        expected = []  # (stamp, log time) of every message, the repeated ones twice
+        for i, (m, n) in enumerate(kept):
+            stamp = stamp_ns(m.msg.header.stamp) - (5_000_000_000 if n >= 0.6 else 0)  # captured after the jump
+            expected.append((stamp, m.log_time_ns))
+            if i % 4 == 3:
+                expected.append((stamp, m.log_time_ns + REPEAT_DELAY_NS))
+        got = [(stamp_ns(m.msg.header.stamp), m.log_time_ns) for m in odd[topic]]
+        assert got == expected, topic
+        stamps = np.array([g[0] for g in got])
+        assert (np.diff(stamps) < -4e9).sum() == 1 and (np.diff(stamps) == 0).sum() == len(kept) // 4
+        repeated = [i for i in range(1, len(got)) if got[i][0] == got[i - 1][0]]
+        raw = [m.msg for m in read_bag(odd_path, [topic], raw=True)]
+        assert all(raw[i] == raw[i - 1] for i in repeated)  # the same message again
+        assert len(kept) < len(full[topic])
+
+
 def test_same_seed_writes_identical_bags_and_another_seed_does_not(tmp_path):
     def content(path):
         return [(m.topic, m.log_time_ns, m.msg) for m in read_bag(path, raw=True)]
@@ -176,5 +203,9 @@ def test_bad_arguments_and_paths_raise_clear_errors(tmp_path):
         make_bag(tmp_path / 'x', storage='rosbag1')
     with pytest.raises(ValueError, match='dropout camera index 3'):
         make_bag(tmp_path / 'y', dropout=(3, 0.0, 1.0))
+    with pytest.raises(ValueError, match='clock_jump'):
+        make_bag(tmp_path / 'z', duration_s=1.0, clock_jump=(1.5, 1.0))
+    with pytest.raises(ValueError, match='repeat_every'):
+        make_bag(tmp_path / 'w', repeat_every=-1)
     with pytest.raises(Pi0Error, match='not a rosbag2 bag: metadata.yaml not found'):
         bag_summary(tmp_path)

@@ -34,7 +34,8 @@ from trajectory_msgs.msg import JointTrajectory
 
 from pi0_trt_ros.node.actions import ActionSanitizer, CommandWriter
 from pi0_trt_ros.node.control_loop import ControlLoop, HoldTarget, LoopConfig, LoopParts, Mailbox, StageRing
-from pi0_trt_ros.node.deadline import DeadlineMonitor, FaultCounters
+from pi0_trt_ros.node.deadline import DeadlineMonitor
+from pi0_trt_ros.node.faults import FaultCounters
 from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.instruction import InstructionBox
 from pi0_trt_ros.testing.faults import FaultInjectingRunner

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""DeadlineMonitor figures and levels; FaultCounters counting and per-source throttling."""
+"""DeadlineMonitor figures and levels."""
 
 import math
 import tracemalloc
@@ -20,7 +20,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from pi0_trt_ros.node.deadline import BadInput, DeadlineMonitor, FaultCounters, Level
+from pi0_trt_ros.node.deadline import DeadlineMonitor, Level
 
 MS = 1_000_000
 
@@ -109,34 +109,3 @@ def test_bad_arguments_raise() -> None:
         DeadlineMonitor(20.0, window=0)
     with pytest.raises(ValueError, match='error_consecutive'):
         DeadlineMonitor(20.0, error_consecutive=0)
-
-
-class Clock:
-    """A settable time source for FaultCounters."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_fault_counters_count_and_throttle_per_source_and_kind() -> None:
-    warnings: list[str] = []
-    infos: list[str] = []
-    clock = Clock()
-    faults = FaultCounters(warnings.append, infos.append, throttle_sec=5.0, clock=clock)
-    for _ in range(10):
-        faults.add('camera top', BadInput('image_size', 'frame is 320x240'))
-    faults.add('camera left', BadInput('image_size', 'frame is 320x240'))  # another source: its own line
-    faults.add('camera top', BadInput('image_row_padding', 'rows padded', used=True))  # a note: info
-    assert faults.count('image_size') == 11 and faults.count('image_row_padding') == 1
-    assert faults.count('never') == 0
-    assert warnings == ['camera top: frame is 320x240 [image_size]', 'camera left: frame is 320x240 [image_size]']
-    assert infos == ['camera top: rows padded [image_row_padding]']
-    clock.now += 5.0
-    faults.add('camera top', BadInput('image_size', 'frame is 320x241'))
-    assert warnings[-1] == 'camera top: frame is 320x241 [image_size] (9 more since the last report)'
-    kv = dict(faults.key_values())
-    assert kv['bad_input.image_size'] == '12' and kv['bad_input.image_size.last'] == 'camera top: frame is 320x241'
-    assert faults.counts() == {'image_size': 12, 'image_row_padding': 1}

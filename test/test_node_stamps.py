@@ -68,3 +68,15 @@ def test_bad_arguments_raise() -> None:
         StampGate(0, 1)
     with pytest.raises(ValueError):
         StampGate(1, -1)
+
+
+def test_a_repeated_stamp_is_rejected_unless_the_input_may_repeat() -> None:
+    gate = StampGate(2, max_future_ns=300 * MS, repeat_ok=(1,))
+    for index in (0, 1):
+        assert gate.check(index, NOW - 20 * MS, NOW).accepted
+    v = gate.check(0, NOW - 20 * MS, NOW)  # a camera frame sent again
+    assert not v.accepted and v.bad.counter == 'stamp_repeated'
+    assert gate.check(1, NOW - 20 * MS, NOW) == (True, False, None)  # joint states: the later reading wins
+    assert gate.check(0, NOW - 19 * MS, NOW).accepted  # the stream goes on
+    with pytest.raises(ValueError, match='repeat_ok'):
+        StampGate(2, 1, repeat_ok=(2,))

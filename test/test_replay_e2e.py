@@ -16,8 +16,10 @@
 
 The node runs in its own process (ONNX Runtime, tiny random Pi0, `every_set` mode) on this
 module's DDS domain; the bag is replayed into it at its recorded timing while its trajectories,
-status and diagnostics are recorded. The offline replay then runs the node's synchronizer and
-the same runner on the bag without DDS. A node still busy when a newer set arrives supersedes
+status and diagnostics are recorded. The offline replay then runs the node's observation
+pipeline and the same runner on the bag without DDS. The bag holds what the pipeline's rules are
+for: a camera that drops out, a clock that jumps back (the synchronizer and joint ring start
+over), and messages sent again with the same stamp. A node still busy when a newer set arrives supersedes
 the older one (newest set wins; on a loaded machine it does), and matches each set with the
 newest joint sample it has by then. So the node's ``~/status`` says which set and joint sample
 each cycle used and how many sets it superseded: every set offline replay forms must be used
@@ -52,6 +54,7 @@ from pi0_trt_ros.testing.tiny import make_tiny_bundle  # noqa: E402
 from pi0_trt_ros.tokenizer import Pi0Tokenizer  # noqa: E402
 
 DOMAIN_ID = 91
+CLOCK_JUMP_S = 30.0  # the bag's stamps go back this far at 2 s: no set stamp repeats one from before
 REPO = Path(__file__).resolve().parent.parent
 TRAJECTORY = '/joint_trajectory_controller/joint_trajectory'
 STATUS = '/pi0_control/status'
@@ -64,7 +67,8 @@ def session(tmp_path_factory):
     root = tmp_path_factory.mktemp('e2e')
     bundle = make_tiny_bundle(root / 'model', precision='fp32')
     bag = root / 'input_bag'
-    make_bag(bag, duration_s=3.0, compressed=True, dropout=(2, 1.0, 1.4))
+    make_bag(bag, duration_s=3.0, compressed=True, dropout=(2, 1.0, 1.4), clock_jump=(2.0, CLOCK_JUMP_S),
+             repeat_every=7)
     config = root / 'control.yaml'
     doc = demo_params(bundle.engine_dir, bundle.tokenizer, compressed=True, backend_options='{"threads": 1}')
     # The node gets the bag's own stamps (no restamping), so that each status names a set offline
@@ -111,22 +115,29 @@ def test_replay_keeps_recorded_timing(session):
     assert stats.error_ms.min() >= 0.0  # nothing published before its recorded time
 
 
-def node_input_losses(session) -> dict[str, int]:
-    """Return what the node reports it never got, from its last recorded /diagnostics.
-
-    ``frames_missing``: camera frames the replay published that the node did not receive (lost
-    below rclpy on a starved machine); ``joint_state_unmatched``: sets it dropped for want of a
-    joint sample within tolerance. Counts of the last message, so at most what the node lost.
-    """
+def node_inputs(session) -> dict[str, str]:
+    """Return the key/values of the node's last recorded input diagnostics."""
     inputs = {}
     for m in read_bag(session['recorded'], ['/diagnostics']):
         for status in m.msg.status:
             if status.name.endswith(': inputs'):
                 inputs = {kv.key: kv.value for kv in status.values}
+    return inputs
+
+
+def node_input_losses(session) -> dict[str, int]:
+    """Return what the node reports it never got, from its last recorded /diagnostics.
+
+    ``frames_missing``: camera frames the replay published that the node did not receive (lost
+    below rclpy on a starved machine; frames it received and rejected as sent again are not
+    missing); ``joint_state_unmatched``: sets it dropped for want of a joint sample within
+    tolerance. Counts of the last message, so at most what the node lost.
+    """
+    inputs = node_inputs(session)
     published = session['result'].stats.per_topic
     cameras = params_from_yaml(session['config']).cameras
     return {'frames_missing': sum(published['/' + c.topic] - int(inputs.get(f'camera.{c.name}.received', 0))
-                                  for c in cameras),
+                                  for c in cameras) - int(inputs.get('bad_input.stamp_repeated', 0)),
             'joint_state_unmatched': int(inputs.get('bad_input.joint_state_unmatched', 0))}
 
 
@@ -139,16 +150,33 @@ def test_every_synchronized_set_produced_exactly_one_inference(session, status_r
     print(f'offline replay formed {len(formed)} sets; the node used {len(used)} and superseded {superseded} '
           f'while busy (newest set wins); input the node reports lost: {losses}')
     np.testing.assert_array_equal(cycles, np.arange(len(cycles)))  # no cycle skipped or missing
-    assert np.all(np.diff(used) > 0), used  # each set used once, in stamp order
+    assert len(set(formed.tolist())) == len(formed)  # set stamps name sets, across the clock jump too
     assert np.isin(used, formed).all(), used[~np.isin(used, formed)]  # only sets offline replay formed
+    order = {stamp: k for k, stamp in enumerate(formed.tolist())}
+    assert np.all(np.diff([order[s] for s in used.tolist()]) > 0), used  # each used once, in the order formed
     # superseded + used == offline sets, but for sets the node could not form because it never got
     # their input (a frame lost below rclpy, no joint sample in time): each such loss costs at most
     # one set, and with none reported the equality is exact.
     unaccounted = len(formed) - len(used) - superseded
-    assert 0 <= unaccounted <= sum(losses.values()), (len(used), superseded, len(formed), losses, offline.dropped)
-    # the camera drop-out (camera 2, 1.0-1.4 s) leaves a gap of sets, not extra or partial ones
+    assert 0 <= unaccounted <= sum(losses.values()), (len(used), superseded, len(formed), losses, offline.faults)
+    # the camera drop-out (camera 2, 1.0-1.4 s) leaves a gap of sets, not extra or partial ones; after the
+    # clock jump the sets go on from the earlier stamps
     gaps = np.diff(formed) / 1e6
     assert gaps.max() > 350 and np.median(gaps) == pytest.approx(33.3, abs=3)
+    back = np.flatnonzero(gaps < 0)
+    assert back.size == 1 and (formed[back[0]] - formed[back[0] + 1]) / 1e9 > CLOCK_JUMP_S - 1
+
+
+def test_the_node_and_offline_replay_judge_the_stamps_alike(session, offline):
+    inputs, losses = node_inputs(session), node_input_losses(session)
+    node = {k: int(inputs.get(f'bad_input.{k}', 0)) for k in ('clock_jump', 'stamp_repeated', 'stamp_backwards')}
+    print(f'bad stamps: node {node}, offline replay {offline.faults}')
+    # one clock jump: the first message stamped after it resets, and every input starts over from there
+    assert node['clock_jump'] == offline.faults['clock_jump'] == 1
+    # every camera frame sent again is rejected, in both; the node may have lost some below rclpy
+    repeated = offline.faults['stamp_repeated']
+    assert repeated > 5 and repeated - losses['frames_missing'] <= node['stamp_repeated'] <= repeated
+    assert node['stamp_backwards'] == offline.faults.get('stamp_backwards', 0) == 0
 
 
 def test_recorded_commands_equal_the_offline_replay(session, status_rows, offline):

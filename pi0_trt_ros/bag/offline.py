@@ -12,15 +12,19 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Offline replay: the control node's synchronizer and runner on a bag, without DDS.
+"""Offline replay: the control node's observation pipeline and runner on a bag, without DDS.
 
-Messages are taken in log-time order and handled with the node's own parts: ImageDecoder,
-JointPicker, ApproximateTimeSync + NearestSampleBuffer, the tokenizer, the runner, noise draw k
-for inference k, ActionSanitizer. Every synchronized set gives one inference (the node's
-``every_set`` mode), as fast as possible or paced at the recorded timing (``realtime``).
-Observation age is not checked (bag time is not now) and stamps that go back are dropped (no
-clock-jump recovery for looped bags). For regression checks on recorded data,
-and to compare with what the live node commanded for the same sets.
+Messages are taken in log-time order and fed to the node's own ``ObservationPipeline`` (frame
+and joint checks, stamp rules, joint ring, ApproximateTimeSync, nearest joint sample, observation
+age), with each message's log time (when the recorder received it) standing for the node's clock
+and receive time. So a bag is judged by the rules the node applies live: a stamp too far ahead of
+its log time or repeated on a camera is rejected, a clock jump (a bag that loops) makes the
+synchronizer and the joint ring start over, and a set older than ``max_observation_age_ms`` at its
+log time is not used (0 turns that off, for a bag whose log times are not on the stamps' clock).
+Each set handed over is inferred at once (the node's ``every_set`` mode) with the tokenizer, the
+runner, noise draw k for inference k and ActionSanitizer, as fast as possible or paced at the
+recorded timing (``realtime``). For regression checks on recorded data, and to compare with what
+the live node commanded for the same sets.
 
 A live node differs from a replay at full speed in two ways it reports on ``~/status``: when it
 is still busy as a newer set arrives it supersedes the older one (newest set wins), and it
@@ -44,10 +48,11 @@ from pi0_trt_ros.bag.bag_io import read_bag
 from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.actions import ActionSanitizer
 from pi0_trt_ros.node.deadline import STATUS_FIELDS
+from pi0_trt_ros.node.faults import BadInput, FaultCounters
 from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.joints import JointPicker
+from pi0_trt_ros.node.observation import ObservationPipeline
 from pi0_trt_ros.node.params import ControlParams
-from pi0_trt_ros.node.sync import ApproximateTimeSync, NearestSampleBuffer
 from pi0_trt_ros.runners.base import Runner
 
 
@@ -58,7 +63,7 @@ class OfflineResult:
     chunks: np.ndarray  # float64 [n, T, dof], sanitized action chunks (robot units)
     set_stamps_ns: np.ndarray  # int64 [n], newest camera header stamp of each inferred set
     inference_ms: np.ndarray  # float64 [n]
-    dropped: dict[str, int]  # why other sets/messages were not used
+    faults: dict[str, int]  # bad inputs by kind, as the node counts them (some used anyway: joint_extra, clock_jump)
     formed_stamps_ns: np.ndarray  # int64 [m >= n], every set that reached inference or, with ``only``, could have
 
     @property
@@ -104,6 +109,10 @@ class NoiseDraws:
             self._next += 1
 
 
+def _quiet(line: str) -> None:
+    """Log nothing: offline replay reports bad inputs in its result, not line by line."""
+
+
 def _joint_samples(bag: str | Path, topic: str, picker: JointPicker) -> dict[int, np.ndarray]:
     """Return every usable joint sample of ``bag``: header stamp (ns) -> float32 [dof] positions."""
     from rclpy.serialization import deserialize_message
@@ -122,7 +131,7 @@ def _joint_samples(bag: str | Path, topic: str, picker: JointPicker) -> dict[int
 def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, tokenizer: Any,
                    realtime: bool = False, rate: float = 1.0, only: Sequence[NodeCycle] | None = None
                    ) -> OfflineResult:
-    """Run ``bag`` through the node's pipeline with an active ``runner``; see the module docstring.
+    """Run ``bag`` through the node's observation pipeline with an active ``runner``; see the module docstring.
 
     ``only``: the sets to infer, as a live node used them; None: every set, set k with draw k.
     """
@@ -136,25 +145,55 @@ def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, token
     joint_topic, instruction_topic = absolute(params.joint_states_topic), absolute(params.instruction_topic)
     decoders = [ImageDecoder(staging.images[io.camera_keys.index(c.key)], c.transport, params.resize_mismatched)
                 for c in params.cameras]
-    sync = ApproximateTimeSync(len(decoders), params.sync_queue_size, int(round(params.sync_slop_ms * 1e6)))
-    joints = NearestSampleBuffer(params.joint_state_buffer, int(round(params.joint_state_tolerance_ms * 1e6)))
-    picker = JointPicker(params.joint_names, params.joint_lower_limits, params.joint_upper_limits,
-                         params.joint_limit_margin)
-    dof = picker.dof
+    dof = len(params.joint_names)
     sanitizer = ActionSanitizer(params.joint_lower_limits, params.joint_upper_limits, io.chunk_size)
     noise = NoiseDraws(params.noise_seed)
-    selected = None if only is None else {c.set_stamp_ns: c for c in only}
-    node_joints = {} if only is None else _joint_samples(bag, joint_topic, picker)
     if params.fixed_noise:
         noise.draw_into(0, staging.noise)
-    latest = np.zeros(dof, np.float64)
-    last_stamp = [0] * (len(decoders) + 1)
-    classes: dict[str, Any] = {}
+    latest = np.zeros(dof, np.float64)  # [dof] newest accepted joint positions: the hold for NaN actions
+    faults = FaultCounters(_quiet, _quiet)  # counted for the result, not logged
+    selected = None if only is None else {c.set_stamp_ns: c for c in only}
     chunks, stamps, infer_ms, formed = [], [], [], []
-    dropped = {'bad_frame': 0, 'bad_joint_state': 0, 'stamp': 0, 'joint_state_unmatched': 0, 'no_instruction': 0}
     have_instruction = False
-    t_wall0 = t_bag0 = None
 
+    def infer(frames: tuple[Any, ...], state: np.ndarray, newest: int, joint_stamp: int, t_recv: int) -> bool:
+        """Stage one handed-over set and infer it (every set, or those of ``only``); True when formed."""
+        cycle = None if selected is None else selected.get(newest)
+        if cycle is not None:  # the node's joint sample, which a starved node may have taken from after the frames
+            state = node_joints.get(cycle.joint_stamp_ns)
+            if state is None:
+                faults.add('observation', BadInput('joint_state_unmatched', "the node's joint sample is not in "
+                                                   'the bag'))
+                return False
+        if not have_instruction:
+            faults.add('observation', BadInput('no_instruction', 'set formed before the instruction'))
+            return False
+        for i, (decoder, frame) in enumerate(zip(decoders, frames)):
+            bad = decoder.write(frame)
+            if bad is not None:
+                faults.add(pipeline.sources[i], bad)
+                if not bad.used:
+                    return False
+        formed.append(newest)
+        if selected is not None and cycle is None:
+            return True
+        np.copyto(staging.state, state)
+        if not params.fixed_noise:
+            noise.draw_into(len(chunks) if cycle is None else cycle.noise_draw, staging.noise)
+        t0 = time.perf_counter()
+        actions = runner.infer()
+        infer_ms.append((time.perf_counter() - t0) * 1e3)
+        chunk = np.zeros((io.chunk_size, dof), np.float64)
+        sanitizer.sanitize_into(actions, latest, chunk)
+        chunks.append(chunk)
+        stamps.append(newest)
+        return True
+
+    pipeline = ObservationPipeline.from_params(params, decoders, faults, infer,
+                                               lambda positions: np.copyto(latest, positions))
+    node_joints = {} if only is None else _joint_samples(bag, joint_topic, pipeline.picker)
+    classes: dict[str, Any] = {}
+    t_wall0 = t_bag0 = None
     for topic, msgtype, log_ns, raw in read_bag(bag, raw=True):
         if realtime:
             t_wall0 = time.monotonic_ns() if t_wall0 is None else t_wall0
@@ -168,69 +207,22 @@ def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, token
                 tokenizer.encode_into(text, staging.tokens, staging.token_mask)
                 have_instruction = True
             continue
-        index = cams.get(topic, len(decoders) if topic == joint_topic else None)
-        if index is None:
+        index = cams.get(topic)
+        if index is None and topic != joint_topic:
             continue
         if msgtype not in classes:
             classes[msgtype] = get_message(msgtype)
         msg = deserialize_message(raw, classes[msgtype])
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        if stamp == 0 or stamp < last_stamp[index]:
-            dropped['stamp'] += 1
-            continue
-        if index == len(decoders):
-            row = np.zeros(dof, np.float32)
-            bad = picker.pick_into(msg.name, msg.position, row)
-            if bad is not None and not bad.used:
-                dropped['bad_joint_state'] += 1
-                continue
-            last_stamp[index] = stamp
-            joints.add(stamp, row)
-            latest[:] = row
-            continue
-        bad = decoders[index].check(msg)
-        if bad is not None and not bad.used:
-            dropped['bad_frame'] += 1
-            continue
-        last_stamp[index] = stamp
-        frames = sync.add(index, stamp, msg)
-        if frames is None:
-            continue
-        newest = max(sync.last_stamps)
-        cycle = None if selected is None else selected.get(newest)
-        if cycle is None:
-            state = joints.nearest(newest)
-        else:  # the node's joint sample, which a starved node may have taken from after the frames
-            state = node_joints.get(cycle.joint_stamp_ns)
-        if state is None:
-            dropped['joint_state_unmatched'] += 1
-            continue
-        if not have_instruction:
-            dropped['no_instruction'] += 1
-            continue
-        written = [d.write(f) for d, f in zip(decoders, frames)]
-        if any(bad is not None and not bad.used for bad in written):
-            dropped['bad_frame'] += 1
-            continue
-        formed.append(newest)
-        if selected is not None and cycle is None:
-            continue
-        np.copyto(staging.state, state)
-        if not params.fixed_noise:
-            noise.draw_into(len(chunks) if cycle is None else cycle.noise_draw, staging.noise)
-        t0 = time.perf_counter()
-        actions = runner.infer()
-        infer_ms.append((time.perf_counter() - t0) * 1e3)
-        chunk = np.zeros((io.chunk_size, dof), np.float64)
-        sanitizer.sanitize_into(actions, latest, chunk)
-        chunks.append(chunk)
-        stamps.append(newest)
+        if index is None:  # the log time stands for both the node's clock and the receive time
+            pipeline.add_joint_state(msg, log_ns, log_ns)
+        else:
+            pipeline.add_frame(index, msg, log_ns, log_ns)
+    counts = faults.counts()
     if not chunks:
-        raise Pi0Error(f'{bag}: no synchronized set reached inference ({dropped}); check the camera topics '
+        raise Pi0Error(f'{bag}: no synchronized set reached inference ({counts}); check the camera topics '
                        f'{sorted(cams)}, {joint_topic} and {instruction_topic} against the bag')
     return OfflineResult(chunks=np.stack(chunks), set_stamps_ns=np.array(stamps, np.int64),
-                         inference_ms=np.array(infer_ms), dropped=dropped,
-                         formed_stamps_ns=np.array(formed, np.int64))
+                         inference_ms=np.array(infer_ms), faults=counts, formed_stamps_ns=np.array(formed, np.int64))
 
 
 def cmd_replay_offline(args: Any) -> int:
@@ -251,7 +243,7 @@ def cmd_replay_offline(args: Any) -> int:
     ms = result.inference_ms
     print(f'offline replay of {args.bag}: {len(result.chunks)} sets -> {len(result.chunks)} inferences; '
           f'inference p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms; '
-          f'not used: {result.dropped}')
+          f'bad inputs: {result.faults}')
     if args.out:
         np.savez(args.out, commands=result.commands, chunks=result.chunks, set_stamps_ns=result.set_stamps_ns,
                  inference_ms=result.inference_ms)

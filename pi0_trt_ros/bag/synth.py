@@ -26,7 +26,8 @@ policy, ``pi0_trt_ros.train_tiny``, learns exactly this from these functions).
 
 The content is deterministic for a seed and cheap to make (numpy + OpenCV, no per-pixel Python).
 Header stamps are the capture times with gaussian jitter; the bag's log time is the stamp plus a
-transport delay with its own jitter, so ``log_time >= stamp`` and both increase per topic. Size
+transport delay with its own jitter, so ``log_time >= stamp`` and both increase per topic (the
+``clock_jump`` and ``repeat_every`` options break that on purpose, for the node's stamp rules). Size
 guide: one raw 640x480 rgb8 frame is 0.92 MB, so three cameras at 30 Hz write about 83 MB per
 second; JPEG (``compressed=True``) or a smaller ``width``/``height`` keep bags small.
 """
@@ -56,6 +57,8 @@ JPEG_FORMAT = 'rgb8; jpeg compressed bgr8'
 CAMERA_DELAY_MS = 8.0  # capture -> recorder, mean part of the transport delay
 JOINT_DELAY_MS = 1.0
 _MAX_JITTER_PERIODS = 0.3  # jitter is clipped to this fraction of the period: order never changes
+CLOCK_JUMP_PAUSE_S = 0.2  # clock_jump: the senders capture nothing this long before the jump
+REPEAT_DELAY_NS = 100_000  # repeat_every: a message sent again is logged this long after the first
 _LEAD_S = 0.02  # sensor streams start this long after the instruction, so it is logged first
 _QOS = Qos(QosHistory.KEEP_LAST, 10, QosReliability.RELIABLE, QosDurability.VOLATILE, QosTime(0, 0),
            QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)
@@ -183,7 +186,8 @@ def make_bag(out_path: str | Path, *, duration_s: float = 3.0,
              joint_topic: str = DEFAULT_JOINT_TOPIC, instruction_topic: str = DEFAULT_INSTRUCTION_TOPIC,
              instruction: str = DEFAULT_INSTRUCTION, compressed: bool = False, width: int = 640, height: int = 480,
              camera_hz: float = 30.0, joint_hz: float = 100.0, joint_names: Sequence[str] = DEFAULT_JOINT_NAMES,
-             jitter_ms: float = 1.5, dropout: tuple[int, float, float] | None = None, seed: int = 0,
+             jitter_ms: float = 1.5, dropout: tuple[int, float, float] | None = None,
+             clock_jump: tuple[float, float] | None = None, repeat_every: int = 0, seed: int = 0,
              storage: str = 'sqlite3', jpeg_quality: int = 90, start_ns: int = DEFAULT_START_NS) -> BagSummary:
     """Write a synthetic bag to the new directory ``out_path`` and return its summary.
 
@@ -197,6 +201,14 @@ def make_bag(out_path: str | Path, *, duration_s: float = 3.0,
       both are clipped to 0.3 periods so each topic stays in order.
     - ``dropout``: ``(camera index, start_s, end_s)``: that camera records no frame captured in
       [start_s, end_s) (a camera that stops and comes back).
+    - ``clock_jump``: ``(at_s, back_s)``: the senders' clock is set back by ``back_s`` seconds at
+      ``at_s`` (a simulation that restarts, a clock reset): every sample captured from ``at_s`` on
+      is stamped ``back_s`` earlier, while log times go on. The senders capture nothing in the
+      ``CLOCK_JUMP_PAUSE_S`` before ``at_s``, so every message stamped before the jump is logged
+      before any stamped after it. The scene and the joints go on as if nothing happened.
+    - ``repeat_every``: every n-th message of each camera and of the joint stream (n > 0) is logged
+      a second time, ``REPEAT_DELAY_NS`` later, with the same stamp and content (a driver that
+      sends a message again).
     - ``seed``: the random seed; the same seed writes the same bag.
     - ``storage``: 'sqlite3' or 'mcap'.
     - ``jpeg_quality``: OpenCV JPEG quality (0-100) when ``compressed``.
@@ -208,6 +220,11 @@ def make_bag(out_path: str | Path, *, duration_s: float = 3.0,
         raise ValueError(f'jitter_ms must be >= 0, got {jitter_ms}')
     if dropout is not None and not 0 <= dropout[0] < len(camera_topics):
         raise ValueError(f'dropout camera index {dropout[0]} is not in 0..{len(camera_topics) - 1}')
+    if clock_jump is not None and not (CLOCK_JUMP_PAUSE_S < clock_jump[0] < duration_s and clock_jump[1] > 0):
+        raise ValueError(f'clock_jump (at_s, back_s) needs {CLOCK_JUMP_PAUSE_S} < at_s < duration_s and back_s > 0, '
+                         f'got {clock_jump}')
+    if repeat_every < 0:
+        raise ValueError(f'repeat_every must be >= 0 (0: no message sent again), got {repeat_every}')
     ts = jazzy_typestore()
     Header, Time = ts.types['std_msgs/msg/Header'], ts.types['builtin_interfaces/msg/Time']
     image_type = 'sensor_msgs/msg/CompressedImage' if compressed else 'sensor_msgs/msg/Image'
@@ -218,6 +235,21 @@ def make_bag(out_path: str | Path, *, duration_s: float = 3.0,
     scene = SyntheticScene(width, height, len(camera_topics),
                            rng.uniform(0.0, 2.0 * math.pi, (len(camera_topics), 2)))
 
+    def header_offsets(nominal: np.ndarray) -> np.ndarray:
+        """Stamp minus capture time per sample (ns): -back_s after a clock jump, else 0."""
+        if clock_jump is None:
+            return np.zeros(nominal.size, np.int64)
+        return np.where(nominal >= clock_jump[0], -int(round(clock_jump[1] * 1e9)), 0)
+
+    def sent(kind: int, nominal: np.ndarray, logs: np.ndarray, keep: np.ndarray) -> list[tuple[int, int, int]]:
+        """Events of one stream: the kept samples, and the ones sent again."""
+        if clock_jump is not None:
+            keep = keep & ((nominal < clock_jump[0] - CLOCK_JUMP_PAUSE_S) | (nominal >= clock_jump[0]))
+        kept = np.flatnonzero(keep)
+        again = kept[repeat_every - 1::repeat_every] if repeat_every else kept[:0]
+        return ([(int(logs[k]), kind, int(k)) for k in kept]
+                + [(int(logs[k]) + REPEAT_DELAY_NS, kind, int(k)) for k in again])
+
     # Every message as (log time ns, kind, index); kind -1 is the joint stream, k >= 0 camera k.
     events: list[tuple[int, int, int]] = []
     cam_times = []
@@ -226,10 +258,11 @@ def make_bag(out_path: str | Path, *, duration_s: float = 3.0,
         keep = np.ones(nominal.size, bool)
         if dropout is not None and dropout[0] == cam:
             keep = (nominal < dropout[1]) | (nominal >= dropout[2])
-        cam_times.append((nominal, stamps))
-        events.extend((int(logs[k]), cam, int(k)) for k in np.flatnonzero(keep))
+        cam_times.append((nominal, stamps, header_offsets(nominal)))
+        events.extend(sent(cam, nominal, logs, keep))
     j_nominal, j_stamps, j_logs = _times(rng, _LEAD_S, duration_s, joint_hz, jitter_ms, JOINT_DELAY_MS)
-    events.extend((int(j_logs[k]), -1, k) for k in range(j_nominal.size))
+    j_offsets = header_offsets(j_nominal)
+    events.extend(sent(-1, j_nominal, j_logs, np.ones(j_nominal.size, bool)))
     events.sort()
 
     def header(stamp: int, frame_id: str) -> object:
@@ -247,14 +280,14 @@ def make_bag(out_path: str | Path, *, duration_s: float = 3.0,
         for log, kind, k in events:
             if kind < 0:
                 t = j_stamps[k] * 1e-9
-                msg = JointState(header=header(int(j_stamps[k]), 'base_link'), name=list(joint_names),
+                msg = JointState(header=header(int(j_stamps[k] + j_offsets[k]), 'base_link'), name=list(joint_names),
                                  position=robot.positions(t), velocity=robot.velocities(t),
                                  effort=np.zeros(0, np.float64))
                 writer.write(conn_joint, start_ns + log, ts.serialize_cdr(msg, 'sensor_msgs/msg/JointState'))
                 continue
-            nominal, stamps = cam_times[kind]
+            nominal, stamps, offsets = cam_times[kind]
             rgb = scene.view(robot, kind, float(nominal[k]), k)
-            hdr = header(int(stamps[k]), f'camera_{kind}_optical_frame')
+            hdr = header(int(stamps[k] + offsets[k]), f'camera_{kind}_optical_frame')
             if compressed:
                 ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                                         [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])

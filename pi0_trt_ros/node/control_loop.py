@@ -46,7 +46,8 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from pi0_trt_ros.node.actions import ActionQueue, ActionSanitizer, CommandWriter
-from pi0_trt_ros.node.deadline import BadInput, DeadlineMonitor, FaultCounters
+from pi0_trt_ros.node.deadline import DeadlineMonitor
+from pi0_trt_ros.node.faults import BadInput, FaultCounters
 from pi0_trt_ros.node.images import FrameStager, ImageDecoder
 from pi0_trt_ros.node.instruction import InstructionBox
 

@@ -42,8 +42,9 @@ never published with a NaN/inf) by one ``CommandWriter``; a joint state more tha
 ``joint_limit_margin`` outside the limits is rejected, never used as input nor hold target; when
 no usable observation arrives for ``stale_timeout_ms`` (also when frames keep failing to decode
 or inference keeps failing) the node holds (or stops, ``on_stale``), and stops commanding
-``stop_timeout_ms`` later, until inputs recover. The rules of the control thread live in
-``control_loop.py``; this module wires them to ROS.
+``stop_timeout_ms`` later, until inputs recover. The input rules (stamps, joint ring,
+synchronizer, hand-over) live in ``observation.py``, shared with offline replay; the rules of the
+control thread in ``control_loop.py``; this module wires them to ROS.
 
 What the node cannot see: a message that DDS or rmw drops before rclpy hands it over (a CDR
 message whose length field does not fit its bytes fails to deserialize below rclpy, and a
@@ -61,7 +62,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
@@ -77,14 +78,13 @@ from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.actions import ActionSanitizer, CommandWriter, Float64ArrayMessage
 from pi0_trt_ros.node.control_loop import (ControlLoop, HoldTarget, LoopConfig, LoopParts, Mailbox, MonotonicClock,
                                            SetSlot, StageRing, STAGES)
-from pi0_trt_ros.node.deadline import BadInput, DeadlineMonitor, FaultCounters, Level, STATUS_FIELDS
+from pi0_trt_ros.node.deadline import DeadlineMonitor, Level, STATUS_FIELDS
+from pi0_trt_ros.node.faults import BadInput, FaultCounters
 from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.instruction import InstructionBox
-from pi0_trt_ros.node.joints import JointPicker
+from pi0_trt_ros.node.observation import ObservationPipeline
 from pi0_trt_ros.node.params import ControlParams, declare_and_read
 from pi0_trt_ros.node.ros_logging import forward_package_logs, PACKAGE_LOGGER
-from pi0_trt_ros.node.stamps import StampGate
-from pi0_trt_ros.node.sync import ApproximateTimeSync, exceeds_max_age, NearestSampleBuffer
 from pi0_trt_ros.node.usage import usage_text, wants_usage
 
 NODE_NAME = 'pi0_control'
@@ -171,27 +171,16 @@ class ControlNode(Node):
         self.monitor = DeadlineMonitor(p.deadline_ms, p.deadline_window,
                                        error_consecutive=p.deadline_error_consecutive)
         self.stages = StageRing(p.deadline_window)
-        # Inputs: camera i (configured order) feeds staging image io.camera_keys.index(key).
-        self._camera_names = [c.name for c in p.cameras]
-        self._sources = [f'camera {n}' for n in self._camera_names] + ['joint_states']  # per input, for logs
-        self._decoders = [ImageDecoder(staging.images[io.camera_keys.index(c.key)], c.transport,
-                                       p.resize_mismatched) for c in p.cameras]
-        self._sync: ApproximateTimeSync = ApproximateTimeSync(len(p.cameras), p.sync_queue_size,
-                                                              int(round(p.sync_slop_ms * 1e6)))
-        self._picker = JointPicker(p.joint_names, p.joint_lower_limits, p.joint_upper_limits, p.joint_limit_margin)
-        self._joint_rows = np.zeros((p.joint_state_buffer, dof), np.float32)  # ring of picked joint states
-        self._joint_next = 0  # ring row of the next joint sample (advances with the buffer's own ring)
-        self._joint_scratch = np.zeros(dof, np.float32)  # [dof] the message being checked
-        self._joints: NearestSampleBuffer = NearestSampleBuffer(p.joint_state_buffer,
-                                                                int(round(p.joint_state_tolerance_ms * 1e6)))
-        self._max_age_ns = int(round(p.max_observation_age_ms * 1e6))
-        self._stamps = StampGate(len(p.cameras) + 1, int(round(p.max_future_stamp_ms * 1e6)))
-        self._last_rx = [0] * (len(p.cameras) + 1)  # monotonic ns of the last accepted message per input
-        self._stopped_inputs = [False] * (len(p.cameras) + 1)
-        self._cb_ns = 0  # summed callback time since the last set (executor thread only)
         self.instruction = InstructionBox(self.tokenizer, io.token_len, p.max_instruction_chars, self.faults,
                                           log.info, p.log_throttle_sec)
         self.hold_target = HoldTarget(dof)
+        # Inputs: camera i (configured order) feeds staging image io.camera_keys.index(key).
+        decoders = [ImageDecoder(staging.images[io.camera_keys.index(c.key)], c.transport, p.resize_mismatched)
+                    for c in p.cameras]
+        self.observations = ObservationPipeline.from_params(p, decoders, self.faults, self._hand_over,
+                                                            self.hold_target.update)
+        self._stopped_inputs = [False] * (len(p.cameras) + 1)
+        self._cb_ns = 0  # summed callback time since the last set (executor thread only)
         self._stop = threading.Event()
         clock = MonotonicClock(self._stop)
         self.mailbox = Mailbox(dof, clock)
@@ -226,7 +215,7 @@ class ControlNode(Node):
                             trajectory_stamp_now=p.trajectory_stamp_now,
                             noise_seed=p.noise_seed, fixed_noise=p.fixed_noise)
         self.loop = ControlLoop(config, LoopParts(
-            mailbox=self.mailbox, decoders=self._decoders, sources=self._sources, instruction=self.instruction,
+            mailbox=self.mailbox, decoders=decoders, sources=self.observations.sources, instruction=self.instruction,
             hold_target=self.hold_target, runner=runner,
             sanitizer=ActionSanitizer(p.joint_lower_limits, p.joint_upper_limits, io.chunk_size), writer=writer,
             monitor=self.monitor, faults=self.faults, stages=self.stages, publish_status=self._publish_status,
@@ -312,67 +301,27 @@ class ControlNode(Node):
 
     # -- executor thread: inputs -------------------------------------------------------------
     def camera_callback(self, index: int, msg: Any) -> None:
-        """Validate one frame's header and bytes; feed it to the synchronizer."""
+        """Feed one frame to the observation pipeline."""
         t0 = time.monotonic_ns()
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        bad = self._decoders[index].check(msg)
-        if bad is not None:
-            self.faults.add(self._sources[index], bad)
-        if (bad is None or bad.used) and self._accept_stamp(index, stamp):
-            self._last_rx[index] = t0
-            images = self._sync.add(index, stamp, msg)
-            if images is not None:
-                self._hand_over(images, t0)
-                return
-        self._cb_ns += time.monotonic_ns() - t0
+        if not self.observations.add_frame(index, msg, self.get_clock().now().nanoseconds, t0):
+            self._cb_ns += time.monotonic_ns() - t0
 
     def joint_callback(self, msg: JointState) -> None:
-        """Pick the configured joints into the joint ring and the hold target."""
+        """Feed one joint state to the observation pipeline (joint ring and hold target)."""
         t0 = time.monotonic_ns()
-        index = len(self._decoders)
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        bad = self._picker.pick_into(msg.name, msg.position, self._joint_scratch)
-        if bad is not None:
-            self.faults.add('joint_states', bad)
-        if (bad is None or bad.used) and self._accept_stamp(index, stamp):
-            np.copyto(self._joint_rows[self._joint_next], self._joint_scratch)
-            self._joints.add(stamp, self._joint_next)
-            self._joint_next = (self._joint_next + 1) % len(self._joint_rows)
-            self.hold_target.update(self._joint_scratch)
-            self._last_rx[index] = t0
+        self.observations.add_joint_state(msg, self.get_clock().now().nanoseconds, t0)
         self._cb_ns += time.monotonic_ns() - t0
 
-    def _accept_stamp(self, index: int, stamp: int) -> bool:
-        """Apply the StampGate rules; on a clock jump (bag loop), clear the sync and joint buffers."""
-        verdict = self._stamps.check(index, stamp, self.get_clock().now().nanoseconds)
-        if verdict.bad is not None:
-            self.faults.add(self._sources[index], verdict.bad)
-        if verdict.reset_sync:
-            self._sync.clear()
-            self._joints.clear()
-            self._joint_next = 0
-        return verdict.accepted
-
-    def _hand_over(self, images: Sequence[Any], t_recv: int) -> None:
-        """Match joints to a camera set, check its age, and put it in the mailbox."""
-        newest = max(self._sync.last_stamps)
-        entry = self._joints.nearest_entry(newest)
-        if entry is None:
-            self.faults.add('observation', BadInput('joint_state_unmatched', 'no joint state within '
-                                                    f'{self.p.joint_state_tolerance_ms:g} ms of the camera set'))
-        elif self._max_age_ns and exceeds_max_age(self.get_clock().now().nanoseconds,
-                                                  (*self._sync.last_stamps, entry[0]), self._max_age_ns):
-            age = (self.get_clock().now().nanoseconds - min(*self._sync.last_stamps, entry[0])) / 1e6
-            self.faults.add('observation', BadInput('observation_too_old', f'oldest stamp is {age:.1f} ms old '
-                                                    f'> max_observation_age_ms {self.p.max_observation_age_ms:g}'))
-        elif not self.instruction.version:
+    def _hand_over(self, images: tuple[Any, ...], state: np.ndarray, newest_stamp_ns: int, joint_stamp_ns: int,
+                   t_recv: int) -> bool:
+        """Put a complete observation in the mailbox, once there is an instruction to act on."""
+        if not self.instruction.version:
             self.get_logger().info('observations arrive; waiting for an instruction on '
                                    f'{self.resolve_topic_name(self.p.instruction_topic)}', throttle_duration_sec=10.0)
-        else:
-            self.mailbox.put(images, self._joint_rows[entry[1]], newest, entry[0], t_recv, self._cb_ns)
-            self._cb_ns = 0
-            return
-        self._cb_ns += time.monotonic_ns() - t_recv
+            return False
+        self.mailbox.put(images, state, newest_stamp_ns, joint_stamp_ns, t_recv, self._cb_ns)
+        self._cb_ns = 0
+        return True
 
     # -- control thread ----------------------------------------------------------------------
     def _control_loop(self) -> None:
@@ -408,21 +357,22 @@ class ControlNode(Node):
 
     # -- diagnostics -------------------------------------------------------------------------
     def _stopped_input_names(self) -> str:
-        return ', '.join(n for n, stopped in zip(self._sources, self._stopped_inputs) if stopped)
+        return ', '.join(n for n, stopped in zip(self.observations.sources, self._stopped_inputs) if stopped)
 
     def _check_inputs_alive(self, now: int) -> None:
         """Report inputs that stopped (no message for stale_timeout_ms) and those that came back."""
-        for i, last in enumerate(self._last_rx):
+        sources = self.observations.sources
+        for i, last in enumerate(self.observations.last_accepted):
             if last == 0:
                 continue
             silent_ms = (now - last) / 1e6
             if silent_ms > self.p.stale_timeout_ms and not self._stopped_inputs[i]:
                 self._stopped_inputs[i] = True
-                counter = 'joint_states_stopped' if i == len(self._camera_names) else 'camera_stopped'
-                self.faults.add(self._sources[i], BadInput(counter, f'no message for {silent_ms:.0f} ms'))
+                counter = 'joint_states_stopped' if i == self.observations.joint_input else 'camera_stopped'
+                self.faults.add(sources[i], BadInput(counter, f'no message for {silent_ms:.0f} ms'))
             elif silent_ms <= self.p.stale_timeout_ms and self._stopped_inputs[i]:
                 self._stopped_inputs[i] = False
-                self.get_logger().info(f'{self._sources[i]}: messages again')
+                self.get_logger().info(f'{sources[i]}: messages again')
 
     def diagnostics_callback(self) -> None:
         """Publish the deadline and input statuses on /diagnostics."""
@@ -457,15 +407,15 @@ class ControlNode(Node):
         else:
             level, message = Level.OK, 'receiving'
         inputs.level, inputs.message = bytes([int(level)]), message
-        sync = self._sync.counters
+        sync = self.observations.sync.counters
         pairs = [('instruction', self.instruction.text), ('inference_mode', self.p.inference_mode),
                  ('commands_published', str(loop.commands_published)),
                  ('holds_published', str(loop.holds_published)),
                  ('sets_emitted', str(sync.sets_emitted)), ('sets_superseded', str(self.mailbox.superseded)),
                  ('sync_dropped', str(sync.dropped)),
-                 ('joint_lookup_misses', str(self._joints.misses))]
-        for i, cam in enumerate(self._camera_names):
-            last = self._last_rx[i]
+                 ('joint_lookup_misses', str(self.observations.joint_samples.misses))]
+        for i, cam in enumerate(c.name for c in self.p.cameras):
+            last = self.observations.last_accepted[i]
             pairs.append((f'camera.{cam}.received', str(sync.received[i])))
             pairs.append((f'camera.{cam}.age_ms', f'{(now - last) / 1e6:.1f}' if last else 'never'))
         pairs += self.faults.key_values()

@@ -54,7 +54,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from pi0_trt_ros.node.deadline import BadInput
+from pi0_trt_ros.node.faults import BadInput
 from pi0_trt_ros.node.image_header import jpeg_size, PNG_MAGIC, png_size
 
 # encoding -> (channels, cv2 conversion code to RGB; None: already RGB, plain copy)

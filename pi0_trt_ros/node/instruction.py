@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pi0_trt_ros.errors import Pi0Error
-from pi0_trt_ros.node.deadline import BadInput, FaultCounters
+from pi0_trt_ros.node.faults import BadInput, FaultCounters
 
 
 def decode_instruction(raw: bytes) -> str:

@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pi0_trt_ros.node.deadline import BadInput
+from pi0_trt_ros.node.faults import BadInput
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
