@@ -45,6 +45,7 @@ import numpy as np
 from pi0_trt_ros.errors import CheckpointError
 from pi0_trt_ros.manifest import file_sha256, PolicyIO
 from pi0_trt_ros.model.config import Pi0Config
+from pi0_trt_ros.safetensors_map import map_safetensors
 
 IMAGE_PREFIX = 'observation.images.'
 STATE_KEY = 'observation.state'
@@ -95,7 +96,7 @@ class NormStats:
 
 @dataclasses.dataclass(frozen=True)
 class Checkpoint:
-    """A parsed LeRobot pi0 checkpoint (weights as numpy, nothing on a device yet)."""
+    """A parsed LeRobot pi0 checkpoint (weights as numpy views of the mapped file, nothing on a device yet)."""
 
     path: Path
     config: Pi0Config
@@ -177,25 +178,6 @@ def read_json(path: Path) -> dict[str, Any]:
         raise CheckpointError(f'{path} is not valid JSON: {e}') from None
 
 
-def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """Read a safetensors file as numpy float32/int arrays (bf16 widened), without torch."""
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise CheckpointError(f'{path.name} missing in {path.parent}')
-    out: dict[str, np.ndarray] = {}
-    try:
-        with safe_open(str(path), framework='numpy') as f:
-            for k in f.keys():
-                out[k] = f.get_tensor(k)
-    except (TypeError, ValueError):  # numpy has no bfloat16: go through torch
-        import torch
-        from safetensors.torch import load_file
-
-        out = {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in load_file(str(path)).items()}
-    return out
-
-
 def _processor_state(ckpt: Path, processor: str, registry_name: str) -> dict[str, np.ndarray]:
     spec = read_json(ckpt / f'{processor}.json')
     for step in spec.get('steps', []):
@@ -203,7 +185,7 @@ def _processor_state(ckpt: Path, processor: str, registry_name: str) -> dict[str
             state_file = step.get('state_file')
             if not state_file:
                 raise CheckpointError(f'{processor}.json: step {registry_name!r} names no state_file')
-            return _load_safetensors(ckpt / state_file)
+            return map_safetensors(ckpt / state_file)
     raise CheckpointError(f'{processor}.json has no {registry_name!r} step')
 
 
@@ -224,7 +206,7 @@ def read_stats_file(path: str | Path) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     if path.suffix == '.safetensors':
-        return _load_safetensors(path)
+        return map_safetensors(path)
     doc = read_json(path)
     flat = {}
     for feature, stats in doc.items():
@@ -424,7 +406,7 @@ def load_checkpoint(path: str | Path, arch: str | Path | dict[str, Any] | None =
     config, io, dtype, _ = read_config(ckpt, arch, cameras, given_stats)
     layout = LAYOUT_PROCESSORS if (ckpt / 'policy_preprocessor.json').is_file() else LAYOUT_BUFFERS
 
-    raw = _load_safetensors(ckpt / 'model.safetensors')
+    raw = map_safetensors(ckpt / 'model.safetensors')
     buffers = {k: raw.pop(k) for k in list(raw) if k.startswith(NORM_BUFFER_PREFIXES)}
     renamed: dict[str, np.ndarray] = {}
     for key, value in raw.items():

@@ -278,3 +278,46 @@ def test_camera_option_is_parsed_or_refused():
     assert parse_camera('observation.images.base_0_rgb=480x640') == ('observation.images.base_0_rgb', (480, 640))
     with pytest.raises(CheckpointError, match='expected KEY=HxW'):
         parse_camera('observation.images.base_0_rgb=480')
+
+
+def test_mapped_safetensors_equal_what_safetensors_reads(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from pi0_trt_ros.safetensors_map import map_safetensors
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {'w': torch.randn(5, 7, generator=g), 'half': torch.randn(3, generator=g).half(),
+               'brain': torch.randn(4, 6, generator=g).bfloat16(), 'ids': torch.arange(9).reshape(3, 3),
+               'flag': torch.tensor([True, False, True]), 'scalar': torch.tensor(2.5), 'empty': torch.zeros(0, 4)}
+    path = tmp_path / 'model.safetensors'
+    save_file(tensors, str(path), metadata={'format': 'pt'})
+    mapped = map_safetensors(path)
+    want = load_file(str(path))
+    assert set(mapped) == set(want)
+    for name, value in want.items():
+        expected = value.float() if value.dtype == torch.bfloat16 else value
+        assert mapped[name].shape == tuple(expected.shape), name
+        np.testing.assert_array_equal(mapped[name], expected.numpy(), err_msg=name)
+    assert isinstance(mapped['w'].base, np.memmap) or isinstance(mapped['w'], np.memmap)  # a view, not a copy
+    mapped['w'][0, 0] = 123.0  # copy-on-write: writable, the file stays as it was
+    assert float(load_file(str(path))['w'][0, 0]) == float(tensors['w'][0, 0])
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda b: b[:8], 'not a safetensors file'),
+    (lambda b: b[:-8], 'outside the file or of the wrong size'),
+    (lambda b: (10 ** 12).to_bytes(8, 'little') + b[8:], 'not a safetensors file'),
+    (lambda b: b[:8] + b'#' + b[9:], 'unreadable safetensors header'),
+])
+def test_damaged_safetensors_files_are_refused_with_the_reason(tmp_path, damage, message):
+    import torch
+    from safetensors.torch import save_file
+
+    from pi0_trt_ros.safetensors_map import map_safetensors
+
+    path = tmp_path / 'model.safetensors'
+    save_file({'a': torch.ones(4, 4), 'b': torch.ones(8)}, str(path))
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CheckpointError, match=message):
+        map_safetensors(path)

@@ -67,8 +67,8 @@ class TorchRunner(Runner):
 
             t0 = time.monotonic()
             ckpt = load_checkpoint(checkpoint, arch)
-            LOG.info('torch: checkpoint read in %.2f s (%.2f GB as float32 on the host)', time.monotonic() - t0,
-                     sum(w.nbytes for w in ckpt.weights.values()) / 1e9)
+            LOG.info('checkpoint mapped and checked in %.2f s (%.2f GB, read as the weights move)',
+                     time.monotonic() - t0, sum(w.nbytes for w in ckpt.weights.values()) / 1e9)
             self._source: Any = ckpt
             io = ckpt.io
         else:
@@ -107,7 +107,7 @@ class TorchRunner(Runner):
             self._policy = self._source.to(self.device).eval()
             if tdtype is not None:
                 cast_matmul_weights(self._policy, tdtype)
-        LOG.info('torch: weights on %s as %s in %.2f s', self.device, self.dtype, time.monotonic() - t0)
+        LOG.info('weights on %s as %s in %.2f s', self.device, self.dtype, time.monotonic() - t0)
         if self.compiled:
             self._compile_hot_functions(torch)
         if self.fast:
