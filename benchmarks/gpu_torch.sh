@@ -4,9 +4,12 @@
 # 1. the GPU tests (cuda-python buffers; torch CUDA-graph parity, fast path included; allocation checks);
 # 2. benchmarks/fast_path.py: numerics of the fast path and of the plain bf16 model against the fp32
 #    model, and the per-stage device-time breakdown (vision, prefix, one denoise step) of both;
-# 3. `pi0-trt bench --random-full-size` end to end (staged host input -> host actions) for the fast path
-#    and the previous paths, each row labelled with the GPU it ran on.
-# CASES overrides the bench rows ("dtype mode [flag]" separated by ';'), ITERS the timed calls per row,
+# 3. benchmarks/gemm_floor.py: the GEMM-only floor of the same shapes (bf16, and e4m3 for vision/prefix);
+# 4. `pi0-trt bench --random-full-size` end to end (staged host input -> host actions) for the fast path
+#    and the previous paths, each row labelled with the GPU it ran on;
+# 5. with LEROBOT_SITE set (a folder holding LeRobot, see benchmarks/fetch_lerobot_wheels.sh), LeRobot's own
+#    PI0Policy in bf16 and fp32 (benchmarks/lerobot_baseline.py), in the same run.
+# CASES overrides the bench rows ("dtype mode [flag...]" separated by ';'), ITERS the timed calls per row,
 # SWEEP=1 adds the attention tile sweep. Figures land in OUT_DIR.
 set -uo pipefail
 out=${1:-${OUT:-benchmarks/out}}
@@ -19,12 +22,19 @@ python3 -m pytest -q -s -p no:cacheprovider test/test_cuda_buffers.py test/test_
   | grep -v 'Warning:\|_warn_once' | tee "$out/gpu_tests.txt"
 [ "${SWEEP:-0}" = 1 ] && python3 benchmarks/attention_sweep.py 2>&1 | tee "$out/attention_sweep.txt"
 python3 benchmarks/fast_path.py --iters 200 --json "$out/fast_path.json" 2>&1 | grep '|' | tee "$out/fast_path.txt"
+python3 benchmarks/gemm_floor.py --fp8 2>&1 | grep '|' | tee "$out/gemm_floor.txt"
 IFS=';' read -ra cases <<< "${CASES:-bf16 cuda_graph --fast;fp16 cuda_graph --fast;bf16 cuda_graph --compile;bf16 cuda_graph}"
 for case in "${cases[@]}"; do
   set -- $case
-  python3 -m pi0_trt_ros.cli bench --random-full-size --backend torch --dtype "$1" --mode "$2" ${3:-} \
-    --iters "${ITERS:-1000}" --warmup 50 --json "$out/bench_$1_$2${3:+_${3#--}}.json" 2>&1 \
+  dtype=$1 mode=$2; shift 2
+  name=bench_${dtype}_${mode}; for flag in "$@"; do name+=_${flag#--}; done
+  python3 -m pi0_trt_ros.cli bench --random-full-size --backend torch --dtype "$dtype" --mode "$mode" "$@" \
+    --iters "${ITERS:-1000}" --warmup 50 --json "$out/$name.json" 2>&1 \
     | grep -v ' INFO \|^  triton\|AUTOTUNE\|Warning:\|_warn_once' | tee -a "$out/bench.txt"
 done
-echo; echo "end to end, staged host input -> host actions:"
-grep '^| pi0' "$out/bench.txt"
+if [ -n "${LEROBOT_SITE:-}" ]; then
+  PYTHONPATH=$LEROBOT_SITE:$PYTHONPATH python3 benchmarks/lerobot_baseline.py --json "$out/lerobot.json" 2>&1 \
+    | grep '^| LeRobot' | tee "$out/lerobot.txt"
+fi
+echo; echo "end to end, staged host input -> host actions (LeRobot: predict_action_chunk, same inputs):"
+cat "$out/bench.txt" "$out/lerobot.txt" 2>/dev/null | grep '^| pi0\|^| LeRobot'
