@@ -48,7 +48,9 @@ def time_policy(dtype: str, iters: int, warmup: int) -> dict:
                        device='cuda', dtype=dtype)
     torch.manual_seed(0)
     t0 = time.monotonic()
-    policy = PI0Policy(config).to('cuda').eval()
+    with torch.device('cuda'):  # random initialization on the GPU: on the host it takes minutes at this size
+        policy = PI0Policy(config)
+    policy = policy.to('cuda').eval()
     build_s = time.monotonic() - t0
     batch = {key: torch.rand(1, 3, 480, 640, device='cuda') for key in CAMERAS}
     batch['observation.state'] = torch.randn(1, 6, device='cuda')
