@@ -109,7 +109,7 @@ def run_node(name: str, out: Path, config: Path, bag: Path, seconds: float, env:
     try:
         replay_and_record(bag, record_bag=recorded, record_topics=DEFAULT_RECORD_TOPICS, loop=True,
                           duration_s=seconds, wait_for_subscribers_s=900.0, linger_s=2.5, domain_id=domain_id,
-                          log=lambda *a: None)
+                          log=lambda *a: None, give_up=lambda: node.poll() is not None)  # start-up failed
         alive = node.poll() is None
     finally:
         rc = stop_node(node)

@@ -174,7 +174,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         record_topics = {**DEFAULT_RECORD_TOPICS, DEFAULT_JOINT_TOPIC: JOINT_STATE_TYPE}
         session = replay_and_record(input_bag, record_bag=recorded_bag, record_topics=record_topics,
                                     rate=settings.rate, wait_for_subscribers_s=60.0, linger_s=1.5,
-                                    domain_id=settings.domain_id, log=step)
+                                    domain_id=settings.domain_id, log=step,
+                                    give_up=lambda: node.poll() is not None)  # start-up failed: say so at once
         if node.poll() is not None:
             raise Pi0Error(f'the node exited early (code {node.returncode}); see {out / "node.log"}')
     finally:

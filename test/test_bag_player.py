@@ -332,3 +332,19 @@ def test_record_finishes_the_bag_cleanly_on_sigint(tmp_path, recorder_context):
     assert proc.returncode == 0
     assert "COUNTS {'/chatter': 10}" in stdout
     assert [m.msg.data for m in read_bag(out)] == [f'hello {i}' for i in range(10)]
+
+
+def test_waiting_for_subscribers_gives_up_when_told(tmp_path, player_context):
+    bag = make_bag(tmp_path / 'bag', duration_s=0.3, width=32, height=24, seed=5).path
+    player = BagPlayer(bag, context=player_context)
+    calls = []
+
+    def node_gone() -> bool:  # the node the replay waits for has exited: on the third look
+        calls.append(1)
+        return len(calls) >= 3
+
+    try:
+        lonely = player.wait_for_subscribers(60.0, give_up=node_gone)
+    finally:
+        player.destroy_node()
+    assert len(calls) == 3 and lonely  # nobody subscribed; it stopped waiting when told

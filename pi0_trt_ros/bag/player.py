@@ -36,7 +36,7 @@ from pathlib import Path
 import struct
 import threading
 import time
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from rclpy.duration import Duration
@@ -173,11 +173,13 @@ class BagPlayer(Node):
         """Ask a running ``play`` to return after the current message (thread/signal safe)."""
         self._stop.set()
 
-    def wait_for_subscribers(self, timeout_s: float, settle_s: float = 0.5) -> list[str]:
+    def wait_for_subscribers(self, timeout_s: float, settle_s: float = 0.5,
+                             give_up: Callable[[], bool] | None = None) -> list[str]:
         """Wait until every output topic has a subscriber or ``timeout_s`` passes; return those without.
 
         After all matched it waits ``settle_s`` more so the subscribers' side of discovery
-        completes too (volatile topics drop what is published before).
+        completes too (volatile topics drop what is published before). ``give_up`` ends the wait
+        early when it returns True (e.g. the node process it waits for has exited).
         """
         deadline = time.monotonic() + timeout_s
         while True:
@@ -185,7 +187,7 @@ class BagPlayer(Node):
             if not lonely:
                 time.sleep(settle_s)
                 return []
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or (give_up is not None and give_up()):
                 return lonely
             time.sleep(0.01)
 

@@ -25,7 +25,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
 
 from pi0_trt_ros.bag.bag_io import stop_on_signals
 from pi0_trt_ros.bag.player import BagPlayer, ReplayStats
@@ -53,8 +55,12 @@ def replay_and_record(bag: str | Path, *, record_bag: str | Path | None = None,
                       record_topics: Mapping[str, str] | Sequence[str] | None = None, rate: float = 1.0,
                       loop: bool = False, duration_s: float | None = None, topics: Sequence[str] | None = None,
                       clock_hz: float = 0.0, restamp: bool = True, wait_for_subscribers_s: float = 30.0,
-                      linger_s: float = 1.0, domain_id: int | None = None, log: Any = print) -> SessionResult:
+                      linger_s: float = 1.0, domain_id: int | None = None, log: Any = print,
+                      give_up: Callable[[], bool] | None = None) -> SessionResult:
     """Play ``bag`` into the node (recording its outputs into ``record_bag`` when given).
+
+    ``give_up`` (checked while waiting for subscribers) returning True skips the replay: the node
+    it was waiting for is gone.
 
     ``restamp`` moves header stamps to the replay's wall clock so the node's observation-age
     check sees fresh data (turn it off with ``clock_hz`` and a node on ``use_sim_time``).
@@ -71,11 +77,16 @@ def replay_and_record(bag: str | Path, *, record_bag: str | Path | None = None,
             recorder = BagRecorder(record_bag, record_topics or DEFAULT_RECORD_TOPICS, context=context).start()
         player = BagPlayer(bag, rate=rate, loop=loop, topics=topics, clock_hz=clock_hz, restamp=restamp,
                            context=context)
-        lonely = player.wait_for_subscribers(wait_for_subscribers_s) if wait_for_subscribers_s > 0 else []
-        if lonely:
-            log(f'replay: no subscriber after {wait_for_subscribers_s:g} s on {lonely}; playing anyway')
-        with stop_on_signals(player.stop):
-            stats = player.play(duration_s=duration_s)
+        lonely = (player.wait_for_subscribers(wait_for_subscribers_s, give_up=give_up)
+                  if wait_for_subscribers_s > 0 else [])
+        if lonely and give_up is not None and give_up():
+            log(f'replay: gave up waiting for subscribers on {lonely}; nothing played')
+            stats = ReplayStats(0, {}, 0, 0.0, 0, np.zeros(0))
+        else:
+            if lonely:
+                log(f'replay: no subscriber after {wait_for_subscribers_s:g} s on {lonely}; playing anyway')
+            with stop_on_signals(player.stop):
+                stats = player.play(duration_s=duration_s)
         log(f'replay: {stats.summary()}')
         recorded: dict[str, int] = {}
         if recorder is not None:
