@@ -29,7 +29,7 @@ torch = pytest.importorskip('torch')
 pytest.importorskip('triton')
 
 from pi0_trt_ros.kernels import interpreted  # noqa: E402
-from pi0_trt_ros.kernels.attention import attention, HIDDEN_GROUP, rope_attention  # noqa: E402
+from pi0_trt_ros.kernels.attention import attention, HIDDEN_GROUP  # noqa: E402
 from pi0_trt_ros.kernels.geglu import geglu  # noqa: E402
 from pi0_trt_ros.kernels.norm import add_norm  # noqa: E402
 from pi0_trt_ros.kernels.rope import rope_qkv  # noqa: E402
@@ -204,39 +204,6 @@ def test_attention_matches_grouped_attention_on_the_suffix_mask(dtype, chunk, d)
     out = torch.full((s, h * d), float('nan'), dtype=dtype)
     attention(q_rows, k[0], v[0], query_group, key_group, out, block_m=16, block_n=16, chunk=chunk)
     torch.testing.assert_close(out.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
-
-
-@pytest.mark.parametrize('dtype,chunk', [(torch.float32, None), (torch.bfloat16, None), (torch.float32, 32),
-                                         (torch.bfloat16, 32)],
-                         ids=['one_pass-fp32', 'one_pass-bf16', 'split_kv-fp32', 'split_kv-bf16'])
-def test_rope_attention_equals_rope_qkv_then_attention_over_the_cache(dtype, chunk):
-    g = gen(11)
-    p, valid, s, h, n, d = 70, 53, 11, 4, 2, 16
-    qkv = torch.randn(s, (h + 2 * n) * d, generator=g).to(dtype)  # the suffix rows' fused QKV output
-    k_cache = torch.randn(n, p + s, d, generator=g).to(dtype)  # prefix rows filled, suffix rows to come
-    v_cache = torch.randn(n, p + s, d, generator=g).to(dtype)
-    cos, sin = rope_cos_sin(torch.arange(s, dtype=torch.float32)[None] + valid, rope_inv_freq(d, 10000.0))
-    cos, sin = cos[0, 0, :, :d // 2].contiguous(), sin[0, 0, :, :d // 2].contiguous()  # [S, D/2]
-    query_group, key_group, _ = suffix_groups(p, valid, s)
-    scale = d ** -0.5
-    q = torch.empty(s, h * d, dtype=dtype)
-    rope_qkv(qkv, cos, sin, h, scale, q, k_cache[:, p:], v_cache[:, p:])  # the two-kernel path
-    want = torch.full((s, h * d), float('nan'), dtype=dtype)
-    attention(q, k_cache, v_cache, query_group, key_group, want, block_m=16, block_n=16, chunk=chunk)
-    out = torch.full((s, h * d), float('nan'), dtype=dtype)
-    rope_attention(qkv, cos, sin, h, scale, k_cache[:, :p], v_cache[:, :p], query_group, key_group, out,
-                   block_m=16, block_n=16, chunk=chunk)
-    torch.testing.assert_close(out.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
-    if dtype == torch.float32:  # same operands, same order: equal up to the last bits
-        torch.testing.assert_close(out, want, rtol=1e-6, atol=1e-6)
-
-
-def test_rope_attention_refuses_mismatched_shapes():
-    qkv, cos = torch.zeros(5, 8 * 16), torch.zeros(5, 8)
-    k = torch.zeros(2, 9, 16)
-    with pytest.raises(ValueError, match='4 query heads over 2 KV heads'):
-        rope_attention(qkv, cos, cos, 4, 1.0, k, k, torch.zeros(5, dtype=torch.int32),
-                       torch.zeros(13, dtype=torch.int32), torch.zeros(5, 64))
 
 
 @pytest.mark.parametrize('chunk', [None, 16], ids=['one_pass', 'split_kv'])

@@ -29,13 +29,6 @@ Split-KV: with few query rows (the expert's 51 queries) one program per row bloc
 867 keys alone. The keys are then cut into chunks, each program does one (row block, chunk) and
 leaves its unnormalized partial output with its running max and sum; a second kernel merges the
 chunks. Row blocks over one chunk each keep the GPU busy at any query count.
-
-RoPE on the fly (`rope_attention`, the expert's denoise step): queries and the suffix's own keys and
-values are read straight from the fused QKV GEMM's output, rotated as they are loaded (float32,
-rounded to the cache dtype like `rope_qkv` rounds them), and the prefix keys come from the cache.
-The suffix's K/V never go through the cache, so the RoPE kernel and its writes drop out of the step.
-Each row of a tile is rotated against its partner half: ``x * cos + sign * partner(x) * sin`` with
-``partner(d) = d +- D/2``, so a whole head dim stays one tile and one dot.
 """
 
 from __future__ import annotations
@@ -50,29 +43,11 @@ HIDDEN_GROUP = 1 << 30  # key group that no query reaches (padded keys)
 
 
 @triton.jit
-def _rotated(ptr, rows, d, ok, cos_ptr, sin_ptr, stride_row, stride_cs, HALF: tl.constexpr):
-    """Load x[rows, d] (any 2-D arrangement of the two index tensors) rotated by RoPE, float32."""
-    partner = tl.where(d < HALF, d + HALF, d - HALF)
-    sign = tl.where(d < HALF, -1.0, 1.0)
-    x = tl.load(ptr + rows * stride_row + d, mask=ok, other=0.0).to(tl.float32)
-    x_partner = tl.load(ptr + rows * stride_row + partner, mask=ok, other=0.0).to(tl.float32)
-    c = tl.load(cos_ptr + rows * stride_cs + d % HALF, mask=ok, other=0.0)
-    s = tl.load(sin_ptr + rows * stride_cs + d % HALF, mask=ok, other=0.0)
-    return x * c + sign * x_partner * s
-
-
-@triton.jit
 def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, stat_ptr, S, K, G, chunk,
                       stride_q, stride_kn, stride_kk, stride_vn, stride_vk, stride_o,
-                      cos_ptr, sin_ptr, stride_cs, P, H, scale,
                       D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                       MASKED: tl.constexpr, SPLIT: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                      DOT_PRECISION: tl.constexpr, ROPE: tl.constexpr):
-    """Attend one (row block, KV head, key chunk).
-
-    ROPE: q_ptr is the fused QKV output (queries, then the suffix's keys and values); keys >= P
-    come from it, rotated; keys < P from k_ptr/v_ptr.
-    """
+                      DOT_PRECISION: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # row r = g * S + s
     n = tl.program_id(1)
     split = tl.program_id(2)
@@ -81,13 +56,8 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
     head = n * G + rows // S
     d = tl.arange(0, BLOCK_D)
     d_ok = d < D
-    q_ok = row_ok[:, None] & d_ok[None, :]
-    if ROPE:  # rotated and scaled like rope_qkv stores them
-        q = _rotated(q_ptr + head[:, None] * D, s[:, None], d[None, :], q_ok, cos_ptr, sin_ptr, stride_q, stride_cs,
-                     D // 2)
-        q = (q * scale).to(k_ptr.dtype.element_ty)
-    else:
-        q = tl.load(q_ptr + s[:, None] * stride_q + head[:, None] * D + d[None, :], mask=q_ok, other=0.0)
+    q = tl.load(q_ptr + s[:, None] * stride_q + head[:, None] * D + d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)
     if UPCAST_DOT:
         q = q.to(tl.float32)
     qg = tl.load(qg_ptr + s, mask=row_ok, other=0)
@@ -98,17 +68,8 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
     for start in range(split * chunk, key_end, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < key_end
-        kt_ok = col_ok[None, :] & d_ok[:, None]
-        if ROPE:  # [BLOCK_D, BLOCK_N]: prefix keys from the cache, the suffix's own from QKV, rotated
-            in_cache = cols < P
-            kt = tl.load(k_ptr + n * stride_kn + cols[None, :] * stride_kk + d[:, None],
-                         mask=kt_ok & in_cache[None, :], other=0.0)
-            own = _rotated(q_ptr + (H + n) * D, (cols - P)[None, :], d[:, None], kt_ok & ~in_cache[None, :],
-                           cos_ptr, sin_ptr, stride_q, stride_cs, D // 2)
-            kt = tl.where(in_cache[None, :], kt, own.to(k_ptr.dtype.element_ty))
-        else:
-            kt = tl.load(k_ptr + n * stride_kn + cols[None, :] * stride_kk + d[:, None], mask=kt_ok,
-                         other=0.0)  # [BLOCK_D, BLOCK_N]
+        kt = tl.load(k_ptr + n * stride_kn + cols[None, :] * stride_kk + d[:, None],
+                     mask=col_ok[None, :] & d_ok[:, None], other=0.0)  # [BLOCK_D, BLOCK_N]
         if UPCAST_DOT:
             kt = kt.to(tl.float32)
         scores = tl.dot(q, kt, input_precision=DOT_PRECISION) * 1.4426950408889634  # log2(e): exp2 domain
@@ -120,17 +81,8 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(scores - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        v_ok = col_ok[:, None] & d_ok[None, :]
-        if ROPE:
-            in_cache = cols < P
-            v = tl.load(v_ptr + n * stride_vn + cols[:, None] * stride_vk + d[None, :], mask=v_ok & in_cache[:, None],
-                        other=0.0)
-            own = tl.load(q_ptr + (cols - P)[:, None] * stride_q + (H + tl.num_programs(1) + n) * D + d[None, :],
-                          mask=v_ok & ~in_cache[:, None], other=0.0)
-            v = tl.where(in_cache[:, None], v, own.to(v.dtype))
-        else:
-            v = tl.load(v_ptr + n * stride_vn + cols[:, None] * stride_vk + d[None, :], mask=v_ok,
-                        other=0.0)  # [BLOCK_N, BLOCK_D]
+        v = tl.load(v_ptr + n * stride_vn + cols[:, None] * stride_vk + d[None, :],
+                    mask=col_ok[:, None] & d_ok[None, :], other=0.0)  # [BLOCK_N, BLOCK_D]
         if UPCAST_DOT:
             v = v.to(tl.float32)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
@@ -184,47 +136,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: to
     contiguous. Tiles: ``block_m`` query rows by ``block_n`` keys; ``chunk`` keys per split
     (None: the defaults below; ``chunk >= K``: no split).
     """
+    s = q.shape[0]
     n, kk, d = k.shape
     h = q.shape[1] // d
-    if h % n or q.shape[1] != h * d or out.shape != q.shape or v.shape != k.shape:
+    g = h // n
+    if g * n != h or q.shape[1] != h * d or out.shape != q.shape or v.shape != k.shape:
         raise ValueError(f'attention: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, '
                          f'out {tuple(out.shape)} do not describe grouped attention')
-    return _launch(q, k, v, query_group, key_group, out, h, kk, None, block_m, block_n, chunk, num_warps,
-                   num_stages)
-
-
-def rope_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int, scale: float,
-                   k_prefix: torch.Tensor, v_prefix: torch.Tensor, query_group: torch.Tensor,
-                   key_group: torch.Tensor, out: torch.Tensor, block_m: int | None = None,
-                   block_n: int | None = None, chunk: int | None = None) -> torch.Tensor:
-    """`rope_qkv` then `attention` over [prefix cache | these rows] in one pass; returns ``out``.
-
-    qkv [S, (H + 2N) * D] (the fused QKV output of the S rows, rows contiguous); cos/sin float32
-    [S, D/2] of their positions; queries are rotated and multiplied by ``scale``. k_prefix/v_prefix
-    [N, P, D]: the cached keys (rotated) and values before these rows. query_group int32 [S],
-    key_group int32 [P + S]. out [S, H * D]. Nothing is written to the cache. Tiles as `attention`.
-    """
-    s = qkv.shape[0]
-    n, p, d = k_prefix.shape
-    if (qkv.shape[1] != (num_heads + 2 * n) * d or num_heads % n or cos.shape != (s, d // 2)
-            or sin.shape != cos.shape or out.shape != (s, num_heads * d) or v_prefix.shape != k_prefix.shape
-            or key_group.shape != (p + s,)):
-        raise ValueError(f'rope_attention: qkv {tuple(qkv.shape)}, cos {tuple(cos.shape)}, k_prefix '
-                         f'{tuple(k_prefix.shape)}, out {tuple(out.shape)}, key_group {tuple(key_group.shape)} do '
-                         f'not describe {num_heads} query heads over {n} KV heads of dim {d}')
-    return _launch(qkv, k_prefix, v_prefix, query_group, key_group, out, num_heads, p + s, (cos, sin, p, scale),
-                   block_m, block_n, chunk)
-
-
-def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: torch.Tensor | None,
-            key_group: torch.Tensor | None, out: torch.Tensor, h: int, kk: int,
-            rope: tuple[torch.Tensor, torch.Tensor, int, float] | None, block_m: int | None = None,
-            block_n: int | None = None, chunk: int | None = None, num_warps: int | None = None,
-            num_stages: int | None = None) -> torch.Tensor:
-    """Pick tiles and the split for S query rows of h heads over kk keys; launch (and merge)."""
-    s = q.shape[0]
-    n, _, d = k.shape
-    g = h // n
     masked = query_group is not None
     if masked != (key_group is not None):
         raise ValueError('attention: give both query_group and key_group, or neither')
@@ -245,15 +163,13 @@ def _launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: torc
     if splits > 1:
         part = torch.empty((splits, n, rows, block_d), device=q.device, dtype=torch.float32)
         stat = torch.empty((splits, n, rows, 2), device=q.device, dtype=torch.float32)
-    cos, sin, prefix, scale = rope if rope is not None else (q, q, kk, 1.0)
     _attention_kernel[(triton.cdiv(rows, block_m), n, splits)](
         q, k, v, query_group if masked else q, key_group if masked else q, out, part, stat, s, kk, g, chunk,
-        q.stride(0), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0),
-        cos, sin, cos.stride(0), prefix, h, scale, D=d, BLOCK_D=block_d,
+        q.stride(0), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), D=d, BLOCK_D=block_d,
         BLOCK_M=block_m, BLOCK_N=block_n, MASKED=masked, SPLIT=splits > 1,
         UPCAST_DOT=interpreted() and k.dtype == torch.bfloat16,  # Triton 3.9's interpreter mis-computes bf16 dots
         DOT_PRECISION='ieee' if fp32 else 'tf32', num_warps=num_warps or (4 if block_m <= 64 else 8),
-        num_stages=num_stages or 2, ROPE=rope is not None)
+        num_stages=num_stages or 2)
     if splits > 1:
         merge_rows, merge_cols = 16 if q.is_cuda else 256, min(64, block_d)
         _merge_kernel[(triton.cdiv(rows, merge_rows), n, block_d // merge_cols)](

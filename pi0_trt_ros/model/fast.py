@@ -20,17 +20,15 @@ out for a GPU at batch 1:
 * each Gemma layer is one fused QKV GEMM, a RoPE kernel that also writes K/V straight into the
   KV cache, one attention kernel (float32 online softmax, MQA rows side by side), the output
   GEMM, a residual-add + RMSNorm kernel, one gate/up GEMM, a GeGLU kernel and the down GEMM,
-  whose residual add is folded into the next norm kernel; in the denoise steps the attention
-  kernel applies RoPE itself (`rope_attention`: the suffix's K/V come straight from the QKV
-  output, only the prefix's from the cache), so no RoPE kernel runs there;
+  whose residual add is folded into the next norm kernel;
 * ``expert_gemm`` chooses how the action expert's GEMMs (51 rows per denoise step) run:
   'cublas' as above; 'triton' as fused skinny Triton GEMMs (`pi0_trt_ros.kernels.skinny`: QKV
   with the input RMSNorm in its prologue, gate/up with the RMSNorm and GeGLU, o_proj and down
   accumulated into the residual stream by split-K atomic adds); 'mixed' keeps QKV and gate/up on
   cuBLAS and runs o_proj and down (with the GeGLU in its prologue) as split-K Triton GEMMs, the
   two shapes whose 1024 output columns leave cuBLAS few thread blocks;
-* the expert's KV cache is one [L, N, P, D] buffer per call, written by the prefix once and read
-  by every denoise step (no concatenation per layer per step);
+* the expert's KV cache is one [L, N, P + S, D] buffer per call: the prefix writes its part once,
+  each denoise step overwrites the suffix rows in place (no concatenation per layer per step);
 * the action-time MLP's time half (a constant of the fixed Euler schedule) is precomputed per
   step; the state token is projected once per call;
 * the cameras go through SigLIP as one batch, with PyTorch's fused attention (no mask there);
@@ -51,12 +49,11 @@ from torch import nn
 import torch.nn.functional as F
 
 from pi0_trt_ros.errors import RunnerError
-from pi0_trt_ros.kernels.attention import attention, HIDDEN_GROUP, rope_attention
+from pi0_trt_ros.kernels.attention import attention, HIDDEN_GROUP
 from pi0_trt_ros.kernels.geglu import geglu
 from pi0_trt_ros.kernels.norm import add_norm
 from pi0_trt_ros.kernels.rope import rope_qkv
 from pi0_trt_ros.kernels.skinny import MAX_ROWS, skinny_linear
-from pi0_trt_ros.model.config import GemmaSpec
 from pi0_trt_ros.model.gemma import GemmaLayer, GemmaStack
 from pi0_trt_ros.model.pi0 import Pi0Policy
 from pi0_trt_ros.model.siglip import SiglipLayer
@@ -131,9 +128,9 @@ class FastPi0Policy(nn.Module):
 
     # -- buffers ---------------------------------------------------------------------------
     def _kv_cache(self, prefix_len: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the expert's [L, N, P, D] K and V buffers, allocated on the first call only."""
+        """Return the expert's [L, N, P + S, D] K and V buffers, allocated on the first call only."""
         spec = self.cfg.expert
-        shape = (spec.depth, spec.num_kv_heads, prefix_len, spec.head_dim)
+        shape = (spec.depth, spec.num_kv_heads, prefix_len + self.cfg.chunk_size + 1, spec.head_dim)
         k = self._cache.get('k')
         if k is None or k.shape != shape or k.device != device or k.dtype != dtype:
             self._cache['k'] = torch.empty(shape, device=device, dtype=dtype)
@@ -166,14 +163,12 @@ class FastPi0Policy(nn.Module):
         return tower.projector(h).float()
 
     def _gemma_layers(self, stack: _GemmaWeights, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                      k_cache: torch.Tensor, v_cache: torch.Tensor, suffix: bool, query_group: torch.Tensor,
-                      key_group: torch.Tensor, final_norm: torch.Tensor | None) -> torch.Tensor | None:
-        """Run a Gemma stack on x float32 [S, W] (in place) against the [L, N, P, D] KV cache.
+                      k_cache: torch.Tensor, v_cache: torch.Tensor, rows: slice, query_group: torch.Tensor,
+                      key_group: torch.Tensor, keys: int, final_norm: torch.Tensor | None) -> torch.Tensor | None:
+        """Run a Gemma stack on x float32 [S, W] (in place), writing its K/V to cache rows ``rows``.
 
-        ``suffix`` False (the prefix, S = P): each layer writes its K/V into the cache and attends
-        over it. ``suffix`` True (the expert's rows): each layer attends over the cache and its own
-        rows' K/V, RoPE applied in the attention kernel, nothing written. With ``final_norm``,
-        returns the final norm of the output; without, the last layer stops after writing its K/V.
+        Attention of layer i reads cache rows [0, keys). With ``final_norm``, returns the final
+        norm of the output; without, the last layer stops after writing its K/V.
         """
         spec = stack.spec
         s = x.shape[0]
@@ -188,13 +183,10 @@ class FastPi0Policy(nn.Module):
             ln1 = layer.input_layernorm
             add_norm(x, delta, ln1.weight, None, ln1.eps, h)
             qkv = F.linear(h, stack.qkv[i])
-            if suffix:
-                self._suffix_attention(spec, qkv, cos, sin, k_cache[i], v_cache[i], query_group, key_group, att)
-            else:
-                rope_qkv(qkv, cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i], v_cache[i])
-                if i == last and final_norm is None:
-                    return None
-                attention(q, k_cache[i], v_cache[i], query_group, key_group, att)
+            rope_qkv(qkv, cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i, :, rows], v_cache[i, :, rows])
+            if i == last and final_norm is None:
+                return None
+            attention(q, k_cache[i, :, :keys], v_cache[i, :, :keys], query_group, key_group, att)
             ln2 = layer.post_attention_layernorm
             add_norm(x, layer.self_attn.o_proj(att), ln2.weight, None, ln2.eps, h)
             delta = layer.mlp.down_proj(geglu(F.linear(h, stack.gate_up[i]), mlp_out))
@@ -202,33 +194,27 @@ class FastPi0Policy(nn.Module):
         add_norm(x, delta, final_norm, None, spec.rms_eps, h)
         return h
 
-    @staticmethod
-    def _suffix_attention(spec: GemmaSpec, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                          k_cache: torch.Tensor, v_cache: torch.Tensor, query_group: torch.Tensor,
-                          key_group: torch.Tensor, att: torch.Tensor) -> None:
-        """Attend the suffix rows over [the prefix's cached K/V | their own K/V from qkv], RoPE included."""
-        rope_attention(qkv, cos, sin, spec.num_heads, spec.head_dim ** -0.5, k_cache, v_cache, query_group,
-                       key_group, att)
-
     def _skinny_layers(self, stack: _GemmaWeights, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                       k_cache: torch.Tensor, v_cache: torch.Tensor, query_group: torch.Tensor,
-                       key_group: torch.Tensor, final_norm: torch.Tensor) -> torch.Tensor:
-        """`_gemma_layers` on the suffix (at most 64 rows) with fused skinny GEMMs; returns the final norm of x.
+                       k_cache: torch.Tensor, v_cache: torch.Tensor, rows: slice, query_group: torch.Tensor,
+                       key_group: torch.Tensor, keys: int, final_norm: torch.Tensor) -> torch.Tensor:
+        """`_gemma_layers` for at most 64 rows on fused skinny GEMMs; returns the final norm of x.
 
-        Per layer: QKV GEMM with the input RMSNorm in its prologue, attention with RoPE, o_proj
-        accumulated into x, gate/up GEMM with the post-attention RMSNorm and GeGLU, down
+        Per layer: QKV GEMM with the input RMSNorm in its prologue, RoPE + KV write, attention,
+        o_proj accumulated into x, gate/up GEMM with the post-attention RMSNorm and GeGLU, down
         accumulated into x.
         """
         spec = stack.spec
         s = x.shape[0]
         dtype = stack.qkv[0].dtype
         qkv = torch.empty((s, stack.qkv[0].shape[0]), device=x.device, dtype=dtype)
-        att = torch.empty((s, spec.num_heads * spec.head_dim), device=x.device, dtype=dtype)
+        q = torch.empty((s, spec.num_heads * spec.head_dim), device=x.device, dtype=dtype)
+        att = torch.empty_like(q)
         mlp_out = torch.empty((s, spec.mlp_dim), device=x.device, dtype=dtype)
         for i, layer in enumerate(stack.stack.layers):
             ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
             skinny_linear(x, stack.qkv[i], qkv, norm_weight=ln1.weight, eps=ln1.eps)
-            self._suffix_attention(spec, qkv, cos, sin, k_cache[i], v_cache[i], query_group, key_group, att)
+            rope_qkv(qkv, cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i, :, rows], v_cache[i, :, rows])
+            attention(q, k_cache[i, :, :keys], v_cache[i, :, :keys], query_group, key_group, att)
             skinny_linear(att, layer.self_attn.o_proj.weight, x, residual=True)
             skinny_linear(x, stack.gate_up[i], mlp_out, norm_weight=ln2.weight, eps=ln2.eps, geglu=True)
             skinny_linear(mlp_out, layer.mlp.down_proj.weight, x, residual=True)
@@ -237,22 +223,24 @@ class FastPi0Policy(nn.Module):
         return h
 
     def _mixed_layers(self, stack: _GemmaWeights, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                      k_cache: torch.Tensor, v_cache: torch.Tensor, query_group: torch.Tensor,
-                      key_group: torch.Tensor, final_norm: torch.Tensor) -> torch.Tensor:
-        """`_gemma_layers` on the suffix, o_proj and down as split-K GEMMs into x; returns the final norm.
+                      k_cache: torch.Tensor, v_cache: torch.Tensor, rows: slice, query_group: torch.Tensor,
+                      key_group: torch.Tensor, keys: int, final_norm: torch.Tensor) -> torch.Tensor:
+        """`_gemma_layers` for at most 64 rows, o_proj and down as split-K GEMMs into x; returns the final norm.
 
-        Per layer: RMSNorm, QKV GEMM (cuBLAS), attention with RoPE, o_proj added into x, RMSNorm,
-        gate/up GEMM (cuBLAS), down with the GeGLU prologue added into x.
+        Per layer: RMSNorm, QKV GEMM (cuBLAS), RoPE + KV write, attention, o_proj added into x,
+        RMSNorm, gate/up GEMM (cuBLAS), down with the GeGLU prologue added into x.
         """
         spec = stack.spec
         dtype = stack.qkv[0].dtype
         h = torch.empty(x.shape, device=x.device, dtype=dtype)
-        att = torch.empty((x.shape[0], spec.num_heads * spec.head_dim), device=x.device, dtype=dtype)
+        q = torch.empty((x.shape[0], spec.num_heads * spec.head_dim), device=x.device, dtype=dtype)
+        att = torch.empty_like(q)
         for i, layer in enumerate(stack.stack.layers):
             ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
             add_norm(x, None, ln1.weight, None, ln1.eps, h)
             qkv = F.linear(h, stack.qkv[i])
-            self._suffix_attention(spec, qkv, cos, sin, k_cache[i], v_cache[i], query_group, key_group, att)
+            rope_qkv(qkv, cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i, :, rows], v_cache[i, :, rows])
+            attention(q, k_cache[i, :, :keys], v_cache[i, :, :keys], query_group, key_group, att)
             skinny_linear(att, layer.self_attn.o_proj.weight, x, residual=True)
             add_norm(x, None, ln2.weight, None, ln2.eps, h)
             skinny_linear(F.linear(h, stack.gate_up[i]), layer.mlp.down_proj.weight, x, gate_up_input=True,
@@ -285,8 +273,8 @@ class FastPi0Policy(nn.Module):
         cos, sin = self._rope_tables(torch.cumsum(pad.float(), 0) - 1, model.vlm_inv_freq)
         prefix_group = torch.where(pad, 0, HIDDEN_GROUP).to(torch.int32)  # [P]
         k_cache, v_cache = self._kv_cache(p, dev, self.vlm.qkv[0].dtype)
-        self._gemma_layers(self.vlm, x, cos, sin, k_cache, v_cache, False,
-                           torch.zeros(p, dtype=torch.int32, device=dev), prefix_group, None)
+        self._gemma_layers(self.vlm, x, cos, sin, k_cache, v_cache, slice(0, p),
+                           torch.zeros(p, dtype=torch.int32, device=dev), prefix_group, p, None)
         # What the suffix needs, constant across the Euler steps.
         suffix_group = model.suffix_ar_cumsum.to(torch.int32)  # [S]: state 1, actions 2
         s = suffix_group.shape[0]
@@ -301,19 +289,18 @@ class FastPi0Policy(nn.Module):
         """One Euler step in place on x_t float32 [T, A]; state_tok float32 [1, W] (projected state)."""
         model, n = self.policy.model, self.cfg.num_inference_steps
         width = self.cfg.expert.width
-        x = ctx['x']
+        x, k_cache = ctx['x'], ctx['k_cache']
+        p = k_cache.shape[2] - x.shape[0]
         action_emb = model.action_in_proj(x_t)  # [T, W]
         w_action = model.action_time_mlp_in.weight[:, :width]
         hidden = F.silu(F.linear(action_emb, w_action, self.time_bias[step]))
         x[0:1].copy_(state_tok)
         x[1:].copy_(model.action_time_mlp_out(hidden))
-        caches = (ctx['cos'], ctx['sin'], ctx['k_cache'], ctx['v_cache'])
-        groups_and_norm = (ctx['suffix_group'], ctx['key_group'], model.expert.norm.weight)
+        layers = self._gemma_layers
         if x.shape[0] <= MAX_ROWS and self.expert_gemm != 'cublas':
             layers = self._skinny_layers if self.expert_gemm == 'triton' else self._mixed_layers
-            out = layers(self.expert, x, *caches, *groups_and_norm)
-        else:
-            out = self._gemma_layers(self.expert, x, *caches, True, *groups_and_norm)
+        out = layers(self.expert, x, ctx['cos'], ctx['sin'], k_cache, ctx['v_cache'], slice(p, k_cache.shape[2]),
+                     ctx['suffix_group'], ctx['key_group'], k_cache.shape[2], model.expert.norm.weight)
         assert out is not None
         x_t.add_(model.action_out_proj(out[1:]), alpha=-1.0 / n)
 
