@@ -205,8 +205,8 @@ def test_chunk_mode_figures_and_command_intervals_come_from_the_recorded_bag(tmp
     assert summary['command_interval_ms'] == {'topic': COMMANDS, 'commands': 297, **_expected_stats(gaps)}
     assert summary['command_interval_ms']['max'] == 80.0
     text = (tmp_path / 'report' / 'summary.txt').read_text()
-    assert ('chunk mode      2 of 40 chunks late or not executed, 3 control ticks without their command; slack '
-            'before the running chunk ran out min -40.000 p50 12.000 ms; switch index p50 3') in text
+    assert 'chunk mode      2 of 40 chunks late or not executed, 3 control ticks without their command' in text
+    assert 'slack before the running chunk ran out min -40.000 p50 12.000 ms; switch index p50 3' in text
     assert f'command interval p50 20.000  p99 {summary["command_interval_ms"]["p99"]:.3f}  max 80.000 ms' in text
 
 

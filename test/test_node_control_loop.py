@@ -526,17 +526,43 @@ def test_a_late_chunk_is_reported_then_the_miss_and_stale_rules_apply(runner: An
     assert all(t - last_set <= 500 * MS for t, c in rig.commands[n_commands:] if not np.allclose(c, STATE))
 
 
-def test_an_inference_that_hangs_makes_the_inputs_stale_and_its_expired_chunk_is_not_executed(runner: Any) -> None:
+def test_an_inference_that_hangs_makes_the_inputs_stale_and_its_late_chunk_is_not_executed(runner: Any) -> None:
     rig = chunk_rig(runner, stale_timeout_ns=500 * MS, stop_timeout_ns=200 * MS)
     rig.run(600 * MS)
+    n_chunks, t_inject = len(rig.status), rig.clock.t
     rig.injector.inject('slow', 1, slow_ns=3000 * MS)  # sets keep coming; the policy does not answer for 3 s
     rig.run(1500 * MS)
     assert rig.loop.stale and rig.loop.stopped and rig.faults.count('inputs_stale') == 1
     assert 'inference running' in dict(rig.faults.key_values())['bad_input.inputs_stale.last']
     assert rig.loop.holds_published == 10  # 200 ms of holds, one per tick, then stop
-    rig.run(2500 * MS)  # the answer comes 150 control periods after its observation: past the chunk
-    assert rig.faults.count('chunk_expired') == 1 and not rig.loop.stale and rig.loop.commanding
-    assert rig.loop.commands_published > 0 and rig.status[-1].slack_ns >= 0
+    rig.run(2500 * MS)  # the answer comes 3 s after its set: stale, not executed; the next set recovers
+    assert len(rig.status) > n_chunks and not rig.loop.stale and rig.loop.commanding
+    recovered = rig.status[n_chunks]  # the hung chunk got no status: the next one is from a set after the answer
+    assert recovered.t_recv > t_inject + 2900 * MS and math.isnan(recovered.slack_ns) and not recovered.missed
+    assert len(rig.trajectories) == len(rig.status) and rig.faults.count('chunk_expired') == 0
+
+
+def test_a_set_left_waiting_when_the_inputs_stop_is_never_inferred_nor_executed(runner: Any) -> None:
+    rig = make_rig(runner, every_set=False, n_action_steps=50, stale_timeout_ns=500 * MS, stop_timeout_ns=200 * MS)
+    rig.run(300 * MS)  # the first chunk runs for a second; newer sets wait in the mailbox, unneeded
+    assert len(rig.trajectories) == 1 and rig.injector.calls == 1
+    last_set = rig.loop.parts.mailbox.last_set_ns
+    rig.run(2000 * MS, camera_ns=0)  # the cameras stop: the last set waits on, older and older
+    assert rig.injector.calls == 1 and len(rig.trajectories) == 1  # never inferred, nothing executed from it
+    assert rig.loop.stale and rig.loop.stopped
+    assert all(t - last_set <= 500 * MS for t, c in rig.commands if not np.allclose(c, STATE))
+
+
+def test_a_chunk_whose_actions_are_all_past_is_not_executed(runner: Any) -> None:
+    rig = chunk_rig(runner, stale_timeout_ns=5000 * MS)
+    rig.run(600 * MS)
+    rig.injector.inject('slow', 1, slow_ns=1500 * MS)  # ready 75 periods after its set: past its 50 actions
+    rig.run(1600 * MS)
+    expired = next(s for s in rig.status if s.switch_index >= 50)
+    assert rig.faults.count('chunk_expired') == 1 and expired.missed and expired.slack_ns < 0
+    assert all(t != expired.t for t, _ in rig.trajectories)  # not executed ...
+    assert rig.status[-1].t > expired.t and not rig.status[-1].missed  # ... the next one is, at once
+    assert rig.loop.commanding and rig.loop.monitor.ticks_missed > 0 and not rig.loop.stale
 
 
 def test_a_new_instruction_drops_the_running_chunk_and_the_one_inferred_for_the_old(runner: Any) -> None:

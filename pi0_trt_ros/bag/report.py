@@ -302,8 +302,10 @@ def _format(summary: dict[str, Any]) -> str:
     if chunk:
         slack, index = chunk['chunk_slack_ms'], chunk['switch_index']
         lines.append(f'chunk mode      {chunk["chunks_late"]} of {summary["cycles"]} chunks late or not executed, '
-                     f'{chunk["ticks_missed"]} control ticks without their command; slack before the running chunk '
-                     f'ran out min {slack["min"]:.3f} p50 {slack["p50"]:.3f} ms; switch index p50 {index["p50"]:g}')
+                     f'{chunk["ticks_missed"]} control ticks without their command (its deadlines; compute above is '
+                     'set complete -> chunk ready)')
+        lines.append(f'                slack before the running chunk ran out min {slack["min"]:.3f} p50 '
+                     f'{slack["p50"]:.3f} ms; switch index p50 {index["p50"]:g}')
     gaps = summary.get('command_interval_ms')
     if gaps:
         lines.append(f'command interval p50 {gaps["p50"]:.3f}  p99 {gaps["p99"]:.3f}  max {gaps["max"]:.3f} ms '

@@ -39,8 +39,10 @@ sanitizing run on an ``InferenceWorker`` thread. The rules, per control tick:
   (``chunk_expired``).
 * Everything else as in ``every_set`` mode (control_loop.py): unusable sets, stale → hold → stop,
   and besides, an inference still running ``stale_timeout_ns`` after it started makes the inputs
-  stale (a hung policy is a failing one). A new instruction drops the running chunk at once, and
-  a chunk inferred for the old instruction is discarded.
+  stale (a hung policy is a failing one), and a set older than ``stale_timeout_ns`` when it is
+  taken or when its chunk is ready is not usable (sets wait in the mailbox while no chunk is
+  wanted; when inputs stop, the last one must not be executed long after). A new instruction
+  drops the running chunk at once, and a chunk inferred for the old instruction is discarded.
 
 ``~/status`` gets one record per chunk switched to (or discarded for being late or expired):
 ``deadline_missed`` says it came late, ``compute_ms`` runs from its set's hand-over to the chunk
@@ -99,8 +101,12 @@ class ChunkLoop(ControlLoop):
         if self._wants_chunk():
             self._wanted_ns = self._wanted_ns or now
             slot = self.parts.mailbox.take(self._next_tick - now)  # returns early when a set comes
-            if slot is not None:
-                self._start(slot)
+            if slot is None:
+                return
+            if self.clock.now_ns() - slot.t_sync > self.config.stale_timeout_ns:
+                slot.images = ()  # waited in the mailbox past stale_timeout (inputs stopped): not worth inferring
+                return
+            self._start(slot)
             return
         self.clock.sleep_ns(self._next_tick - now)
 
@@ -172,6 +178,9 @@ class ChunkLoop(ControlLoop):
             return
         run = self._run
         self._inflight_ns = 0
+        age_ns = due - slot.t_sync
+        if not run.why and age_ns > self.config.stale_timeout_ns:
+            run.why = f'policy: chunk ready {age_ns / 1e6:.0f} ms after its set, past stale_timeout'
         if run.why:
             return self._unusable(slot, run.why)
         self._usable(slot)
