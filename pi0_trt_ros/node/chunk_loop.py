@@ -59,7 +59,6 @@ import numpy as np
 from pi0_trt_ros.node.chunk_monitor import ChunkMonitor
 from pi0_trt_ros.node.chunk_plan import ChunkPlan, switch_index
 from pi0_trt_ros.node.control_loop import ControlLoop, LoopClock, LoopConfig, LoopParts, SetSlot
-from pi0_trt_ros.node.faults import BadInput
 from pi0_trt_ros.node.inference_worker import InferenceWorker
 
 
@@ -193,8 +192,8 @@ class ChunkLoop(ControlLoop):
         self._switch_slack_ns = slack
         expired = start >= self.chunk_size
         if expired:
-            self.parts.faults.add('policy', BadInput('chunk_expired', f'chunk ready {start} control periods after '
-                                                     f'its observation, past its {self.chunk_size} actions'))
+            self._policy_fault('chunk_expired', f'chunk ready {start} control periods after its observation, past its '
+                               f'{self.chunk_size} actions')
         if expired or (slack < 0 and self.config.on_deadline_miss == 'drop'):
             self._runs_out_ns = None  # not executed: the next chunk replaces nothing that runs
             self._report_switch(slot, start)

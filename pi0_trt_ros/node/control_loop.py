@@ -367,15 +367,15 @@ class ControlLoop:
         try:
             actions = parts.runner.infer()  # [T, action_dim] float32, reused buffer
         except Exception as err:
-            parts.faults.add('policy', BadInput('inference_error', f'{type(err).__name__}: {err}; set not used'))
+            self._policy_fault('inference_error', f'{type(err).__name__}: {err}; set not used')
             run.why = f'policy: inference failed ({type(err).__name__})'
             return
         run.t_inferred = clock.now_ns()
         parts.hold_target.copy_into(hold)
         replaced = parts.sanitizer.sanitize_into(actions, hold, chunk)
         if replaced:
-            parts.faults.add('policy', BadInput('action_nonfinite', f'{replaced} of {len(actions)} actions had '
-                                                'NaN/inf: replaced by the hold position', used=replaced < len(actions)))
+            self._policy_fault('action_nonfinite', f'{replaced} of {len(actions)} actions had NaN/inf: replaced by '
+                               'the hold position', used=replaced < len(actions))
             if replaced == len(actions) or not parts.hold_target.valid:
                 run.why = 'policy: non-finite actions'
         run.t_ready = clock.now_ns()
@@ -408,6 +408,10 @@ class ControlLoop:
         self.failing = why
         slot.images = ()
 
+    def _policy_fault(self, counter: str, detail: str, used: bool = False) -> None:
+        """Count a fault of the policy's output (source 'policy') in the diagnostics."""
+        self.parts.faults.add('policy', BadInput(counter, detail, used=used))
+
     def _record_stages(self, slot: SetSlot, run: PolicyRun, t_published: int) -> None:
         self.parts.stages.record(slot.callbacks_ns, slot.t_recv, slot.t_sync, run.t_start, run.t_staged,
                                  run.t_inferred, t_published, self.clock.now_ns())
@@ -417,7 +421,7 @@ class ControlLoop:
         if self.parts.writer.command(action):
             self.commands_published += 1
         else:
-            self.parts.faults.add('policy', BadInput('command_refused', 'command with NaN/inf not published'))
+            self._policy_fault('command_refused', 'command with NaN/inf not published')
 
     def _publish_trajectory(self, chunk: np.ndarray) -> None:
         self.parts.writer.trajectory(chunk, self.parts.ros_now_ns() if self.config.trajectory_stamp_now else 0)
@@ -429,4 +433,4 @@ class ControlLoop:
         if self.parts.writer.command(self._hold):
             self.holds_published += 1
         else:
-            self.parts.faults.add('policy', BadInput('command_refused', 'hold with NaN/inf not published'))
+            self._policy_fault('command_refused', 'hold with NaN/inf not published')
