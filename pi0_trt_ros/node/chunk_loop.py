@@ -157,7 +157,7 @@ class ChunkLoop(ControlLoop):
         if self._switched is not None:
             self._report_switch(self._switched)
         if self.commanding:
-            self.parts.after_cycle(self.cycles)
+            self.parts.after_cycle(self.monitor.ticks)  # idle time until the next tick: counted in ticks here
 
     def _start(self, slot: SetSlot) -> None:
         self._inflight_ns = self.clock.now_ns()
