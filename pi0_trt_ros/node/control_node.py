@@ -167,9 +167,9 @@ class ControlNode(Node):
         self.staging = staging
         warmup_ms = self._warm_up()
         log.info(f'{p.backend} runner ready in {load_s:.2f} s; warm-up {p.warmup_iterations} calls in '
-                 f'{sum(warmup_ms) / 1e3:.3f} s (last {warmup_ms[-1] if warmup_ms else 0.0:.2f} ms); cameras '
-                 f'{list(io.camera_keys)} '
-                 f'{[f"{w}x{h}" for h, w in io.camera_hw]}, chunk {io.chunk_size}x{io.action_dim}')
+                 f'{sum(warmup_ms) / 1e3:.3f} s (last {warmup_ms[-1] if warmup_ms else 0.0:.2f} ms); '
+                 f'cameras {list(io.camera_keys)} {[f"{w}x{h}" for h, w in io.camera_hw]}, '
+                 f'chunk {io.chunk_size}x{io.action_dim}')
 
         dof = len(p.joint_names)
         self.n_action_steps = p.n_action_steps or io.n_action_steps
