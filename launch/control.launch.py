@@ -16,9 +16,10 @@
 
     ros2 launch pi0_trt_ros control.launch.py engine_dir:=/path/to/export tokenizer:=/path/to/tokenizer.json
 
-Arguments checkpoint, engine_dir, tokenizer, backend, backend_options and use_sim_time override
-the YAML only when given (non-empty); config picks another YAML file; namespace puts the node and
-its relative topics under a namespace.
+Arguments checkpoint, engine_dir, tokenizer, backend, backend_options, use_sim_time and the chunk
+timing (chunk_lead_ms, chunk_lead_margin_ms, chunk_crossfade_steps) override the YAML only when
+given (non-empty); config picks another YAML file; namespace puts the node and its relative topics
+under a namespace.
 
 The launch ends when the node does, and its exit status says how the node ended: 0 after a clean
 shutdown, non-zero when the node failed (a "start-up failed:" line above says why), so scripts
@@ -47,6 +48,9 @@ OVERRIDABLE = {
     'backend_options': f'JSON object of backend options; each backend takes only its own '
                        f'({describe_backend_options()})',
     'use_sim_time': 'true to follow /clock (bag replay)',
+    'chunk_lead_ms': 'chunk mode: ask for the next chunk this long before the running one runs out (0: measured)',
+    'chunk_lead_margin_ms': 'chunk mode: margin added to the measured latency when chunk_lead_ms is 0',
+    'chunk_crossfade_steps': 'chunk mode: ticks over which a new chunk is blended in (0: switch at once)',
 }
 
 

@@ -327,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--backend', choices=EXPORT_BACKENDS, default='onnxruntime',
                    help='tensorrt / tensorrt_rtx also build the engine (on a GPU machine)')
     p.add_argument('--precision', choices=('fp16', 'fp32'), help='export precision (default: fp16 for TensorRT)')
+    p.add_argument('--inference-mode', choices=('every_set', 'chunk'), default='every_set',
+                   help="the node's mode: every_set (one inference per set), or chunk (one action per control "
+                        'tick, the next chunk inferred while the running one is published)')
+    p.add_argument('--n-action-steps', type=int, default=0, help='chunk mode: actions per chunk (0: exported)')
     p.set_defaults(func=cmd_demo)
     return parser
 

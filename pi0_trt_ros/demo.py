@@ -20,7 +20,10 @@ and tokenizer, `--checkpoint` / `--tokenizer`), export it to ONNX (and build a T
 `--backend tensorrt|tensorrt_rtx`), write a synthetic three-camera bag, start the control node
 with `ros2 launch` (ONNX Runtime on CPU, one thread, by default), replay the bag into it over DDS
 (loopback only) while recording its commands, status, diagnostics and the joint states, stop the
-node, and write the latency/actions report, headed by what ran on what.
+node, and write the latency/actions report, headed by what ran on what. The node runs ``every_set``
+by default (one inference per set, each command comparable with ``pi0-trt infer``);
+``--inference-mode chunk`` runs its chunk mode (one command per control tick, the next chunk
+inferred while the running one is published), whose steady command interval the report shows.
 """
 
 from __future__ import annotations
@@ -56,17 +59,21 @@ class DemoSettings:
     checkpoint: Path | None = None  # a real LeRobot pi0 checkpoint instead of the trained tiny one
     tokenizer: Path | None = None  # its PaliGemma tokenizer (required with checkpoint)
     precision: str = 'fp32'  # export precision (fp16 for TensorRT)
+    inference_mode: str = 'every_set'  # the node's mode: every_set, or chunk (one action per control tick)
+    n_action_steps: int = 0  # chunk mode: actions per chunk (0: the exported value)
 
 
 def demo_params(engine_dir: Path, tokenizer: Path, compressed: bool, backend_options: str,
-                backend: str = 'onnxruntime') -> dict[str, Any]:
-    """control.yaml with the demo's policy and backend, lossless replay QoS and one inference per set."""
+                backend: str = 'onnxruntime', inference_mode: str = 'every_set',
+                n_action_steps: int = 0) -> dict[str, Any]:
+    """control.yaml with the demo's policy and backend, lossless replay QoS and (by default) one inference per set."""
     from pi0_trt_ros.node.params import default_params_file
 
     doc = yaml.safe_load(default_params_file().read_text())
     params = doc['/**']['ros__parameters']
     params.update(backend=backend, backend_options=backend_options, engine_dir=str(engine_dir),
-                  tokenizer=str(tokenizer), sensor_qos_reliability='reliable', inference_mode='every_set')
+                  tokenizer=str(tokenizer), sensor_qos_reliability='reliable', inference_mode=inference_mode,
+                  n_action_steps=n_action_steps)
     for cam in params['cameras']:
         params['camera'][cam]['type'] = 'compressed' if compressed else 'raw'
     return doc
@@ -102,6 +109,9 @@ def run_description(checkpoint: Path, settings: DemoSettings) -> dict[str, str]:
     cams = ', '.join(f'{w}x{h}' for h, w in ckpt.io.camera_hw)
     cfg = ckpt.config
     options = settings.backend_options if settings.backend == 'onnxruntime' else ''
+    mode = settings.inference_mode
+    if mode == 'chunk':
+        mode += f', {settings.n_action_steps or ckpt.io.n_action_steps} actions per chunk'
     trained = ''
     if (checkpoint / 'training.json').is_file():
         info = json.loads((checkpoint / 'training.json').read_text())
@@ -114,6 +124,7 @@ def run_description(checkpoint: Path, settings: DemoSettings) -> dict[str, str]:
         'machine': f'{cpu_name()}, {os.cpu_count()} logical CPUs, load average {os.getloadavg()[0]:.1f} at the end',
         'cameras': f'{"JPEG" if settings.compressed else "raw"} at 30 Hz, joint states at 100 Hz, '
                    f'{settings.duration_s:g} s bag at rate {settings.rate:g}',
+        'mode': mode,
     }
 
 
@@ -162,7 +173,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     config = out / 'control.yaml'
     options = settings.backend_options if settings.backend == 'onnxruntime' else '{}'
     config.write_text(yaml.safe_dump(demo_params(engine_dir, tokenizer, settings.compressed, options,
-                                                 settings.backend), sort_keys=False))
+                                                 settings.backend, settings.inference_mode,
+                                                 settings.n_action_steps), sort_keys=False))
     step(f'3/5 starting the node: ros2 launch pi0_trt_ros control.launch.py config:={config}')
     node = start_node(config, dict(os.environ), out / 'node.log')
     # The node is the system under test: the player and recorder in this process yield the CPU to it
@@ -193,7 +205,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
 def main(args: Any) -> int:
     settings = DemoSettings(out_dir=args.out, duration_s=args.duration, compressed=not args.raw, rate=args.rate,
                             backend=args.backend, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
-                            precision=args.precision or ('fp16' if args.backend.startswith('tensorrt') else 'fp32'))
+                            precision=args.precision or ('fp16' if args.backend.startswith('tensorrt') else 'fp32'),
+                            inference_mode=args.inference_mode, n_action_steps=args.n_action_steps)
     summary = run_demo(settings)
     report_dir = Path(summary['report_dir'])
     print((report_dir / 'summary.txt').read_text())

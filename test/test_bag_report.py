@@ -36,6 +36,8 @@ T0 = DEFAULT_START_NS + 5 * 10**9  # the recorded bag is logged later than the i
 STATUS_CYCLE, STATUS_COMPUTE_MS, STATUS_OBS_AGE_MS, STATUS_DEADLINE_MISSED, STATUS_INFERENCE_MS = (
     STATUS_FIELDS.index(name) for name in ('cycle_index', 'compute_ms', 'obs_age_ms', 'deadline_missed',
                                            'inference_ms'))
+STATUS_SLACK_MS, STATUS_SWITCH_INDEX, STATUS_TICKS_MISSED = (
+    STATUS_FIELDS.index(name) for name in ('chunk_slack_ms', 'switch_index', 'ticks_missed'))
 
 
 def _status_rows(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -47,13 +49,18 @@ def _status_rows(n: int, rng: np.random.Generator) -> np.ndarray:
     rows[[10, 11, 30], STATUS_COMPUTE_MS] = [25.0, 31.5, 22.0]
     rows[:, STATUS_DEADLINE_MISSED] = rows[:, STATUS_COMPUTE_MS] > 20.0
     rows[:, STATUS_OBS_AGE_MS] = rows[:, STATUS_COMPUTE_MS] + rng.uniform(5.0, 15.0, n)
+    rows[:, [STATUS_SLACK_MS, STATUS_TICKS_MISSED]] = np.nan  # every_set mode: no chunk figures
     return rows
 
 
 def _write_recorded(path: Path, rows: np.ndarray | None, *, commands: np.ndarray | None = None,
                     trajectory_names: tuple[str, ...] | None = None, joint_states: bool = False,
-                    diagnostics: np.ndarray | None = None, extra_status: str | None = None) -> None:
-    """Write a bag as the recorder writes it from the node: one message per cycle every 20 ms from T0."""
+                    diagnostics: np.ndarray | None = None, extra_status: str | None = None,
+                    command_times_ns: np.ndarray | None = None) -> None:
+    """Write a bag as the recorder writes it from the node: one message per cycle every 20 ms from T0.
+
+    ``command_times_ns``: log times of the commands (default 1 ns after each cycle's status).
+    """
     ts = jazzy_typestore()
     F64 = ts.types['std_msgs/msg/Float64MultiArray']
     Layout = ts.types['std_msgs/msg/MultiArrayLayout']
@@ -73,7 +80,8 @@ def _write_recorded(path: Path, rows: np.ndarray | None, *, commands: np.ndarray
             conn = writer.add_connection(COMMANDS, 'std_msgs/msg/Float64MultiArray', typestore=ts)
             for i, cmd in enumerate(commands):
                 cdr = ts.serialize_cdr(f64(cmd), 'std_msgs/msg/Float64MultiArray')
-                writer.write(conn, T0 + i * 20_000_000 + 1, cdr)
+                t = T0 + i * 20_000_000 + 1 if command_times_ns is None else int(command_times_ns[i])
+                writer.write(conn, t, cdr)
         if commands is not None and trajectory_names is not None:
             Traj, Point = ts.types['trajectory_msgs/msg/JointTrajectory'], ts.types[
                 'trajectory_msgs/msg/JointTrajectoryPoint']
@@ -142,6 +150,8 @@ def test_report_numbers_equal_the_bag_and_plots_are_written(tmp_path):
     assert summary['duration_s'] == pytest.approx(49 * 0.02)
     assert summary['cycle_rate_hz'] == pytest.approx(50.0)
     assert summary['commands'] == {COMMANDS: 50}
+    assert summary['command_interval_ms'] == {'topic': COMMANDS, 'commands': 50, **_expected_stats(np.full(49, 20.0))}
+    assert summary['chunk_mode'] is None  # every_set records
     assert summary['joint_states'] == {'topic': '/joint_states',
                                        'source': 'input bag, aligned by start time + 0 s'}
     assert (summary['source'], summary['topic'], summary['budget_ms']) == ('status', STATUS, 20.0)
@@ -156,6 +166,8 @@ def test_report_numbers_equal_the_bag_and_plots_are_written(tmp_path):
     assert f'p99 {summary["compute_ms"]["p99"]:8.3f}' in text
     assert 'deadline misses 3 over budget (3 flagged by the node, longest run 2)' in text
     assert 'cycles          50 over 0.980 s (50.00 Hz), 1 missing' in text
+    assert f'command interval p50 20.000  p99 20.000  max 20.000 ms ({COMMANDS}, 50 commands as recorded)' in text
+    assert 'chunk mode' not in text
 
     # a tighter budget counts more misses
     tight = make_report(tmp_path / 'rec', tmp_path / 'tight', budget_ms=12.0)
@@ -171,6 +183,31 @@ def test_trajectory_commands_are_plotted_against_recorded_joint_states(tmp_path)
     assert summary['commands'] == {TRAJECTORY: 40}
     assert summary['joint_states'] == {'topic': '/joint_states', 'source': 'recorded'}
     _assert_png(tmp_path / 'report' / 'actions.png')
+
+
+def test_chunk_mode_figures_and_command_intervals_come_from_the_recorded_bag(tmp_path):
+    rows = _status_rows(40, np.random.default_rng(3))
+    rows[:, STATUS_SLACK_MS] = np.r_[np.nan, np.full(39, 12.0)]  # the first chunk replaced nothing
+    rows[[7, 8], STATUS_SLACK_MS] = [-40.0, -3.0]  # two late chunks ...
+    rows[:, STATUS_DEADLINE_MISSED] = rows[:, STATUS_SLACK_MS] < 0
+    rows[:, STATUS_SWITCH_INDEX] = np.arange(40) % 3 + 2
+    rows[:, STATUS_TICKS_MISSED] = np.r_[np.zeros(7), np.full(33, 3.0)]  # ... starved 3 ticks
+    period = 20_000_000
+    ticks = np.arange(300) * period + T0
+    ticks = np.delete(ticks, [100, 101, 102])  # the 3 ticks without a command: one 80 ms gap
+    _write_recorded(tmp_path / 'rec', rows, commands=np.zeros((297, 6)), command_times_ns=ticks)
+    summary = make_report(tmp_path / 'rec', tmp_path / 'report')
+    slack = np.r_[np.full(6, 12.0), -40.0, -3.0, np.full(31, 12.0)]
+    assert summary['chunk_mode'] == {
+        'chunks_late': 2, 'ticks_missed': 3, 'chunk_slack_ms': {**_expected_stats(slack), 'min': -40.0},
+        'switch_index': _expected_stats(rows[:, STATUS_SWITCH_INDEX])}
+    gaps = np.diff(ticks) / 1e6
+    assert summary['command_interval_ms'] == {'topic': COMMANDS, 'commands': 297, **_expected_stats(gaps)}
+    assert summary['command_interval_ms']['max'] == 80.0
+    text = (tmp_path / 'report' / 'summary.txt').read_text()
+    assert 'chunk mode      2 of 40 chunks late or not executed, 3 control ticks without their command' in text
+    assert 'slack before the running chunk ran out min -40.000 p50 12.000 ms; switch index p50 3' in text
+    assert f'command interval p50 20.000  p99 {summary["command_interval_ms"]["p99"]:.3f}  max 80.000 ms' in text
 
 
 def test_diagnostics_are_the_fallback_when_there_is_no_status_topic(tmp_path):

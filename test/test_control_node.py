@@ -320,20 +320,30 @@ def test_commands_equal_pi0_trt_infer_with_the_same_seed(
         np.testing.assert_allclose(command, actions[0], rtol=0, atol=1e-5)
 
 
-def test_chunk_mode_executes_n_action_steps_of_each_chunk(start: Callable[..., Running]) -> None:
-    """The sequence over DDS; the tick timing is test_node_control_loop's (fake clock)."""
+def test_chunk_mode_keeps_commands_flowing_across_chunk_boundaries(start: Callable[..., Running]) -> None:
+    """The sequence over DDS; tick timing, switch index and lead are test_node_control_loop's (fake clock)."""
     r = start('/chunk', inference_mode='chunk', n_action_steps=4, control_rate_hz=50.0, stale_timeout_ms=600_000.0)
     rig = r.rig
     rig.instruct()
     wait_for(lambda: r.node.instruction.version == 1, 5.0, 'the instruction')
     rig.stream_until(lambda: len(rig.trajectories) >= 5, 60.0, '5 chunks')
-    wait_for(lambda: r.node.loop.queue.remaining == 0 and r.all_delivered()
-             and len(rig.trajectories) == r.node.cycles, 10.0, 'the last chunk to finish')
-    trajectories = list(rig.trajectories)
-    commands = list(rig.commands)
-    executed = [list(p.positions) for t in trajectories for p in t.points[:4]]
-    assert [c for _, c in commands] == executed  # each chunk's first 4 actions, in order, nothing else
-    assert r.node.loop.holds_published == 0
+    loop = r.node.loop
+    wait_for(lambda: loop.plan.remaining == 0 and not loop.worker.busy and r.all_delivered()
+             and len(rig.trajectories) == r.node.cycles, 20.0, 'the last chunk to run out')
+    trajectories = [[list(p.positions) for p in t.points] for t in rig.trajectories]
+    commands = [c for _, c in rig.commands]
+    # Each chunk, from its switch on, until the next one takes over: its trajectory's first points, in order.
+    at = 0
+    for k, points in enumerate(trajectories):
+        following = trajectories[k + 1][0] if k + 1 < len(trajectories) else None
+        assert commands[at] == points[0], f'chunk {k} starts with its first point'
+        n = 1
+        while at + n < len(commands) and commands[at + n] != following:
+            assert commands[at + n] == points[n], f'command {n} of chunk {k}'
+            n += 1
+        assert n <= 4, f'chunk {k}: {n} commands, more than n_action_steps'
+        at += n
+    assert at == len(commands) and loop.holds_published == 0
 
 
 def test_diagnostics_carry_deadline_figures(start: Callable[..., Running]) -> None:

@@ -12,9 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Action sanitizing, LeRobot's n_action_steps queue, and the reused command messages."""
+"""Action sanitizing and the reused command messages."""
 
-import collections
 import math
 import tracemalloc
 
@@ -24,7 +23,7 @@ from rclpy.serialization import deserialize_message
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
-from pi0_trt_ros.node.actions import ActionQueue, ActionSanitizer, CommandWriter, Float64ArrayMessage, TrajectoryMessage
+from pi0_trt_ros.node.actions import ActionSanitizer, CommandWriter, Float64ArrayMessage, TrajectoryMessage
 
 LOWER = [-1.0, -2.0, 0.0]
 UPPER = [1.0, 2.0, 0.5]
@@ -109,49 +108,6 @@ def test_sanitizer_allocates_nothing_sizable() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 4096, f'{peak} bytes peak'
-
-
-def lerobot_select_action(chunks: list[np.ndarray], n_action_steps: int, calls: int) -> list[np.ndarray]:
-    """Replay LeRobot PI0Policy.select_action's queue: refill with chunk[:n] when empty, pop one per call."""
-    queue: collections.deque = collections.deque(maxlen=n_action_steps)
-    source = iter(chunks)
-    out = []
-    for _ in range(calls):
-        if not queue:
-            queue.extend(next(source)[:n_action_steps])
-        out.append(queue.popleft())
-    return out
-
-
-@pytest.mark.parametrize('n_action_steps', [1, 3, 10])
-def test_queue_matches_lerobot_select_action(n_action_steps: int) -> None:
-    rng = np.random.default_rng(n_action_steps)
-    chunks = [rng.normal(size=(10, 2)) for _ in range(8)]
-    expected = lerobot_select_action(chunks, n_action_steps, calls=3 * n_action_steps + 1)
-    queue = ActionQueue(n_action_steps, dof=2)
-    source = iter(chunks)
-    got = []
-    out = np.zeros(2)
-    for _ in range(len(expected)):
-        if queue.remaining == 0:
-            queue.load(next(source))
-        assert queue.pop_into(out)
-        got.append(out.copy())
-    np.testing.assert_array_equal(np.array(got), np.array(expected))
-
-
-def test_queue_empty_pop_and_clear() -> None:
-    queue = ActionQueue(2, dof=1)
-    out = np.array([7.0])
-    assert queue.remaining == 0 and not queue.pop_into(out) and out[0] == 7.0
-    queue.load(np.array([[1.0], [2.0], [3.0]]))
-    assert queue.remaining == 2
-    queue.clear()
-    assert queue.remaining == 0 and not queue.pop_into(out)
-    with pytest.raises(ValueError, match='fewer than n_action_steps'):
-        queue.load(np.zeros((1, 1)))
-    with pytest.raises(ValueError, match='n_action_steps must be >= 1'):
-        ActionQueue(0, 1)
 
 
 def test_float64_array_message_serializes_the_values_it_is_given() -> None:

@@ -73,7 +73,8 @@ def test_control_node_help_prints_usage_and_exits_zero() -> None:
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith('usage: ros2 run pi0_trt_ros control_node')
-        assert '  deadline_ms (20.0)\n      compute budget per cycle' in done.stdout
+        assert '  deadline_ms (20.0)\n      every_set mode: compute budget per cycle' in done.stdout
+        assert '  chunk_lead_ms (0.0)\n      chunk mode: start the next inference' in done.stdout
         assert '  camera.<name>.key ("observation.images.{name}_0_rgb")' in done.stdout
         assert 'invalid parameters' not in done.stdout + done.stderr
 

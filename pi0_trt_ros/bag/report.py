@@ -22,7 +22,10 @@ whose ``data`` holds one value per name of ``STATUS_FIELDS`` (node/deadline.py),
 
 Outputs in ``out_dir``: ``latency_hist.png``, ``latency_timeline.png`` (deadline misses
 marked), ``actions.png`` (commands against joint states, when both are available),
-``summary.txt`` and ``summary.json``.
+``summary.txt`` and ``summary.json``. Besides the per-cycle latencies the summary gives the command
+intervals (p50/p99/max between consecutive commands, from the times the recorder received them:
+what the controller saw, a stall included) and, for a node in chunk mode, its late chunks and
+control ticks without a command.
 """
 
 from __future__ import annotations
@@ -138,7 +141,19 @@ def summarize(cycles: dict[str, Any], budget_ms: float) -> dict[str, Any]:
         'deadline_misses': int(missed.sum()),
         'node_deadline_misses': int(np.nansum(cycles['deadline_missed'] > 0.5)),
         'max_consecutive_misses': _longest_run(missed),
+        'chunk_mode': _chunk_figures(cycles),
     }
+
+
+def _chunk_figures(cycles: dict[str, Any]) -> dict[str, Any] | None:
+    """Chunk mode's deadlines from the status (None for every_set records, whose ``ticks_missed`` is NaN)."""
+    ticks = cycles['ticks_missed'][np.isfinite(cycles['ticks_missed'])]
+    if ticks.size == 0:
+        return None
+    slack = cycles['chunk_slack_ms'][np.isfinite(cycles['chunk_slack_ms'])]
+    return {'chunks_late': int(np.nansum(cycles['deadline_missed'] > 0.5)), 'ticks_missed': int(ticks.max()),
+            'chunk_slack_ms': {**_stats(slack), 'min': float(slack.min()) if slack.size else 0.0},
+            'switch_index': _stats(cycles['switch_index'][np.isfinite(cycles['switch_index'])])}
 
 
 def _series(bag: str | Path, topic: str, msgtype: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -158,6 +173,14 @@ def _series(bag: str | Path, topic: str, msgtype: str) -> tuple[np.ndarray, np.n
     width = min((r.size for r in rows), default=0)
     table = np.array([r[:width] for r in rows], dtype=np.float64).reshape(len(rows), width)
     return np.array(times, dtype=np.int64), table, names
+
+
+def _command_intervals(bag: str | Path, topic: str) -> dict[str, Any] | None:
+    """p50/p99/max/mean (ms) of the time between consecutive commands as the recorder received them."""
+    times = np.array([m.log_time_ns for m in read_bag(bag, [topic])], dtype=np.int64)
+    if times.size < 2:
+        return None
+    return {'topic': topic, 'commands': int(times.size), **_stats(np.diff(times) / 1e6)}
 
 
 def _plot_latency(cycles: dict[str, Any], summary: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -275,6 +298,18 @@ def _format(summary: dict[str, Any]) -> str:
         row('  inference', summary['inference_ms']),
         row('  obs age', summary['obs_age_ms']),
     ]
+    chunk = summary.get('chunk_mode')
+    if chunk:
+        slack, index = chunk['chunk_slack_ms'], chunk['switch_index']
+        lines.append(f'chunk mode      {chunk["chunks_late"]} of {summary["cycles"]} chunks late or not executed, '
+                     f'{chunk["ticks_missed"]} control ticks without their command (its deadlines; compute above is '
+                     'set complete -> chunk ready)')
+        lines.append(f'                slack before the running chunk ran out min {slack["min"]:.3f} p50 '
+                     f'{slack["p50"]:.3f} ms; switch index p50 {index["p50"]:g}')
+    gaps = summary.get('command_interval_ms')
+    if gaps:
+        lines.append(f'command interval p50 {gaps["p50"]:.3f}  p99 {gaps["p99"]:.3f}  max {gaps["max"]:.3f} ms '
+                     f'({gaps["topic"]}, {gaps["commands"]} commands as recorded)')
     for topic, count in summary.get('commands', {}).items():
         lines.append(f'commands        {topic}: {count}')
     if summary.get('command_error'):
@@ -319,6 +354,7 @@ def make_report(recorded_bag: str | Path, out_dir: str | Path, budget_ms: float 
         raise Pi0Error(f'command topic {cmd_topic!r} is not in {recorded_bag}')
     summary['commands'] = {t: c for t, (ty, c) in topics.items() if ty in (COMMAND_TYPE, TRAJECTORY_TYPE)
                            and t != cycles['topic']}
+    summary['command_interval_ms'] = _command_intervals(recorded_bag, cmd_topic) if cmd_topic else None
     joints, t0_joint, joint_source, j_topic = None, 0, None, None
     if joint_topic is None or joint_topic in topics:
         j_topic = _pick_topic(topics, joint_topic, JOINT_STATE_TYPE, 'joint state')

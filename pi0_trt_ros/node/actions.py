@@ -19,9 +19,6 @@
 * ``CommandWriter``: the one place commands and trajectories leave the node; whatever the caller
   hands it, it publishes only finite values within the joint limits (clamping again, refusing
   non-finite values).
-* ``ActionQueue``: LeRobot's ``select_action`` queue. A chunk ``[T, dof]`` contributes its first
-  ``n_action_steps`` rows; the control loop pops one per tick and asks for a new inference when
-  the queue is empty.
 * ``Float64ArrayMessage``: ``std_msgs/Float64MultiArray``, for the command in joint order
   (ros2_control ``forward_command_controller`` ``~/commands``) and the status.
 * ``TrajectoryMessage``: ``trajectory_msgs/JointTrajectory`` of the chunk
@@ -143,39 +140,6 @@ class CommandWriter:
         np.minimum(out, upper, out=out)
         np.maximum(out, lower, out=out)
         return True
-
-
-class ActionQueue:
-    """The first ``n_action_steps`` rows of the latest chunk, popped one per control tick."""
-
-    def __init__(self, n_action_steps: int, dof: int) -> None:
-        if n_action_steps < 1:
-            raise ValueError(f'n_action_steps must be >= 1, got {n_action_steps}')
-        self.n_action_steps = n_action_steps
-        self._actions = np.zeros((n_action_steps, dof), np.float64)  # [n_action_steps, dof]
-        self._next = n_action_steps  # index of the next action; == n_action_steps: empty
-
-    @property
-    def remaining(self) -> int:
-        return self.n_action_steps - self._next
-
-    def load(self, chunk: np.ndarray) -> None:
-        """Replace the queue with ``chunk[:n_action_steps]`` (chunk [T, dof], T >= n_action_steps)."""
-        if chunk.shape[0] < self.n_action_steps:
-            raise ValueError(f'chunk has {chunk.shape[0]} actions, fewer than n_action_steps={self.n_action_steps}')
-        np.copyto(self._actions, chunk[:self.n_action_steps])
-        self._next = 0
-
-    def pop_into(self, out: np.ndarray) -> bool:
-        """Copy the next action into ``out`` ([dof]); False (``out`` untouched) when empty."""
-        if self._next >= self.n_action_steps:
-            return False
-        np.copyto(out, self._actions[self._next])
-        self._next += 1
-        return True
-
-    def clear(self) -> None:
-        self._next = self.n_action_steps
 
 
 class SerializedMessage:

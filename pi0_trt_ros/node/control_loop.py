@@ -16,10 +16,10 @@
 
 ``ControlLoop.step()`` is one iteration of the control thread. Its rules:
 
-* Modes. ``every_set``: each synchronized set taken from the ``Mailbox`` is staged, inferred, and
-  its chunk's first action published. ``chunk``: the first ``n_action_steps`` actions of a chunk
-  are published one per control tick (``period_ns`` apart); when they run out, the newest set is
-  inferred. A new instruction clears the rest of the chunk.
+* Modes. ``every_set`` (this class): each synchronized set taken from the ``Mailbox`` is staged,
+  inferred, and its chunk's first action published. ``chunk`` (``ChunkLoop``, chunk_loop.py): the
+  chunk's actions are published one per control tick while the next chunk is inferred on another
+  thread; the rules below hold in both modes.
 * Usable observations. A set is usable when it stages (every camera frame decodes to the right
   size), inference returns, and its chunk is not entirely NaN/inf. A set that fails is counted
   and gives no command; while sets keep failing, time since the last usable one runs on exactly
@@ -39,13 +39,15 @@ mailbox's wait goes through the same clock, so a test drives every rule with a f
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from pi0_trt_ros.node.actions import ActionQueue, ActionSanitizer, CommandWriter
+from pi0_trt_ros.node.actions import ActionSanitizer, CommandWriter
+from pi0_trt_ros.node.chunk_monitor import ChunkMonitor
 from pi0_trt_ros.node.deadline import DeadlineMonitor
 from pi0_trt_ros.node.faults import BadInput, FaultCounters
 from pi0_trt_ros.node.images import FrameStager, ImageDecoder
@@ -88,7 +90,7 @@ class LoopConfig:
     """The control loop's rules, in the units it runs in."""
 
     every_set: bool
-    n_action_steps: int
+    n_action_steps: int  # chunk mode: actions executed from each chunk, from its switch on
     period_ns: int  # one control tick: 1 / control_rate_hz
     stale_timeout_ns: int
     stop_timeout_ns: int
@@ -98,6 +100,7 @@ class LoopConfig:
     trajectory_stamp_now: bool  # stamp trajectories with the ROS time (else 0: "start when received")
     noise_seed: int  # -1: OS entropy
     fixed_noise: bool
+    crossfade_steps: int = 0  # chunk mode: ticks over which a new chunk is blended in (0: switch at once)
 
 
 class SetSlot:
@@ -212,6 +215,18 @@ class StageRing:
 
 
 @dataclasses.dataclass
+class PolicyRun:
+    """One set through staging, the policy and the sanitizer: why it is unusable ('' if usable), when steps ended."""
+
+    why: str = ''
+    t_start: int = 0  # monotonic ns: staging began
+    t_staged: int = 0
+    t_inferred: int = 0
+    t_ready: int = 0  # the sanitized chunk is written
+    instruction_version: int = 0  # the instruction staged with it
+
+
+@dataclasses.dataclass
 class LoopParts:
     """What the loop works with: inputs, the policy, outputs, and where it reports."""
 
@@ -223,10 +238,11 @@ class LoopParts:
     runner: Any  # a Runner: .staging and .infer()
     sanitizer: ActionSanitizer
     writer: CommandWriter
-    monitor: DeadlineMonitor
+    monitor: DeadlineMonitor | ChunkMonitor  # every_set: DeadlineMonitor; chunk: ChunkMonitor
     faults: FaultCounters
     stages: StageRing
-    publish_status: Callable[[bool, int, int, int, SetSlot], object]  # (missed, compute, obs age, inference ns; set)
+    # (missed, compute, obs age, inference ns; set; chunk slack ns or NaN, switch index, ticks missed or NaN)
+    publish_status: Callable[[bool, int, int, int, SetSlot, float, int, float], object]
     ros_now_ns: Callable[[], int]  # node clock (ROS time), for observation age and trajectory stamps
     info: Callable[[str], object]  # throttled by the caller where input-driven
     warn: Callable[[str], object]
@@ -234,7 +250,7 @@ class LoopParts:
 
 
 class ControlLoop:
-    """The control thread's rules (module docstring); ``step()`` runs one iteration."""
+    """The control thread's rules (module docstring); ``step()`` runs one iteration (``every_set`` mode)."""
 
     def __init__(self, config: LoopConfig, parts: LoopParts, clock: LoopClock) -> None:
         self.config = config
@@ -246,10 +262,11 @@ class ControlLoop:
         if config.fixed_noise:
             self._rng.standard_normal(dtype=np.float32, out=staging.noise)
         self._frames = FrameStager(parts.decoders)
-        self.queue = ActionQueue(config.n_action_steps, dof)
-        self._chunk = np.zeros((staging.noise.shape[0], dof), np.float64)  # [T, dof] sanitized chunk
+        self.chunk_size = staging.noise.shape[0]
+        self._chunk = np.zeros((self.chunk_size, dof), np.float64)  # [T, dof] sanitized chunk
         self._action = np.zeros(dof, np.float64)  # [dof] action being published
         self._hold = np.zeros(dof, np.float64)  # [dof] snapshot of the hold target
+        self._run = PolicyRun()
         self.cycles = 0  # inferences that reached the publish decision
         self.commands_published = 0  # policy commands
         self.holds_published = 0
@@ -257,8 +274,9 @@ class ControlLoop:
         self.stopped = False
         self.failing = ''  # why the newest sets were not usable ('' when the last one was)
         self._last_usable_ns = 0  # t_sync of the last usable set (or of the first failing one)
-        self._next_tick = clock.now_ns()
         self._next_hold = 0
+        if config.every_set != isinstance(parts.monitor, DeadlineMonitor):
+            raise ValueError('every_set mode reports to a DeadlineMonitor, chunk mode to a ChunkMonitor')
 
     def close(self) -> None:
         """Release the frame-decode threads; call after the loop's last ``step``."""
@@ -266,17 +284,10 @@ class ControlLoop:
 
     # -- one iteration -------------------------------------------------------------------------
     def step(self) -> None:
-        """Publish the next queued action (chunk mode), or take and run a set; then apply the stale rule."""
-        if not self.config.every_set:
-            if self.parts.instruction.changed_since_staged():
-                self.queue.clear()  # a new task: do not finish the old chunk
-            if self.queue.remaining:
-                self._step_queue()
-                return
+        """Take and run a set (waiting up to one control period for it); then apply the stale rule."""
         slot = self.parts.mailbox.take(self.config.period_ns)
         if slot is not None:
             self._cycle(slot)
-            self._next_tick = self.clock.now_ns() + self.config.period_ns
         self._apply_stale_rule()
 
     def stale_for_ns(self, now: int) -> int:
@@ -284,17 +295,15 @@ class ControlLoop:
         since = self._last_usable_ns if self.failing else max(self._last_usable_ns, self.parts.mailbox.last_set_ns)
         return 0 if since == 0 else now - since - self.config.stale_timeout_ns
 
-    def _step_queue(self) -> None:
-        now = self.clock.now_ns()
-        if self.stale_for_ns(now) > 0:
-            self.queue.clear()
-            return
-        if self._next_tick > now and self.clock.sleep_ns(self._next_tick - now):
-            return
-        self.queue.pop_into(self._action)
-        self._publish_command(self._action)
-        self._next_tick = max(self._next_tick + self.config.period_ns, self.clock.now_ns())
-        self.parts.after_cycle(self.cycles)
+    def _stale_reason(self) -> str:
+        return self.failing or 'no synchronized set'
+
+    def _hold_due(self, now: int) -> bool:
+        """Whether a stale hold is due now: once per control period (the rule runs after every set and wait)."""
+        if now < self._next_hold:
+            return False
+        self._next_hold = now + self.config.period_ns
+        return True
 
     def _apply_stale_rule(self) -> None:
         now = self.clock.now_ns()
@@ -304,14 +313,11 @@ class ControlLoop:
         stale_ms = (beyond + self.config.stale_timeout_ns) / 1e6
         if not self.stale:
             self.stale = True
-            self.queue.clear()
-            why = self.failing or 'no synchronized set'
             self.parts.faults.add('inputs', BadInput('inputs_stale', f'no usable observation for {stale_ms:.0f} ms '
-                                                     f'({why}); on_stale={self.config.on_stale}'))
+                                                     f'({self._stale_reason()}); on_stale={self.config.on_stale}'))
         if self.config.on_stale == 'hold' and beyond <= self.config.stop_timeout_ns:
-            if now >= self._next_hold:
+            if self._hold_due(now):
                 self._publish_hold()
-                self._next_hold = now + self.config.period_ns
         elif not self.stopped:
             self.stopped = True
             self.parts.warn(f'inputs stale for {stale_ms:.0f} ms: stopped commanding until a usable observation '
@@ -320,66 +326,74 @@ class ControlLoop:
     # -- one inference cycle -------------------------------------------------------------------
     def _cycle(self, slot: SetSlot) -> None:
         """Stage one observation, infer, publish per the deadline policy, record."""
-        parts, clock = self.parts, self.clock
-        t_start = clock.now_ns()
-        if not self._stage(slot):
-            return
-        t_staged = clock.now_ns()
-        try:
-            actions = parts.runner.infer()  # [T, action_dim] float32, reused buffer
-        except Exception as err:
-            parts.faults.add('policy', BadInput('inference_error', f'{type(err).__name__}: {err}; set not used'))
-            return self._unusable(slot, f'policy: inference failed ({type(err).__name__})')
-        t_inferred = clock.now_ns()
-        parts.hold_target.copy_into(self._hold)
-        replaced = parts.sanitizer.sanitize_into(actions, self._hold, self._chunk)
-        if replaced:
-            parts.faults.add('policy', BadInput('action_nonfinite', f'{replaced} of {len(actions)} actions had '
-                                                'NaN/inf: replaced by the hold position', used=replaced < len(actions)))
-            if replaced == len(actions) or not parts.hold_target.valid:
-                return self._unusable(slot, 'policy: non-finite actions')
+        parts, clock, run = self.parts, self.clock, self._run
+        self._run_policy(slot, run, self._chunk, self._hold)
+        if run.why:
+            return self._unusable(slot, run.why)
         self._usable(slot)
         policy = 'publish'
         if parts.monitor.missed(clock.now_ns() - slot.t_sync):
             policy = self.config.on_deadline_miss
         if policy == 'publish':
-            if self.config.every_set:
-                np.copyto(self._action, self._chunk[0])
-            else:
-                self.queue.load(self._chunk)
-                self.queue.pop_into(self._action)
-            self._publish_command(self._action)
+            self._publish_command(self._chunk[0])
             if self.config.publish_trajectory:
-                parts.writer.trajectory(self._chunk, parts.ros_now_ns() if self.config.trajectory_stamp_now else 0)
+                self._publish_trajectory(self._chunk)
         elif policy == 'hold':
             self._publish_hold()
         t_published = clock.now_ns()
-        compute_ns, inference_ns = t_published - slot.t_sync, t_inferred - t_staged
+        compute_ns, inference_ns = t_published - slot.t_sync, run.t_inferred - run.t_staged
         obs_age_ns = parts.ros_now_ns() - slot.newest_stamp_ns
         missed = parts.monitor.record(compute_ns, obs_age_ns, inference_ns)
-        parts.publish_status(missed, compute_ns, obs_age_ns, inference_ns, slot)
-        parts.stages.record(slot.callbacks_ns, slot.t_recv, slot.t_sync, t_start, t_staged, t_inferred, t_published,
-                            clock.now_ns())
+        parts.publish_status(missed, compute_ns, obs_age_ns, inference_ns, slot, math.nan, 0, math.nan)
+        self._record_stages(slot, run, t_published)
         self.cycles += 1
         slot.images = ()  # release the messages
         parts.after_cycle(self.cycles)
 
-    def _stage(self, slot: SetSlot) -> bool:
-        """Write the set into the runner's staging buffers; False (counted) when a frame fails."""
+    def _run_policy(self, slot: SetSlot, run: PolicyRun, chunk: np.ndarray, hold: np.ndarray) -> None:
+        """Stage ``slot``, infer, sanitize into ``chunk`` ([T, dof]; ``hold`` [dof] is scratch); fill ``run``.
+
+        Touches the runner's staging buffers, the noise generator and ``chunk``/``hold``, never the
+        loop's own state: chunk mode runs it on its inference thread. Failures are counted here
+        and named in ``run.why``; the caller marks the set unusable.
+        """
+        parts, clock = self.parts, self.clock
+        run.t_start = clock.now_ns()
+        run.why = self._stage(slot)
+        run.instruction_version = parts.instruction.staged_version
+        if run.why:
+            return
+        run.t_staged = clock.now_ns()
+        try:
+            actions = parts.runner.infer()  # [T, action_dim] float32, reused buffer
+        except Exception as err:
+            self._policy_fault('inference_error', f'{type(err).__name__}: {err}; set not used')
+            run.why = f'policy: inference failed ({type(err).__name__})'
+            return
+        run.t_inferred = clock.now_ns()
+        parts.hold_target.copy_into(hold)
+        replaced = parts.sanitizer.sanitize_into(actions, hold, chunk)
+        if replaced:
+            self._policy_fault('action_nonfinite', f'{replaced} of {len(actions)} actions had NaN/inf: replaced by '
+                               'the hold position', used=replaced < len(actions))
+            if replaced == len(actions) or not parts.hold_target.valid:
+                run.why = 'policy: non-finite actions'
+        run.t_ready = clock.now_ns()
+
+    def _stage(self, slot: SetSlot) -> str:
+        """Write the set into the runner's staging buffers; return why it is not usable ('' when staged)."""
         parts = self.parts
         staging = parts.runner.staging
         for i, bad in enumerate(self._frames.write(slot.images)):
             if bad is not None:
                 parts.faults.add(parts.sources[i], bad)
                 if not bad.used:
-                    self._unusable(slot, f'{parts.sources[i]}: frames fail to stage ({bad.counter})')
-                    return False
+                    return f'{parts.sources[i]}: frames fail to stage ({bad.counter})'
         np.copyto(staging.state, slot.state)
-        if parts.instruction.stage_if_changed(staging.tokens, staging.token_mask):
-            self.queue.clear()
+        parts.instruction.stage_if_changed(staging.tokens, staging.token_mask)
         if not self.config.fixed_noise:
             self._rng.standard_normal(dtype=np.float32, out=staging.noise)
-        return True
+        return ''
 
     def _usable(self, slot: SetSlot) -> None:
         self._last_usable_ns = slot.t_sync
@@ -394,12 +408,23 @@ class ControlLoop:
         self.failing = why
         slot.images = ()
 
+    def _policy_fault(self, counter: str, detail: str, used: bool = False) -> None:
+        """Count a fault of the policy's output (source 'policy') in the diagnostics."""
+        self.parts.faults.add('policy', BadInput(counter, detail, used=used))
+
+    def _record_stages(self, slot: SetSlot, run: PolicyRun, t_published: int) -> None:
+        self.parts.stages.record(slot.callbacks_ns, slot.t_recv, slot.t_sync, run.t_start, run.t_staged,
+                                 run.t_inferred, t_published, self.clock.now_ns())
+
     # -- outputs -------------------------------------------------------------------------------
     def _publish_command(self, action: np.ndarray) -> None:
         if self.parts.writer.command(action):
             self.commands_published += 1
         else:
-            self.parts.faults.add('policy', BadInput('command_refused', 'command with NaN/inf not published'))
+            self._policy_fault('command_refused', 'command with NaN/inf not published')
+
+    def _publish_trajectory(self, chunk: np.ndarray) -> None:
+        self.parts.writer.trajectory(chunk, self.parts.ros_now_ns() if self.config.trajectory_stamp_now else 0)
 
     def _publish_hold(self) -> None:
         if not self.parts.hold_target.valid:
@@ -408,4 +433,4 @@ class ControlLoop:
         if self.parts.writer.command(self._hold):
             self.holds_published += 1
         else:
-            self.parts.faults.add('policy', BadInput('command_refused', 'hold with NaN/inf not published'))
+            self._policy_fault('command_refused', 'hold with NaN/inf not published')

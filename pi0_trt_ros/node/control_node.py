@@ -24,11 +24,14 @@ buffers, one ``runner.infer()`` gives an action chunk, and the node publishes
 * ``~/status`` (std_msgs/Float64MultiArray): ``STATUS_FIELDS`` of the cycle;
 * ``/diagnostics`` (diagnostic_msgs/DiagnosticArray, every ``diagnostics_period_sec``).
 
-``inference_mode``: ``chunk`` executes ``n_action_steps`` actions of each chunk, one per control
-tick at ``control_rate_hz``, then infers on the newest set (LeRobot's ``select_action``);
-``every_set`` runs one inference per synchronized set and publishes its first action (the mode
-to compare against ``pi0-trt infer``). The deadline applies to inference cycles: from the set
-complete to the first command of the new chunk published.
+``inference_mode``: ``chunk`` publishes one action per control tick at ``control_rate_hz``,
+``n_action_steps`` from each chunk, and infers the next chunk on the newest set while the running
+one is still published (``chunk_loop.py``: started ``chunk_lead_ms`` before it runs out, switched
+to at the action matching the time elapsed since its observation, optionally cross-faded); its
+deadlines are every tick's command within the tick and every chunk before the running one runs
+out. ``every_set`` runs one inference per synchronized set and publishes its first action (the
+mode to compare against ``pi0-trt infer``); its deadline applies to each cycle, from the set
+complete to the command published.
 
 Noise: the k-th inference since start-up (k = 0, 1, ...; warm-up calls excluded) uses the k-th
 draw ``rng.standard_normal((chunk_size, max_action_dim), dtype=np.float32)`` of
@@ -76,6 +79,8 @@ from trajectory_msgs.msg import JointTrajectory
 
 from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.actions import ActionSanitizer, CommandWriter, Float64ArrayMessage
+from pi0_trt_ros.node.chunk_loop import ChunkLoop
+from pi0_trt_ros.node.chunk_monitor import ChunkMonitor, warm_up_latency_ms
 from pi0_trt_ros.node.control_loop import (ControlLoop, HoldTarget, LoopConfig, LoopParts, Mailbox, MonotonicClock,
                                            SetSlot, StageRing, STAGES)
 from pi0_trt_ros.node.deadline import DeadlineMonitor, Level, STATUS_FIELDS
@@ -160,16 +165,25 @@ class ControlNode(Node):
         self.tokenizer = Pi0Tokenizer.from_path(p.tokenizer, io.token_len)
         staging = runner.staging
         self.staging = staging
-        warmup_s, last_ms = self._warm_up()
+        warmup_ms = self._warm_up()
         log.info(f'{p.backend} runner ready in {load_s:.2f} s; warm-up {p.warmup_iterations} calls in '
-                 f'{warmup_s:.3f} s (last {last_ms:.2f} ms); cameras {list(io.camera_keys)} '
-                 f'{[f"{w}x{h}" for h, w in io.camera_hw]}, chunk {io.chunk_size}x{io.action_dim}')
+                 f'{sum(warmup_ms) / 1e3:.3f} s (last {warmup_ms[-1] if warmup_ms else 0.0:.2f} ms); '
+                 f'cameras {list(io.camera_keys)} {[f"{w}x{h}" for h, w in io.camera_hw]}, '
+                 f'chunk {io.chunk_size}x{io.action_dim}')
 
         dof = len(p.joint_names)
         self.n_action_steps = p.n_action_steps or io.n_action_steps
         self.faults = FaultCounters(log.warning, log.info, p.log_throttle_sec)
-        self.monitor = DeadlineMonitor(p.deadline_ms, p.deadline_window,
-                                       error_consecutive=p.deadline_error_consecutive)
+        every_set = p.inference_mode == 'every_set'
+        self.monitor: DeadlineMonitor | ChunkMonitor
+        if every_set:
+            self.monitor = DeadlineMonitor(p.deadline_ms, p.deadline_window,
+                                           error_consecutive=p.deadline_error_consecutive)
+        else:  # ticks against the control period, chunks against the running chunk's end
+            self.monitor = ChunkMonitor(1e3 / p.control_rate_hz, p.deadline_window,
+                                        error_consecutive=p.deadline_error_consecutive, lead_ms=p.chunk_lead_ms,
+                                        lead_margin_ms=p.chunk_lead_margin_ms,
+                                        prior_latency_ms=warm_up_latency_ms(warmup_ms))
         self.stages = StageRing(p.deadline_window)
         self.instruction = InstructionBox(self.tokenizer, io.token_len, p.max_instruction_chars, self.faults,
                                           log.info, p.log_throttle_sec)
@@ -207,14 +221,15 @@ class ControlNode(Node):
         writer = CommandWriter(p.joint_lower_limits, p.joint_upper_limits, p.joint_names, io.chunk_size,
                                p.control_rate_hz, self.command_pub.publish, self.trajectory_pub.publish,
                                velocities=p.trajectory_velocities)
-        config = LoopConfig(every_set=p.inference_mode == 'every_set', n_action_steps=self.n_action_steps,
+        config = LoopConfig(every_set=every_set, n_action_steps=self.n_action_steps,
                             period_ns=int(round(1e9 / p.control_rate_hz)),
                             stale_timeout_ns=int(round(p.stale_timeout_ms * 1e6)),
                             stop_timeout_ns=int(round(p.stop_timeout_ms * 1e6)), on_stale=p.on_stale,
                             on_deadline_miss=p.on_deadline_miss, publish_trajectory=p.publish_trajectory,
                             trajectory_stamp_now=p.trajectory_stamp_now,
-                            noise_seed=p.noise_seed, fixed_noise=p.fixed_noise)
-        self.loop = ControlLoop(config, LoopParts(
+                            noise_seed=p.noise_seed, fixed_noise=p.fixed_noise,
+                            crossfade_steps=p.chunk_crossfade_steps)
+        self.loop = (ControlLoop if every_set else ChunkLoop)(config, LoopParts(
             mailbox=self.mailbox, decoders=decoders, sources=self.observations.sources, instruction=self.instruction,
             hold_target=self.hold_target, runner=runner,
             sanitizer=ActionSanitizer(p.joint_lower_limits, p.joint_upper_limits, io.chunk_size), writer=writer,
@@ -245,9 +260,11 @@ class ControlNode(Node):
             gc.disable()
         self._thread = threading.Thread(target=self._control_loop, name='pi0_control_loop', daemon=True)
         self._thread.start()
+        deadline = (f'deadline {p.deadline_ms:g} ms' if every_set else
+                    f'next chunk asked for {self.monitor.lead_ns / 1e6:.1f} ms before the running one runs out'
+                    f'{"" if p.chunk_lead_ms else " (measured latency + margin)"}')
         log.info(f'{p.inference_mode} mode, {self.n_action_steps} action steps at {p.control_rate_hz:g} Hz, '
-                 f'deadline {p.deadline_ms:g} ms; waiting for an instruction on '
-                 f'{self.resolve_topic_name(p.instruction_topic)}')
+                 f'{deadline}; waiting for an instruction on {self.resolve_topic_name(p.instruction_topic)}')
 
     def _check_against_policy(self, io: Any) -> None:
         """Fail fast when cameras or joints do not fit the exported policy."""
@@ -263,23 +280,25 @@ class ControlNode(Node):
                             f'{io.action_dim}: list exactly the joints the policy was trained on, in its order')
         if p.n_action_steps > io.chunk_size:
             problems.append(f"n_action_steps {p.n_action_steps} > the policy's chunk size {io.chunk_size}")
+        if p.chunk_crossfade_steps >= io.chunk_size:
+            problems.append(f"chunk_crossfade_steps {p.chunk_crossfade_steps} >= the policy's chunk size "
+                            f'{io.chunk_size}: blend over fewer ticks')
         if problems:
             raise Pi0Error('configuration does not fit the policy:\n' + '\n'.join(f'  - {x}' for x in problems))
 
-    def _warm_up(self) -> tuple[float, float]:
-        """Run ``warmup_iterations`` policy calls on a neutral observation; return (total s, last ms)."""
+    def _warm_up(self) -> list[float]:
+        """Run ``warmup_iterations`` policy calls on a neutral observation; return each call's time (ms)."""
         staging = self.staging
         staging.token_mask[:] = False
         staging.token_mask[0] = True  # one valid token, as an empty prompt would not be
         staging.noise[:] = 0.0
-        total = last = 0.0
+        calls_ms = []
         for _ in range(self.p.warmup_iterations):
             t0 = time.perf_counter()
             self.runner.infer()
-            last = time.perf_counter() - t0
-            total += last
+            calls_ms.append((time.perf_counter() - t0) * 1e3)
         staging.token_mask[:] = False
-        return total, last * 1e3
+        return calls_ms
 
     def _release_runner(self) -> None:
         if self.runner is not None:
@@ -287,7 +306,7 @@ class ControlNode(Node):
             self.runner = None
 
     def close(self) -> None:
-        """Stop the control thread, then release the runner. Idempotent."""
+        """Stop the control thread (and chunk mode's inference thread), then release the runner. Idempotent."""
         thread = getattr(self, '_thread', None)
         if thread is not None:
             self._stop.set()
@@ -340,14 +359,15 @@ class ControlNode(Node):
         """Inferences that reached the publish decision."""
         return self.loop.cycles
 
-    def _publish_status(self, missed: bool, compute_ns: int, obs_age_ns: int, inference_ns: int,
-                        slot: SetSlot) -> None:
+    def _publish_status(self, missed: bool, compute_ns: int, obs_age_ns: int, inference_ns: int, slot: SetSlot,
+                        chunk_slack_ns: float, switch_index: int, ticks_missed: float) -> None:
         values = self._status_values  # in STATUS_FIELDS order
         values[0], values[1], values[2] = self.cycles, compute_ns * 1e-6, obs_age_ns * 1e-6
         values[3], values[4] = float(missed), inference_ns * 1e-6
         values[5], values[6] = divmod(slot.newest_stamp_ns, 1_000_000_000)
         values[7] = (slot.joint_stamp_ns - slot.newest_stamp_ns) * 1e-6
         values[8] = self.mailbox.superseded
+        values[9], values[10], values[11] = chunk_slack_ns * 1e-6, switch_index, ticks_missed
         self.status_pub.publish(self._status.fill(values))
 
     def _collect_garbage(self, cycles: int) -> None:

@@ -35,14 +35,20 @@ import numpy as np
 # The node's compact status topic (~/status, std_msgs/Float64MultiArray): one value per name, in
 # this order (the bag report reads them back by these indices).
 STATUS_FIELDS = ('cycle_index', 'compute_ms', 'obs_age_ms', 'deadline_missed', 'inference_ms',
-                 'set_stamp_sec', 'set_stamp_nanosec', 'joint_offset_ms', 'sets_superseded')
+                 'set_stamp_sec', 'set_stamp_nanosec', 'joint_offset_ms', 'sets_superseded',
+                 'chunk_slack_ms', 'switch_index', 'ticks_missed')
 # cycle_index: running cycle counter; compute_ms: sync complete -> commands published (ms), checked
-# against the budget; obs_age_ms: newest header stamp -> publish (ms); deadline_missed: 1.0 when the
-# cycle missed; inference_ms: the policy call alone (ms); set_stamp_sec, set_stamp_nanosec: the
-# newest header stamp of the set this cycle used, as builtin_interfaces/Time splits it (two fields:
-# float64 holds each exactly, not their sum in ns); joint_offset_ms: stamp of the joint sample
-# matched to the set minus set_stamp (ms; exact to the ns within the joint tolerance); sets_superseded:
-# sets replaced while the control thread was busy, so far (newest set wins).
+# against the budget (chunk mode: sync complete -> chunk ready); obs_age_ms: newest header stamp ->
+# publish (ms); deadline_missed: 1.0 when the cycle missed (chunk mode: the chunk came after the
+# running one ran out, or was not executed); inference_ms: the policy call alone (ms); set_stamp_sec,
+# set_stamp_nanosec: the newest header stamp of the set this cycle used, as builtin_interfaces/Time
+# splits it (two fields: float64 holds each exactly, not their sum in ns); joint_offset_ms: stamp of
+# the joint sample matched to the set minus set_stamp (ms; exact to the ns within the joint
+# tolerance); sets_superseded: sets replaced while the control thread was busy, so far (newest set
+# wins). Chunk mode (NaN in every_set mode but switch_index, 0 there): chunk_slack_ms: run-out time of
+# the running chunk minus this chunk ready (ms; < 0: late; NaN when it replaced nothing);
+# switch_index: the chunk's action published first (time elapsed since its observation, in control
+# periods); ticks_missed: control ticks without their command so far.
 
 
 class Level(enum.IntEnum):

@@ -16,10 +16,11 @@
 
 ``InstructionBox.receive`` runs in the subscription callback (serialized std_msgs/String bytes):
 a bad instruction (not UTF-8, malformed, empty, too long, untokenizable) is counted and the
-previous one kept. A new one is tokenized there; the control thread copies the tokens into
-staging only when the version changed (``stage_if_changed``). The "instruction: ..." log line is
-throttled (``throttle_sec``), with the number of changes not logged since the last line: a
-publisher alternating instructions at kHz must not flood the log.
+previous one kept. A new one is tokenized there; the thread that stages (the control thread, or
+chunk mode's inference thread) copies the tokens into staging only when the version changed
+(``stage_if_changed``). The "instruction: ..." log line is throttled (``throttle_sec``), with the
+number of changes not logged since the last line: a publisher alternating instructions at kHz
+must not flood the log.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class InstructionBox:
         self._lock = threading.Lock()
         self.text = ''
         self.version = 0  # bumped per accepted new instruction; 0: none yet
-        self._staged_version = 0  # control thread: the version last copied into staging
+        self._staged_version = 0  # the version last copied into staging (by the thread that stages)
         self._last_log = -float('inf')
         self._unlogged = 0  # changes since the last log line
         self.lines_logged = 0
@@ -115,9 +116,10 @@ class InstructionBox:
             self._staged_version = self.version
         return True
 
-    def changed_since_staged(self) -> bool:
-        """Whether a newer instruction waits to be staged (control thread)."""
-        return self.version != self._staged_version
+    @property
+    def staged_version(self) -> int:
+        """Return the version last copied into staging (0: none yet): the task a chunk inferred now is for."""
+        return self._staged_version
 
     def _reject(self, counter: str, detail: str) -> None:
         self._faults.add('instruction', BadInput(counter, f'{detail}; keeping the previous one'))

@@ -90,17 +90,29 @@ _SPECS: dict[str, tuple[Any, str]] = {
     'trajectory_velocities': (False, 'JointTrajectory points carry velocities (finite differences of the chunk at '
                               'control_rate_hz): spline interpolation; the last point then has a velocity, which '
                               'needs allow_nonzero_velocity_at_trajectory_end: true in the controller'),
-    'inference_mode': ('chunk', 'chunk: execute n_action_steps actions at control_rate_hz, then infer on the '
-                       'newest set (LeRobot select_action); every_set: one inference per set, first action'),
-    'n_action_steps': (0, 'actions executed from each chunk in chunk mode (0: the exported n_action_steps)'),
+    'inference_mode': ('chunk', 'chunk: one action per tick at control_rate_hz, n_action_steps from each chunk, '
+                       'the next chunk inferred on the newest set while the running one is published; '
+                       'every_set: one inference per set, first action'),
+    'n_action_steps': (0, 'actions executed from each chunk in chunk mode, from the one matching the time elapsed '
+                       'since its observation (0: the exported n_action_steps)'),
     'control_rate_hz': (50.0, 'command rate in chunk mode, hold rate, and trajectory point spacing'),
+    'chunk_lead_ms': (0.0, 'chunk mode: start the next inference when the running chunk has this long left (0: the '
+                      'measured p99 latency, warm-up calls first, then the last deadline_window chunks, '
+                      'plus chunk_lead_margin_ms)'),
+    'chunk_lead_margin_ms': (10.0, 'chunk mode with chunk_lead_ms 0: added to the measured p99 latency'),
+    'chunk_crossfade_steps': (0, 'chunk mode: blend linearly from the running chunk into a new one over this many '
+                              'ticks (0: switch at once)'),
     'noise_seed': (0, 'seed of the flow-matching noise generator (-1: from OS entropy)'),
     'fixed_noise': (False, 'reuse the first noise draw for every inference instead of drawing anew'),
     # deadline and safety
-    'deadline_ms': (20.0, 'compute budget per cycle: synchronized set complete -> commands published'),
+    'deadline_ms': (20.0, 'every_set mode: compute budget per cycle, synchronized set complete -> commands '
+                    'published (chunk mode: each command within its control tick, each chunk before the running '
+                    'one runs out)'),
     'deadline_window': (1000, 'cycles in the statistics window'),
     'deadline_error_consecutive': (3, 'consecutive misses that make diagnostics ERROR'),
-    'on_deadline_miss': ('publish', 'late commands: publish anyway, drop, or hold current joint positions'),
+    'on_deadline_miss': ('publish', 'late commands: publish anyway, drop, or hold current joint positions (chunk '
+                         'mode, a chunk later than the running one: switch to it when it comes, drop it, or hold '
+                         'on the ticks in between)'),
     'stale_timeout_ms': (500.0, 'no usable set for this long: inputs are stale'),
     'on_stale': ('hold', 'stale inputs: hold current joint positions (until stop_timeout_ms), or stop'),
     'stop_timeout_ms': (2000.0, 'stale for this long: stop commanding until inputs recover'),
@@ -168,6 +180,9 @@ class ControlParams:
     inference_mode: str
     n_action_steps: int
     control_rate_hz: float
+    chunk_lead_ms: float
+    chunk_lead_margin_ms: float
+    chunk_crossfade_steps: int
     noise_seed: int
     fixed_noise: bool
     deadline_ms: float
@@ -334,7 +349,7 @@ def _build(raw: dict[str, Any], problems: list[str]) -> ControlParams | None:
     for name in ('deadline_ms', 'control_rate_hz', 'stale_timeout_ms', 'diagnostics_period_sec'):
         need(math.isfinite(raw[name]) and raw[name] > 0, f'{name} must be > 0, got {raw[name]}')
     for name in ('sync_slop_ms', 'max_observation_age_ms', 'max_future_stamp_ms', 'joint_limit_margin',
-                 'joint_state_tolerance_ms', 'stop_timeout_ms',
+                 'joint_state_tolerance_ms', 'stop_timeout_ms', 'chunk_lead_ms', 'chunk_lead_margin_ms',
                  'log_throttle_sec', 'switch_interval_ms'):
         need(math.isfinite(raw[name]) and raw[name] >= 0, f'{name} must be >= 0, got {raw[name]}')
     for name in ('sensor_qos_depth', 'joint_state_buffer', 'max_instruction_chars', 'sync_queue_size',
@@ -343,6 +358,8 @@ def _build(raw: dict[str, Any], problems: list[str]) -> ControlParams | None:
     need(raw['warmup_iterations'] >= 0, f'warmup_iterations must be >= 0, got {raw["warmup_iterations"]}')
     need(raw['n_action_steps'] >= 0, f'n_action_steps must be >= 0 (0: the exported value), '
          f'got {raw["n_action_steps"]}')
+    need(raw['chunk_crossfade_steps'] >= 0, f'chunk_crossfade_steps must be >= 0 (0: no blend), '
+         f'got {raw["chunk_crossfade_steps"]}')
     need(raw['noise_seed'] >= -1, f'noise_seed must be >= 0, or -1 for OS entropy, got {raw["noise_seed"]}')
     if problems:  # including those found while declaring
         return None
