@@ -150,7 +150,7 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
     instruct = node.create_publisher(String, 'instruction', 10)
     samples: list[tuple[int, int, int]] = []  # (monotonic ns, executor CPU ns so far, sets so far)
     stop = threading.Event()
-    sync = node._sync.counters
+    sync = node.observations.sync.counters
 
     def spin() -> None:
         # Executor-thread CPU, without the 1 Hz diagnostics timer (reported apart).
