@@ -46,7 +46,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DOMAIN_ID = 71
+DOMAIN_BASE = 71  # this benchmark's base DDS domain id, shifted by the run's domain slot
 COMMAND_TOPIC = '/forward_position_controller/commands'
 _REEXEC_GUARD = 'PI0_NODE_GPU_ENV_SET'
 
@@ -131,7 +131,8 @@ def main() -> int:
     parser.add_argument('--budget-ms', type=float, default=20.0)
     parser.add_argument('--raw', action='store_true', help='raw rgb8 frames instead of JPEG')
     parser.add_argument('--ros-prefix', type=Path, help='ROS 2 wheels installed with pip --prefix here')
-    parser.add_argument('--domain-id', type=int, default=DOMAIN_ID)
+    parser.add_argument('--domain-id', type=int, default=None,
+                        help=f"ROS domain id (default: {DOMAIN_BASE} in this run's DDS domain slot)")
     args = parser.parse_args()
     if args.ros_prefix is not None and not os.environ.get(_REEXEC_GUARD):
         env = ros_prefix_env(args.ros_prefix.resolve())
@@ -142,8 +143,11 @@ def main() -> int:
     from pi0_trt_ros.bag.report import make_report
     from pi0_trt_ros.bag.synth import make_bag
     from pi0_trt_ros.demo import demo_params
+    from pi0_trt_ros.testing.dds import domain_id
     from pi0_trt_ros.testing.tiny_tokenizer import build_tiny_tokenizer_json
 
+    if args.domain_id is None:  # claimed after the re-exec above, which would drop the slot's lock
+        args.domain_id = domain_id(DOMAIN_BASE)
     os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_DOMAIN_ID=str(args.domain_id),
                       PYTHONUNBUFFERED='1')
     out = args.out.resolve()

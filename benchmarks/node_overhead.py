@@ -56,7 +56,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DOMAIN_ID = 89
+DOMAIN_BASE = 89  # this benchmark's base DDS domain id, shifted by the run's domain slot
 NS = '/bench'
 
 
@@ -114,7 +114,8 @@ class GcWatch:
             self.pauses.append((info['generation'], (time.perf_counter() - self._t0) * 1e3))
 
 
-def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interval_ms: float) -> dict[str, Any]:
+def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interval_ms: float,
+        domain_id: int) -> dict[str, Any]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
@@ -122,7 +123,7 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
 
     from pi0_trt_ros.node.control_node import ControlNode, STAGES
 
-    rclpy.init(domain_id=DOMAIN_ID)
+    rclpy.init(domain_id=domain_id)
     params = {
         'engine_dir': str(bundle.engine_dir), 'tokenizer': str(bundle.tokenizer), 'backend': 'onnxruntime',
         'backend_options': '{"threads": 1}', 'inference_mode': 'every_set', 'sensor_qos_reliability': 'reliable',
@@ -144,7 +145,7 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
     gc.callbacks.append(watch)
     ready = multiprocessing.get_context('spawn').Event()
     robot = multiprocessing.get_context('spawn').Process(target=robot_process,
-                                                         args=(seconds, rate_hz, ready, DOMAIN_ID))
+                                                         args=(seconds, rate_hz, ready, domain_id))
     robot.start()
     instruct = node.create_publisher(String, 'instruction', 10)
     samples: list[tuple[int, int, int]] = []  # (monotonic ns, executor CPU ns so far, sets so far)
@@ -235,15 +236,18 @@ def main() -> int:
     parser.add_argument('--switch-interval-ms', type=float, default=0.5, help='node parameter switch_interval_ms')
     args = parser.parse_args()
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)
+    from pi0_trt_ros.testing.dds import domain_id
     from pi0_trt_ros.testing.tiny import make_tiny_bundle
+
+    domain = domain_id(DOMAIN_BASE)
+    os.environ['ROS_DOMAIN_ID'] = str(domain)
 
     modes = ('tuned', 'default') if args.gc_mode == 'both' else (args.gc_mode,)
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         bundle = make_tiny_bundle(tmp, seed=0)  # 3 cameras 640x480, 6 joints
         for mode in modes:
-            p99, code_p99 = report(run(bundle, args.seconds, args.rate, mode, args.switch_interval_ms), mode)
+            p99, code_p99 = report(run(bundle, args.seconds, args.rate, mode, args.switch_interval_ms, domain), mode)
             verdict = 'PASS' if p99 <= 2.0 else 'FAIL'
             lines.append(f'node_overhead gc_mode={mode} switch_interval_ms={args.switch_interval_ms:g} '
                          f'cpus={os.cpu_count()}: p99 {p99:.3f} ms (target <= 2 ms) {verdict}; '

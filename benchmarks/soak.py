@@ -53,7 +53,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DOMAIN_ID = 64
+DOMAIN_BASE = 64  # this benchmark's base DDS domain id, shifted by the run's domain slot
 STATUS_TOPIC = '/pi0_control/status'
 DIAGNOSTICS_TOPIC = '/diagnostics'
 RSS_GROWTH_GOAL = 0.01  # fraction, after the first minute
@@ -128,14 +128,21 @@ def inputs_statuses(recorded_bag: Path) -> tuple[dict[str, str], dict[str, str]]
 
 
 def run_soak(minutes: float, out_dir: Path, sample_s: float = 10.0, compressed: bool = True,
-             domain_id: int = DOMAIN_ID) -> dict[str, Any]:
-    """Run the soak; return its figures (also written to ``out_dir/soak.json``)."""
+             domain_id: int | None = None) -> dict[str, Any]:
+    """Run the soak; return its figures (also written to ``out_dir/soak.json``).
+
+    ``domain_id`` None: DOMAIN_BASE in this run's DDS domain slot (inherited from a parent run, such as the
+    test suite, else claimed here), so a concurrent run's player cannot feed this node.
+    """
     from pi0_trt_ros.bag.report import read_cycles
     from pi0_trt_ros.bag.session import replay_and_record
     from pi0_trt_ros.bag.synth import make_bag
     from pi0_trt_ros.demo import demo_params, stop_node
+    from pi0_trt_ros.testing import dds
     from pi0_trt_ros.testing.tiny import make_tiny_bundle
 
+    if domain_id is None:
+        domain_id = dds.domain_id(DOMAIN_BASE)
     os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_DOMAIN_ID=str(domain_id))
     out_dir.mkdir(parents=True, exist_ok=True)
     bundle = make_tiny_bundle(out_dir / 'model', precision='fp32')

@@ -42,9 +42,11 @@ import numpy as np
 import yaml
 
 from pi0_trt_ros.errors import Pi0Error
+from pi0_trt_ros.testing import dds
 
 
 HARNESS_NICENESS = 5  # added to this process's niceness once the node runs
+DOMAIN_BASE = 37  # the demo's base DDS domain id, shifted by this run's domain slot (pi0_trt_ros.testing.dds)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +57,7 @@ class DemoSettings:
     rate: float = 1.0  # replay speed
     backend: str = 'onnxruntime'
     backend_options: str = '{"threads": 1}'  # ONNX Runtime: one intra-op thread leaves a core to DDS
-    domain_id: int = 37
+    domain_id: int | None = None  # None: DOMAIN_BASE in this run's domain slot, apart from concurrent runs
     checkpoint: Path | None = None  # a real LeRobot pi0 checkpoint instead of the trained tiny one
     tokenizer: Path | None = None  # its PaliGemma tokenizer (required with checkpoint)
     precision: str = 'fp32'  # export precision (fp16 for TensorRT)
@@ -143,7 +145,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-    os.environ['ROS_DOMAIN_ID'] = str(settings.domain_id)
+    domain_id = settings.domain_id if settings.domain_id is not None else dds.domain_id(DOMAIN_BASE)
+    os.environ['ROS_DOMAIN_ID'] = str(domain_id)
     t0 = time.monotonic()
 
     def step(text: str) -> None:
@@ -186,7 +189,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         record_topics = {**DEFAULT_RECORD_TOPICS, DEFAULT_JOINT_TOPIC: JOINT_STATE_TYPE}
         session = replay_and_record(input_bag, record_bag=recorded_bag, record_topics=record_topics,
                                     rate=settings.rate, wait_for_subscribers_s=60.0, linger_s=1.5,
-                                    domain_id=settings.domain_id, log=step,
+                                    domain_id=domain_id, log=step,
                                     give_up=lambda: node.poll() is not None)  # start-up failed: say so at once
         if node.poll() is not None:
             raise Pi0Error(f'the node exited early (code {node.returncode}); see {out / "node.log"}')

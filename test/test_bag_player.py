@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Bag replay and recording over real DDS (loopback, domains 72 and 73), against rclpy subscribers."""
+"""Bag replay and recording over real DDS (loopback, base domains 72 and 73), against rclpy subscribers."""
 
 from collections import defaultdict
 import json
@@ -39,9 +39,10 @@ from pi0_trt_ros.bag.player import BagPlayer  # noqa: E402
 from pi0_trt_ros.bag.recorder import BagRecorder  # noqa: E402
 from pi0_trt_ros.bag.synth import make_bag  # noqa: E402
 from pi0_trt_ros.errors import Pi0Error  # noqa: E402
+from pi0_trt_ros.testing.dds import domain_id  # noqa: E402
 
-PLAYER_DOMAIN = 72
-RECORDER_DOMAIN = 73
+PLAYER_DOMAIN = domain_id(72)
+RECORDER_DOMAIN = domain_id(73)
 REPO = Path(__file__).resolve().parents[1]
 
 # A plain rclpy subscriber in its own process: raw subscriptions, every message kept with its

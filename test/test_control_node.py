@@ -46,9 +46,10 @@ from trajectory_msgs.msg import JointTrajectory
 from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.control_node import ControlNode
 from pi0_trt_ros.node.instruction import decode_instruction
+from pi0_trt_ros.testing.dds import domain_id
 from pi0_trt_ros.testing.tiny import CAMERA_KEYS, JOINT_NAMES, make_tiny_bundle, tiny_io
 
-DOMAIN_ID = 75  # this module's own DDS domain; rclpy.init below gets it explicitly too
+DOMAIN_ID = domain_id(75)  # this module's own DDS domain; rclpy.init below gets it explicitly too
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)  # set before any rclpy.init (fixtures, child processes)
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 

@@ -43,12 +43,13 @@ from pi0_trt_ros.demo import demo_params  # noqa: E402
 from pi0_trt_ros.export.onnx import export_policy  # noqa: E402
 from pi0_trt_ros.node.params import params_from_yaml  # noqa: E402
 from pi0_trt_ros.runners import make_runner  # noqa: E402
+from pi0_trt_ros.testing.dds import domain_id  # noqa: E402
 from pi0_trt_ros.testing.tiny import make_tiny_bundle  # noqa: E402
 from pi0_trt_ros.testing.tiny_tokenizer import build_tiny_tokenizer_json  # noqa: E402
 from pi0_trt_ros.tokenizer import Pi0Tokenizer  # noqa: E402
 from pi0_trt_ros.train_tiny import ACTION_PERIOD_S, DEMO_POLICY_DIR, TRACKING_HORIZON, TRACKING_THRESHOLD_RAD  # noqa: E402,E501
 
-DOMAIN_ID = 86  # no DDS traffic here (offline), but the module keeps a domain of its own
+DOMAIN_ID = domain_id(86)  # no DDS traffic here (offline), but the module keeps a domain of its own
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 BAG_SEED = 5  # a robot the policy was not trained on (training draws robots from its own seeds)

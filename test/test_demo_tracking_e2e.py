@@ -50,10 +50,11 @@ from pi0_trt_ros.demo import demo_params  # noqa: E402
 from pi0_trt_ros.export.onnx import export_policy  # noqa: E402
 from pi0_trt_ros.node.deadline import STATUS_FIELDS  # noqa: E402
 from pi0_trt_ros.node.params import params_from_yaml  # noqa: E402
+from pi0_trt_ros.testing.dds import domain_id  # noqa: E402
 from pi0_trt_ros.testing.tiny_tokenizer import build_tiny_tokenizer_json  # noqa: E402
 from pi0_trt_ros.train_tiny import ACTION_PERIOD_S, DEMO_POLICY_DIR, TRACKING_HORIZON, TRACKING_THRESHOLD_RAD  # noqa: E402,E501
 
-DOMAIN_ID = 85
+DOMAIN_ID = domain_id(85)
 REPO = Path(__file__).resolve().parent.parent
 TRAJECTORY = '/joint_trajectory_controller/joint_trajectory'
 STATUS = '/pi0_control/status'

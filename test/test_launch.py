@@ -33,8 +33,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pytest
 
+from pi0_trt_ros.testing.dds import domain_id
+
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # before rclpy initializes anything
-DOMAIN_ID = 76
+DOMAIN_ID = domain_id(76)
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)
 
 pytestmark = pytest.mark.skipif(shutil.which('ros2') is None, reason='the ros2 command line is not on PATH')

@@ -38,10 +38,11 @@ from std_msgs.msg import String
 from test_control_node import INSTRUCTION, node_parameters, Rig, wait_for
 
 from pi0_trt_ros.node.control_node import ControlNode
+from pi0_trt_ros.testing.dds import domain_id
 from pi0_trt_ros.testing.faults import FaultInjectingRunner
 from pi0_trt_ros.testing.tiny import make_tiny_bundle, tiny_io
 
-DOMAIN_ID = 77  # this module's own DDS domain
+DOMAIN_ID = domain_id(77)  # this module's own DDS domain
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 

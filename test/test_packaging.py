@@ -20,11 +20,13 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+from pi0_trt_ros.testing.dds import domain_id
+
 ROOT = Path(__file__).resolve().parent.parent
 KEYS_FILE = Path(__file__).parent / 'fixtures' / 'rosdep_keys.txt'
 DEPEND_TAGS = ('depend', 'build_depend', 'build_export_depend', 'buildtool_depend', 'buildtool_export_depend',
                'exec_depend', 'test_depend', 'doc_depend')
-DOMAIN_ID = 93  # this module's DDS domain, should the node ever get as far as rclpy.init
+DOMAIN_ID = domain_id(93)  # this module's DDS domain, should the node ever get as far as rclpy.init
 
 
 def known_rosdep_keys() -> set[str]:

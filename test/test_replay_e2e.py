@@ -50,10 +50,11 @@ from pi0_trt_ros.demo import demo_params  # noqa: E402
 from pi0_trt_ros.node.deadline import STATUS_FIELDS  # noqa: E402
 from pi0_trt_ros.node.params import params_from_yaml  # noqa: E402
 from pi0_trt_ros.runners import make_runner  # noqa: E402
+from pi0_trt_ros.testing.dds import domain_id  # noqa: E402
 from pi0_trt_ros.testing.tiny import make_tiny_bundle  # noqa: E402
 from pi0_trt_ros.tokenizer import Pi0Tokenizer  # noqa: E402
 
-DOMAIN_ID = 91
+DOMAIN_ID = domain_id(91)
 CLOCK_JUMP_S = 30.0  # the bag's stamps go back this far at 2 s: no set stamp repeats one from before
 REPO = Path(__file__).resolve().parent.parent
 TRAJECTORY = '/joint_trajectory_controller/joint_trajectory'

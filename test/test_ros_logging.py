@@ -27,8 +27,9 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 
 from pi0_trt_ros.node.ros_logging import forward_package_logs, PACKAGE_LOGGER
+from pi0_trt_ros.testing.dds import domain_id
 
-DOMAIN_ID = 78  # this module's own DDS domain
+DOMAIN_ID = domain_id(78)  # this module's own DDS domain
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 

@@ -27,13 +27,15 @@ import sys
 
 import pytest
 
+from pi0_trt_ros.testing.dds import domain_id
+
 pytest.importorskip('rclpy')
 pytest.importorskip('rosbags')
 pytest.importorskip('onnxruntime')
 pytest.importorskip('torch')
 
 REPO = Path(__file__).resolve().parents[1]
-DOMAIN_ID = 64  # benchmarks/soak.py's own domain
+DOMAIN_ID = domain_id(64)  # benchmarks/soak.py's own domain
 
 
 @pytest.fixture(scope='module')

@@ -37,10 +37,11 @@ from pi0_trt_ros.errors import ExportError, Pi0Error, RunnerError  # noqa: E402
 from pi0_trt_ros.manifest import EXPORT_METADATA, file_sha256, FORMAT_VERSION, read_manifest  # noqa: E402
 from pi0_trt_ros.runners import make_runner  # noqa: E402
 from pi0_trt_ros.runners.registry import BACKENDS  # noqa: E402
+from pi0_trt_ros.testing.dds import domain_id  # noqa: E402
 from pi0_trt_ros.testing.tiny import make_tiny_bundle  # noqa: E402
 
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
-DOMAIN_ID = 94
+DOMAIN_ID = domain_id(94)
 REPO = Path(__file__).resolve().parents[1]
 REEXPORT = 're-export with `pi0-trt export --checkpoint DIR --out '
 

@@ -12,4 +12,4 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Builders of tiny test artifacts (tokenizers, checkpoints) used by tests and the demo."""
+"""Helpers for tests, the demo and benchmarks: tiny artifacts, fault injection, DDS domain slots."""

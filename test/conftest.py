@@ -1,0 +1,39 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The suite's DDS domain slot, claimed once before any test module is imported.
+
+The pytest process holds the slot's lock for the whole run and exports it, so every module's
+``domain_id(base)`` and every child process (``ros2 launch``, the node, benchmark subprocesses)
+use this run's domains, apart from another suite running on the same machine.
+"""
+
+import os
+
+import pytest
+
+from pi0_trt_ros.testing.dds import domain_id, process_tree_slot, SLOT_STRIDE
+
+SUITE_DOMAIN_BASE = 40  # the domain of anything in the suite that does not name its own
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    process_tree_slot()
+    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    os.environ['ROS_DOMAIN_ID'] = str(domain_id(SUITE_DOMAIN_BASE))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    slot = process_tree_slot()
+    return f'DDS domain slot {slot}: domain id = base id + {slot * SLOT_STRIDE} in every module'
