@@ -17,8 +17,9 @@
     ros2 launch pi0_trt_ros control.launch.py engine_dir:=/path/to/export tokenizer:=/path/to/tokenizer.json
 
 Arguments checkpoint, engine_dir, tokenizer, backend, backend_options, use_sim_time and the chunk
-timing (chunk_lead_ms, chunk_lead_margin_ms, chunk_crossfade_steps) override the YAML only when
-given (non-empty); config picks another YAML file; namespace puts the node and its relative topics
+timing (chunk_lead_ms, chunk_lead_margin_ms, chunk_crossfade_steps: the parameters marked
+``launch`` in ``pi0_trt_ros/node/param_specs.py``) override the YAML only when given (non-empty);
+config picks another YAML file; namespace puts the node and its relative topics
 under a namespace.
 
 The launch ends when the node does, and its exit status says how the node ended: 0 after a clean
@@ -38,20 +39,11 @@ from launch.events.process import ProcessExited
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from pi0_trt_ros.runners.registry import describe_backend_options, describe_backends
+from pi0_trt_ros.node.param_specs import launch_arguments
 
-OVERRIDABLE = {
-    'checkpoint': 'LeRobot pi0 checkpoint directory (torch backend)',
-    'engine_dir': 'export directory from `pi0-trt export`',
-    'tokenizer': 'PaliGemma tokenizer.json / tokenizer.model / directory',
-    'backend': describe_backends(),
-    'backend_options': f'JSON object of backend options; each backend takes only its own '
-                       f'({describe_backend_options()})',
-    'use_sim_time': 'true to follow /clock (bag replay)',
-    'chunk_lead_ms': 'chunk mode: ask for the next chunk this long before the running one runs out (0: measured)',
-    'chunk_lead_margin_ms': 'chunk mode: margin added to the measured latency when chunk_lead_ms is 0',
-    'chunk_crossfade_steps': 'chunk mode: ticks over which a new chunk is blended in (0: switch at once)',
-}
+# name -> description: the node parameters marked ``launch`` in param_specs.py, and use_sim_time.
+OVERRIDABLE = {spec.name: spec.description for spec in launch_arguments()}
+OVERRIDABLE['use_sim_time'] = 'true to follow /clock (bag replay)'
 
 
 class NodeFailed(RuntimeError):

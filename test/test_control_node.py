@@ -534,21 +534,6 @@ def test_diagnostics_expose_bad_input_counters(bad_rig: Running) -> None:
 
 
 # -- start-up -----------------------------------------------------------------------------------
-def test_config_yaml_sets_every_parameter_to_the_code_default() -> None:
-    import yaml
-
-    from pi0_trt_ros.node import params
-
-    node_params = yaml.safe_load((REPO / 'config' / 'control.yaml').read_text())['/**']['ros__parameters']
-    cameras = node_params.pop('camera')
-    assert sorted(node_params) == sorted(params.parameter_names())
-    for name, (default, _) in params._SPECS.items():
-        assert node_params[name] == default, name
-    assert list(cameras) == node_params['cameras']
-    for cam, fields in cameras.items():
-        assert fields == {field: default.format(name=cam) for field, (default, _) in params._CAMERA_FIELDS.items()}
-
-
 @pytest.mark.parametrize('overrides,match', [
     ({'engine_dir': '/nonexistent/export'}, 'pi0_export.json not found'),
     ({'tokenizer': '/nonexistent/tokenizer.json'}, 'does not exist'),

@@ -14,6 +14,10 @@
 
 """Declare, read and validate every parameter of the control node; return one frozen dataclass.
 
+The parameters themselves (name, default, description, constraint) are listed once, in
+``param_specs.py``; this module declares them on the node, checks each against its constraint,
+then checks the rules that tie several together.
+
 All parameters are read-only (changing them needs a restart: buffers, subscriptions and the
 engine are sized from them). Durations are in milliseconds unless the name says otherwise.
 Per-camera parameters are nested under the camera's name, as ``config/control.yaml`` shows::
@@ -39,100 +43,8 @@ from rclpy.node import Node
 import yaml
 
 from pi0_trt_ros.errors import Pi0Error
-from pi0_trt_ros.runners.registry import BACKENDS, describe_backend_options, describe_backends
-
-INFERENCE_MODES = ('chunk', 'every_set')
-MISS_POLICIES = ('publish', 'drop', 'hold')
-STALE_POLICIES = ('hold', 'stop')
-RELIABILITIES = ('best_effort', 'reliable')
-CAMERA_TYPES = ('raw', 'compressed')
-GC_MODES = ('tuned', 'default')
-
-# name -> (default, description). The type is the default's; doubles also accept integers.
-_SPECS: dict[str, tuple[Any, str]] = {
-    # model
-    'checkpoint': ('', 'LeRobot pi0 checkpoint directory (torch backend; other backends read the export)'),
-    'engine_dir': ('', 'export directory from `pi0-trt export` (ONNX graphs, pi0_export.json, TensorRT plans)'),
-    'tokenizer': ('', 'PaliGemma tokenizer: tokenizer.json, tokenizer.model, a directory or HF cache entry'),
-    'backend': ('tensorrt', f'inference backend: {describe_backends()}'),
-    'backend_options': ('{}', 'JSON object of options for the backend, e.g. {"device": "cuda"}; each takes '
-                        f'only its own ({describe_backend_options()})'),
-    'warmup_iterations': (3, 'policy calls at start-up before the first cycle, timed and logged apart'),
-    # inputs
-    'cameras': (['base', 'left_wrist', 'right_wrist'], 'camera names; each has camera.<name>.{topic,type,key}'),
-    'sensor_qos_reliability': ('best_effort', 'camera and joint_states subscriptions: best_effort (matches any '
-                               'publisher, the sensor-data convention) or reliable (lossless bag replay)'),
-    'sensor_qos_depth': (5, 'history depth of each camera subscription'),
-    'resize_mismatched': (False, 'resize frames whose size differs from the exported camera size (else dropped)'),
-    'joint_states_topic': ('joint_states', 'sensor_msgs/JointState topic'),
-    'joint_names': (['joint_1', 'joint_2', 'joint_3', 'joint_4', 'joint_5', 'joint_6'],
-                    'joints in policy state/action order, picked by name from JointState'),
-    'joint_lower_limits': ([-3.14159] * 6, 'per-joint lower command limit, robot units (rad / m)'),
-    'joint_upper_limits': ([3.14159] * 6, 'per-joint upper command limit, robot units (rad / m)'),
-    'joint_limit_margin': (0.2, 'joint states more than this outside [lower, upper] limits are rejected (robot '
-                           'units): never used as policy input nor as the hold position'),
-    'joint_state_tolerance_ms': (50.0, 'largest |joint sample stamp - newest camera stamp| accepted'),
-    'joint_state_buffer': (100, 'joint samples kept for the nearest-stamp lookup'),
-    'instruction_topic': ('instruction', 'std_msgs/String instruction topic (reliable, volatile)'),
-    'max_instruction_chars': (512, 'longer instructions are rejected'),
-    # sync
-    'sync_queue_size': (10, 'per-camera queue of the approximate-time synchronizer'),
-    'sync_slop_ms': (30.0, 'largest stamp spread of a camera set (inclusive)'),
-    'max_observation_age_ms': (500.0, 'drop sets whose oldest stamp is older than this at arrival (0: off)'),
-    'max_future_stamp_ms': (300.0, 'reject a message stamped more than this ahead of the node clock (0: off); '
-                            'it does not become the newest stamp of its input'),
-    # outputs and control
-    'commands_topic': ('forward_position_controller/commands', 'std_msgs/Float64MultiArray, next action'),
-    'trajectory_topic': ('joint_trajectory_controller/joint_trajectory', 'trajectory_msgs/JointTrajectory, chunk'),
-    'publish_trajectory': (True, 'publish the whole chunk as a JointTrajectory at each inference'),
-    'trajectory_stamp_now': (False, 'JointTrajectory header.stamp = publish time (ROS clock); default zero: the '
-                             'controller starts it on receipt, whatever its clock'),
-    'trajectory_velocities': (False, 'JointTrajectory points carry velocities (finite differences of the chunk at '
-                              'control_rate_hz): spline interpolation; the last point then has a velocity, which '
-                              'needs allow_nonzero_velocity_at_trajectory_end: true in the controller'),
-    'inference_mode': ('chunk', 'chunk: one action per tick at control_rate_hz, n_action_steps from each chunk, '
-                       'the next chunk inferred on the newest set while the running one is published; '
-                       'every_set: one inference per set, first action'),
-    'n_action_steps': (0, 'actions executed from each chunk in chunk mode, from the one matching the time elapsed '
-                       'since its observation (0: the exported n_action_steps)'),
-    'control_rate_hz': (50.0, 'command rate in chunk mode, hold rate, and trajectory point spacing'),
-    'chunk_lead_ms': (0.0, 'chunk mode: start the next inference when the running chunk has this long left (0: the '
-                      'measured p99 latency, warm-up calls first, then the last deadline_window chunks, '
-                      'plus chunk_lead_margin_ms)'),
-    'chunk_lead_margin_ms': (10.0, 'chunk mode with chunk_lead_ms 0: added to the measured p99 latency'),
-    'chunk_crossfade_steps': (0, 'chunk mode: blend linearly from the running chunk into a new one over this many '
-                              'ticks (0: switch at once)'),
-    'noise_seed': (0, 'seed of the flow-matching noise generator (-1: from OS entropy)'),
-    'fixed_noise': (False, 'reuse the first noise draw for every inference instead of drawing anew'),
-    # deadline and safety
-    'deadline_ms': (20.0, 'every_set mode: compute budget per cycle, synchronized set complete -> commands '
-                    'published (chunk mode: each command within its control tick, each chunk before the running '
-                    'one runs out)'),
-    'deadline_window': (1000, 'cycles in the statistics window'),
-    'deadline_error_consecutive': (3, 'consecutive misses that make diagnostics ERROR'),
-    'on_deadline_miss': ('publish', 'late commands: publish anyway, drop, or hold current joint positions (chunk '
-                         'mode, a chunk later than the running one: switch to it when it comes, drop it, or hold '
-                         'on the ticks in between)'),
-    'stale_timeout_ms': (500.0, 'no usable set for this long: inputs are stale'),
-    'on_stale': ('hold', 'stale inputs: hold current joint positions (until stop_timeout_ms), or stop'),
-    'stop_timeout_ms': (2000.0, 'stale for this long: stop commanding until inputs recover'),
-    # diagnostics and runtime
-    'diagnostics_period_sec': (1.0, '/diagnostics period'),
-    'hardware_id': ('', 'DiagnosticStatus.hardware_id (default: backend and engine directory)'),
-    'log_throttle_sec': (5.0, 'each kind of bad input is logged at most once per this period, per source'),
-    'gc_mode': ('tuned', 'tuned: gc.freeze() after warm-up, automatic GC off, gen-0/1 collection in idle time; '
-                'default: leave Python GC alone'),
-    'switch_interval_ms': (0.5, 'sys.setswitchinterval: longest a thread holds the GIL while another waits for it '
-                           '(Python default 5 ms); lower lets the control thread resume sooner (0: leave it)'),
-    'tune_malloc': (True, 'glibc: serve large messages from the heap instead of fresh mmaps (no page faults per '
-                    'frame): mallopt M_MMAP_THRESHOLD 64 MiB, M_TRIM_THRESHOLD 256 MiB'),
-}
-# camera.<name>.<field> -> (default given the camera name, description)
-_CAMERA_FIELDS = {
-    'topic': ('cam_{name}/image_raw', 'image topic of this camera'),
-    'type': ('raw', 'raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage, jpeg/png)'),
-    'key': ('observation.images.{name}_0_rgb', 'checkpoint camera key this camera feeds'),
-}
+from pi0_trt_ros.node.param_specs import CAMERA_FIELDS, PARAMETERS, ParamSpec
+from pi0_trt_ros.runners.registry import BACKENDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,16 +113,15 @@ class ControlParams:
 
 
 def declare_and_read(node: Node) -> ControlParams:
-    """Declare every parameter on ``node`` (read-only, described), read and validate them.
+    """Declare every parameter on ``node`` (read-only, described, constraint stated), read and validate them.
 
     Raises Pi0Error listing every invalid parameter and what is expected.
     """
     problems: list[str] = []
-    raw: dict[str, Any] = {}
-    for name, (default, description) in _SPECS.items():
-        raw[name] = _declare(node, name, default, description, problems)
-    raw['cameras'] = _cameras(raw['cameras'], lambda cam, field, default, description: _declare(
-        node, f'camera.{cam}.{field}', default, f'{cam}: {description}', problems))
+    raw: dict[str, Any] = {spec.name: _declare(node, spec, spec.name, spec.default, '', problems)
+                           for spec in PARAMETERS}
+    raw['cameras'] = _cameras(raw['cameras'], lambda cam, spec, default: _declare(
+        node, spec, f'camera.{cam}.{spec.name}', default, f'{cam}: ', problems))
     return _build_or_raise(raw, problems)
 
 
@@ -240,19 +151,18 @@ def params_from_yaml(path: str | Path, overrides: dict[str, Any] | None = None) 
             values.update(section['ros__parameters'])
     values.update(overrides or {})
     problems: list[str] = []
-    raw = {name: _coerce(name, values.get(name, default), default, problems) for name, (default, _) in _SPECS.items()}
+    raw = {spec.name: _coerce(spec, spec.name, values.get(spec.name, spec.default), problems) for spec in PARAMETERS}
     per_camera = values.get('camera') or {}
-    raw['cameras'] = _cameras(raw['cameras'], lambda cam, field, default, _: str(
-        (per_camera.get(cam) or {}).get(field, default)))
+    raw['cameras'] = _cameras(raw['cameras'], lambda cam, spec, default: str(
+        (per_camera.get(cam) or {}).get(spec.name, default)))
     return _build_or_raise(raw, problems)
 
 
-def _cameras(names: list[str] | None, value: Callable[[str, str, str, str], Any]) -> tuple[CameraConfig, ...]:
-    """Build one CameraConfig per name; ``value(camera, field, default, description)`` reads a field."""
+def _cameras(names: list[str] | None, value: Callable[[str, ParamSpec, str], Any]) -> tuple[CameraConfig, ...]:
+    """Build one CameraConfig per name; ``value(camera, field spec, default for this camera)`` reads a field."""
     cameras = []
     for cam in names or []:
-        fields = {field: value(cam, field, default.format(name=cam), description)
-                  for field, (default, description) in _CAMERA_FIELDS.items()}
+        fields = {spec.name: value(cam, spec, spec.default.format(name=cam)) for spec in CAMERA_FIELDS}
         cameras.append(CameraConfig(name=cam, topic=fields['topic'], transport=fields['type'], key=fields['key']))
     return tuple(cameras)
 
@@ -264,47 +174,47 @@ def _build_or_raise(raw: dict[str, Any], problems: list[str]) -> ControlParams:
     return params
 
 
-def _declare(node: Node, name: str, default: Any, description: str, problems: list[str]) -> Any:
-    """Declare one parameter; return its value (ints accepted for doubles), or record a problem."""
-    descriptor = ParameterDescriptor(description=description, read_only=True, dynamic_typing=_is_double(default))
+def _declare(node: Node, spec: ParamSpec, name: str, default: Any, prefix: str, problems: list[str]) -> Any:
+    """Declare one parameter; return its value (ints accepted for doubles), or record a problem.
+
+    The constraint goes into the descriptor as text only: rclpy's own range checks would reject
+    one value at a time, with its wording, while this node reports every problem at once.
+    """
+    descriptor = ParameterDescriptor(description=prefix + spec.description, read_only=True,
+                                     dynamic_typing=spec.is_double, additional_constraints=spec.constraint())
     try:
         value = node.declare_parameter(name, default, descriptor).value
     except ParameterException as err:
         problems.append(f'{name}: {err}')
         return default
-    return _coerce(name, value, default, problems)
+    return _coerce(spec, name, value, problems)
 
 
-def _is_double(default: Any) -> bool:
-    return isinstance(default, float) or (isinstance(default, list) and bool(default)
-                                          and isinstance(default[0], float))
-
-
-def _coerce(name: str, value: Any, default: Any, problems: list[str]) -> Any:
+def _coerce(spec: ParamSpec, name: str, value: Any, problems: list[str]) -> Any:
     """Doubles accept integers: convert them (and lists of them); record values that are not numbers."""
-    if _is_double(default):
+    if spec.is_double:
+        is_list = isinstance(spec.default, list)
         try:
-            value = [float(v) for v in value] if isinstance(default, list) else float(value)
+            value = [float(v) for v in value] if is_list else float(value)
         except (TypeError, ValueError):
-            problems.append(f'{name}: expected {"a list of numbers" if isinstance(default, list) else "a number"}, '
-                            f'got {value!r}')
-            return default
+            problems.append(f'{name}: expected {"a list of numbers" if is_list else "a number"}, got {value!r}')
+            return spec.default
     return value
 
 
 def _build(raw: dict[str, Any], problems: list[str]) -> ControlParams | None:
-    """Check values and cross-field rules; append each problem; return the dataclass if none."""
+    """Check each value against its spec, then the cross-field rules; record each problem; None if any."""
     def need(ok: bool, message: str) -> None:
         if not ok:
             problems.append(message)
 
+    for spec in PARAMETERS:
+        problem = spec.problem(raw[spec.name])
+        need(problem is None, problem or '')
     need(bool(raw['engine_dir'] or raw['checkpoint']),
          'engine_dir and checkpoint are both empty: pass engine_dir:=<export dir> (from `pi0-trt export`) '
          'or checkpoint:=<LeRobot pi0 checkpoint dir>')
-    need(bool(raw['tokenizer']), 'tokenizer is empty: pass tokenizer:=<path to PaliGemma tokenizer.json or '
-         'tokenizer.model>')
     backend = BACKENDS.get(raw['backend'])
-    need(backend is not None, f'backend must be one of {", ".join(BACKENDS)}, got {raw["backend"]!r}')
     options: dict[str, Any] = {}
     try:
         options = json.loads(raw['backend_options'] or '{}')
@@ -320,12 +230,12 @@ def _build(raw: dict[str, Any], problems: list[str]) -> ControlParams | None:
             problems.append(str(err))
 
     cams: tuple[CameraConfig, ...] = raw['cameras']
-    need(len(cams) > 0, 'cameras is empty: list the camera names, e.g. [base, left_wrist, right_wrist]')
     need(len({c.name for c in cams}) == len(cams), f'cameras has duplicate names: {[c.name for c in cams]}')
     for c in cams:
-        need(bool(c.topic), f'camera.{c.name}.topic is empty')
-        need(c.transport in CAMERA_TYPES, f'camera.{c.name}.type must be one of {CAMERA_TYPES}, got {c.transport!r}')
-        need(bool(c.key), f'camera.{c.name}.key is empty: set the checkpoint camera key it feeds')
+        values = {'topic': c.topic, 'type': c.transport, 'key': c.key}
+        for spec in CAMERA_FIELDS:
+            problem = spec.problem(values[spec.name], f'camera.{c.name}.{spec.name}')
+            need(problem is None, problem or '')
     keys = [c.key for c in cams]
     need(len(set(keys)) == len(keys), f'two cameras feed the same checkpoint key: {keys}')
 
@@ -339,28 +249,6 @@ def _build(raw: dict[str, Any], problems: list[str]) -> ControlParams | None:
     if len(lower) == len(upper):
         bad = [f'{n}: {lo} >= {hi}' for n, lo, hi in zip(names, lower, upper) if not lo < hi]
         need(not bad, f'each lower limit must be below its upper limit ({"; ".join(bad)})')
-
-    for name in ('joint_states_topic', 'instruction_topic', 'commands_topic', 'trajectory_topic'):
-        need(bool(raw[name]), f'{name} is empty')
-    for name, choices in (('inference_mode', INFERENCE_MODES), ('on_deadline_miss', MISS_POLICIES),
-                          ('on_stale', STALE_POLICIES), ('sensor_qos_reliability', RELIABILITIES),
-                          ('gc_mode', GC_MODES)):
-        need(raw[name] in choices, f'{name} must be one of {choices}, got {raw[name]!r}')
-    for name in ('deadline_ms', 'control_rate_hz', 'stale_timeout_ms', 'diagnostics_period_sec'):
-        need(math.isfinite(raw[name]) and raw[name] > 0, f'{name} must be > 0, got {raw[name]}')
-    for name in ('sync_slop_ms', 'max_observation_age_ms', 'max_future_stamp_ms', 'joint_limit_margin',
-                 'joint_state_tolerance_ms', 'stop_timeout_ms', 'chunk_lead_ms', 'chunk_lead_margin_ms',
-                 'log_throttle_sec', 'switch_interval_ms'):
-        need(math.isfinite(raw[name]) and raw[name] >= 0, f'{name} must be >= 0, got {raw[name]}')
-    for name in ('sensor_qos_depth', 'joint_state_buffer', 'max_instruction_chars', 'sync_queue_size',
-                 'deadline_window', 'deadline_error_consecutive'):
-        need(raw[name] >= 1, f'{name} must be >= 1, got {raw[name]}')
-    need(raw['warmup_iterations'] >= 0, f'warmup_iterations must be >= 0, got {raw["warmup_iterations"]}')
-    need(raw['n_action_steps'] >= 0, f'n_action_steps must be >= 0 (0: the exported value), '
-         f'got {raw["n_action_steps"]}')
-    need(raw['chunk_crossfade_steps'] >= 0, f'chunk_crossfade_steps must be >= 0 (0: no blend), '
-         f'got {raw["chunk_crossfade_steps"]}')
-    need(raw['noise_seed'] >= -1, f'noise_seed must be >= 0, or -1 for OS entropy, got {raw["noise_seed"]}')
     if problems:  # including those found while declaring
         return None
     values = dict(raw)
@@ -372,18 +260,3 @@ def _build(raw: dict[str, Any], problems: list[str]) -> ControlParams | None:
 def _format(problems: list[str]) -> str:
     lines = '\n'.join(f'  - {p}' for p in problems)
     return f'invalid parameters (set them in config/control.yaml or with --ros-args -p name:=value):\n{lines}'
-
-
-def parameter_names() -> list[str]:
-    """Return the fixed parameter names (per-camera ones excluded), for documentation and tests."""
-    return list(_SPECS)
-
-
-def parameter_specs() -> dict[str, tuple[Any, str]]:
-    """Return name -> (default, description) of the fixed parameters, for the usage text."""
-    return dict(_SPECS)
-
-
-def camera_field_specs() -> dict[str, tuple[str, str]]:
-    """Return field -> (default with ``{name}`` for the camera name, description) of ``camera.<name>.*``."""
-    return dict(_CAMERA_FIELDS)

@@ -16,15 +16,14 @@
 
 rclpy has no notion of ``--help``: without this the node starts, declares its parameters and dies
 on the empty ``engine_dir``/``tokenizer`` it was given. The text lists every parameter with its
-default and description (``params.py`` is the one source), so it cannot drift from the node.
+default, description and constraint (``param_specs.py`` is the one source), so it cannot drift from the node.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Sequence
 
-from pi0_trt_ros.node.params import camera_field_specs, parameter_specs
+from pi0_trt_ros.node.param_specs import CAMERA_FIELDS, PARAMETERS, ParamSpec
 
 HELP_FLAGS = ('-h', '--help')
 
@@ -48,18 +47,46 @@ def usage_text(prog: str = 'control_node') -> str:
         'Pi0 policy as a ROS 2 controller: synchronized cameras + joint_states in, joint commands out.',
         'Every parameter is read-only (restart to change it); config/control.yaml sets them all.',
         '',
-        'parameters (default, description):',
+        'parameters (default, description, allowed values):',
     ]
-    for name, (default, description) in parameter_specs().items():
-        lines.append(f'  {name} ({_show(default)})')
-        lines.append(f'      {description}')
+    for spec in PARAMETERS:
+        lines += _entry(spec.name, spec)
     lines.append('  camera.<name>.<field> for each name in cameras:')
-    for field, (default, description) in camera_field_specs().items():
-        lines.append(f'  camera.<name>.{field} ({_show(default)})')
-        lines.append(f'      {description}')
+    for spec in CAMERA_FIELDS:
+        lines += _entry(f'camera.<name>.{spec.name}', spec)
     return '\n'.join(lines) + '\n'
 
 
-def _show(value: object) -> str:
-    """Write a default as in YAML/JSON (``true``, ``"tensorrt"``, ``["base", ...]``)."""
-    return json.dumps(value)
+def _entry(name: str, spec: ParamSpec) -> list[str]:
+    """Two or three lines: name (default), description, and the constraint if there is one."""
+    lines = [f'  {name} ({spec.show_default()})', f'      {spec.description}']
+    if spec.constraint():
+        lines.append(f'      allowed: {spec.constraint()}')
+    return lines
+
+
+def parameter_table() -> str:
+    """Return ``docs/PARAMETERS.md``: one Markdown table row per parameter (name, type, default, allowed, ...)."""
+    lines = [
+        '# Parameters of the control node',
+        '',
+        'Generated from `pi0_trt_ros/node/param_specs.py` (`pi0_trt_ros.node.usage.parameter_table()`);',
+        '`test/test_node_params.py` fails when this file is out of date. Every parameter is read-only',
+        '(restart to change it); `config/control.yaml` sets each to its default, and `launch` marks the',
+        'ones `control.launch.py` also takes as arguments. Durations are in milliseconds unless the name',
+        'says otherwise.',
+        '',
+        '| name | type | default | allowed | launch | meaning |',
+        '| --- | --- | --- | --- | --- | --- |',
+    ]
+    for spec in PARAMETERS:
+        lines.append(_row(spec.name, spec))
+    for spec in CAMERA_FIELDS:
+        lines.append(_row(f'camera.<name>.{spec.name}', spec))
+    return '\n'.join(lines) + '\n'
+
+
+def _row(name: str, spec: ParamSpec) -> str:
+    cells = (f'`{name}`', spec.type_name, f'`{spec.show_default()}`', spec.constraint(),
+             'launch' if spec.launch else '', spec.description.replace('|', '\\|'))
+    return '| ' + ' | '.join(cells) + ' |'

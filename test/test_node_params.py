@@ -1,0 +1,134 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The parameter table is the one source: the node, config/control.yaml, the launch file and the docs follow it."""
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
+import yaml
+
+from pi0_trt_ros.errors import Pi0Error
+from pi0_trt_ros.node.param_specs import CAMERA_FIELDS, launch_arguments, PARAMETERS, SPECS
+from pi0_trt_ros.node.params import declare_and_read, default_params_file, params_from_yaml
+from pi0_trt_ros.node.usage import parameter_table, usage_text
+
+DOMAIN_ID = 97  # this module's own DDS domain (one node, no traffic)
+os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+REPO = Path(__file__).resolve().parents[1]
+REQUIRED = {'engine_dir': '/some/export', 'tokenizer': '/some/tokenizer.json'}  # empty by default, checked
+
+
+def control_yaml() -> dict[str, Any]:
+    return yaml.safe_load((REPO / 'config' / 'control.yaml').read_text())['/**']['ros__parameters']
+
+
+def test_control_yaml_sets_every_declared_parameter_to_its_default() -> None:
+    node_params = control_yaml()
+    cameras = node_params.pop('camera')
+    assert sorted(node_params) == sorted(SPECS), 'control.yaml and param_specs.PARAMETERS list different names'
+    for spec in PARAMETERS:
+        assert node_params[spec.name] == spec.default, spec.name
+    assert list(cameras) == node_params['cameras']
+    for cam, fields in cameras.items():
+        assert fields == {spec.name: spec.default.format(name=cam) for spec in CAMERA_FIELDS}
+
+
+def test_defaults_pass_their_own_constraints() -> None:
+    for spec in PARAMETERS:
+        assert spec.problem(spec.default) is None or spec.name == 'tokenizer', spec.name
+    params = params_from_yaml(default_params_file(), REQUIRED)
+    assert params.deadline_ms == SPECS['deadline_ms'].default and params.backend == 'tensorrt'
+
+
+def violation(spec_name: str) -> Any:
+    """Return a value that breaks the named parameter's constraint."""
+    spec = SPECS[spec_name]
+    if spec.choices:
+        return 'nothing_like_it'
+    if spec.minimum is not None:
+        return spec.minimum if spec.strict else spec.minimum - 1
+    return '' if isinstance(spec.default, str) else []
+
+
+@pytest.mark.parametrize('name', [s.name for s in PARAMETERS if s.constraint()])
+def test_each_constraint_is_enforced_with_its_own_message(name: str) -> None:
+    spec = SPECS[name]
+    value = violation(name)
+    with pytest.raises(Pi0Error) as caught:
+        params_from_yaml(default_params_file(), {**REQUIRED, name: value})
+    read_as = float(value) if spec.is_double else value  # doubles take integers, read as floats
+    assert spec.problem(read_as) in str(caught.value)
+    assert str(caught.value).count('\n  - ') >= 1
+
+
+def test_launch_file_offers_exactly_the_launch_parameters() -> None:
+    loader = importlib.util.spec_from_file_location('control_launch', REPO / 'launch' / 'control.launch.py')
+    launch = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(launch)
+    offered = dict(launch.OVERRIDABLE)
+    assert offered.pop('use_sim_time')  # rclpy's, not the node's
+    assert offered == {spec.name: spec.description for spec in launch_arguments()}
+    assert set(offered) <= set(SPECS)
+
+
+def test_help_and_docs_list_every_parameter_with_default_and_constraint() -> None:
+    text = usage_text()
+    docs = (REPO / 'docs' / 'PARAMETERS.md').read_text()
+    assert docs == parameter_table(), ('docs/PARAMETERS.md is out of date: regenerate it with python -c "from '
+                                       'pi0_trt_ros.node.usage import parameter_table; '
+                                       "print(parameter_table(), end='')\" > docs/PARAMETERS.md")
+    for spec in PARAMETERS:
+        assert f'  {spec.name} ({spec.show_default()})\n      {spec.description}\n' in text
+        assert f'| `{spec.name}` | {spec.type_name} | `{spec.show_default()}` | {spec.constraint()} |' in docs
+        if spec.constraint():
+            assert f'      {spec.description}\n      allowed: {spec.constraint()}\n' in text
+    assert 'docs/PARAMETERS.md' in (REPO / 'README.md').read_text()
+
+
+@pytest.fixture
+def context() -> Iterator[Context]:
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
+    yield ctx
+    rclpy.shutdown(context=ctx)
+
+
+def test_node_declares_each_parameter_read_only_described_and_constrained(context: Context) -> None:
+    overrides = [Parameter(name, value=value) for name, value in REQUIRED.items()]
+    node = Node('params_probe', context=context, parameter_overrides=overrides)
+    try:
+        params = declare_and_read(node)
+        assert params.engine_dir == REQUIRED['engine_dir']
+        descriptors = node.describe_parameters([spec.name for spec in PARAMETERS])
+        for spec, descriptor in zip(PARAMETERS, descriptors):
+            assert descriptor.description == spec.description, spec.name
+            assert descriptor.additional_constraints == spec.constraint(), spec.name
+            assert descriptor.read_only and descriptor.dynamic_typing == spec.is_double, spec.name
+            if spec.name not in REQUIRED:
+                assert node.get_parameter(spec.name).value == spec.default, spec.name
+        camera = node.describe_parameter('camera.base.type')
+        assert camera.description.startswith('base: ') and camera.additional_constraints == 'one of raw, compressed'
+        assert not node.set_parameters([Parameter('deadline_ms', value=30.0)])[0].successful  # read-only
+    finally:
+        node.destroy_node()
