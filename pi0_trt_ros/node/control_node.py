@@ -57,9 +57,6 @@ it shows only as an input that stops (``camera_stopped``/``joint_states_stopped`
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import gc
 import logging
 import signal
 import sys
@@ -67,7 +64,7 @@ import threading
 import time
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -83,38 +80,19 @@ from pi0_trt_ros.node.chunk_loop import ChunkLoop
 from pi0_trt_ros.node.chunk_monitor import ChunkMonitor, warm_up_latency_ms
 from pi0_trt_ros.node.control_loop import (ControlLoop, HoldTarget, LoopConfig, LoopParts, Mailbox, MonotonicClock,
                                            SetSlot, StageRing, STAGES)
-from pi0_trt_ros.node.deadline import DeadlineMonitor, Level, STATUS_FIELDS
-from pi0_trt_ros.node.faults import BadInput, FaultCounters
+from pi0_trt_ros.node.deadline import DeadlineMonitor, STATUS_FIELDS
+from pi0_trt_ros.node.diagnostics import diagnostic_status, input_key_values, InputLiveness, inputs_level
+from pi0_trt_ros.node.faults import FaultCounters
 from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.instruction import InstructionBox
 from pi0_trt_ros.node.observation import ObservationPipeline
-from pi0_trt_ros.node.params import ControlParams, declare_and_read
+from pi0_trt_ros.node.params import check_against_policy, ControlParams, declare_and_read
 from pi0_trt_ros.node.ros_logging import forward_package_logs, PACKAGE_LOGGER
+from pi0_trt_ros.node.runtime_tuning import RuntimeTuning
 from pi0_trt_ros.node.usage import usage_text, wants_usage
 
 NODE_NAME = 'pi0_control'
-MALLOC_MMAP_THRESHOLD = 64 << 20  # bytes: allocations below come from the heap, not a fresh mmap
-MALLOC_TRIM_THRESHOLD = 256 << 20  # bytes: free heap kept before returning memory to the OS
-__all__ = ['ControlNode', 'main', 'STAGES', 'tune_malloc']
-
-
-def tune_malloc() -> bool:
-    """Make glibc serve multi-megabyte messages from its heap instead of fresh mmaps.
-
-    Each received frame (0.9 MB at 640x480) is allocated and freed several times on its way from
-    DDS to Python; above glibc's mmap threshold every allocation is a new mapping whose pages
-    fault in on first touch (~140 faults per frame). A fixed 64 MiB threshold and a 256 MiB trim
-    threshold keep that memory in the heap, reused. Returns False where mallopt is unavailable.
-    """
-    name = ctypes.util.find_library('c')
-    if sys.platform != 'linux' or name is None:
-        return False
-    libc = ctypes.CDLL(name)
-    if not hasattr(libc, 'mallopt'):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
-    return bool(libc.mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD)
-                and libc.mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD))
+__all__ = ['ControlNode', 'main', 'STAGES']
 
 
 class ControlNode(Node):
@@ -157,7 +135,7 @@ class ControlNode(Node):
         runner = make_runner(p.backend, engine_dir=p.engine_dir or None, checkpoint=p.checkpoint or None,
                              **p.backend_options)
         io = runner.io
-        self._check_against_policy(io)
+        check_against_policy(p, io)
         runner.activate()
         self.runner = runner
         load_s = time.monotonic() - t0
@@ -193,7 +171,9 @@ class ControlNode(Node):
                     for c in p.cameras]
         self.observations = ObservationPipeline.from_params(p, decoders, self.faults, self._hand_over,
                                                             self.hold_target.update)
-        self._stopped_inputs = [False] * (len(p.cameras) + 1)
+        self.liveness = InputLiveness(self.observations.sources, self.observations.joint_input, p.stale_timeout_ms,
+                                      self.faults, log.info)
+        self.tuning = RuntimeTuning(p.gc_mode, p.switch_interval_ms, p.tune_malloc)
         self._cb_ns = 0  # summed callback time since the last set (executor thread only)
         self._stop = threading.Event()
         clock = MonotonicClock(self._stop)
@@ -237,7 +217,7 @@ class ControlNode(Node):
             ros_now_ns=lambda: self.get_clock().now().nanoseconds,
             info=lambda line: log.info(line, throttle_duration_sec=throttle),
             warn=lambda line: log.warning(line, throttle_duration_sec=throttle),
-            after_cycle=self._collect_garbage), clock)
+            after_cycle=self.tuning.after_cycle), clock)
         # Joint states first: the executor serves ready subscriptions in creation order, so a joint
         # sample that arrived with the frames is in the buffer before the set completes.
         self.create_subscription(JointState, p.joint_states_topic, self.joint_callback, joint_qos)
@@ -247,17 +227,8 @@ class ControlNode(Node):
         self.create_subscription(String, p.instruction_topic, self.instruction.receive, reliable, raw=True)
         self.create_timer(p.diagnostics_period_sec, self.diagnostics_callback)
 
-        if p.switch_interval_ms > 0:
-            # Two busy threads share the GIL: a waiting thread gets it after at most this long.
-            sys.setswitchinterval(p.switch_interval_ms / 1e3)
-        if p.tune_malloc and not tune_malloc():
-            log.warning('tune_malloc: mallopt is not available here (not glibc?); left as is')
-        if p.gc_mode == 'tuned':
-            # Everything allocated so far (modules, model, buffers) is long-lived: freeze it out of the
-            # collector's reach; then collect only young generations, in the control thread's idle time.
-            gc.collect()
-            gc.freeze()
-            gc.disable()
+        for warning in self.tuning.apply():
+            log.warning(warning)
         self._thread = threading.Thread(target=self._control_loop, name='pi0_control_loop', daemon=True)
         self._thread.start()
         deadline = (f'deadline {p.deadline_ms:g} ms' if every_set else
@@ -265,26 +236,6 @@ class ControlNode(Node):
                     f'{"" if p.chunk_lead_ms else " (measured latency + margin)"}')
         log.info(f'{p.inference_mode} mode, {self.n_action_steps} action steps at {p.control_rate_hz:g} Hz, '
                  f'{deadline}; waiting for an instruction on {self.resolve_topic_name(p.instruction_topic)}')
-
-    def _check_against_policy(self, io: Any) -> None:
-        """Fail fast when cameras or joints do not fit the exported policy."""
-        p = self.p
-        problems = []
-        keys = [c.key for c in p.cameras]
-        if sorted(keys) != sorted(io.camera_keys):
-            problems.append(f"camera keys {keys} do not match the policy's cameras {list(io.camera_keys)}: "
-                            'set camera.<name>.key so that each policy camera is fed exactly once')
-        dof = len(p.joint_names)
-        if io.state_dim != dof or io.action_dim != dof:
-            problems.append(f'{dof} joint_names but the policy has state_dim {io.state_dim} and action_dim '
-                            f'{io.action_dim}: list exactly the joints the policy was trained on, in its order')
-        if p.n_action_steps > io.chunk_size:
-            problems.append(f"n_action_steps {p.n_action_steps} > the policy's chunk size {io.chunk_size}")
-        if p.chunk_crossfade_steps >= io.chunk_size:
-            problems.append(f"chunk_crossfade_steps {p.chunk_crossfade_steps} >= the policy's chunk size "
-                            f'{io.chunk_size}: blend over fewer ticks')
-        if problems:
-            raise Pi0Error('configuration does not fit the policy:\n' + '\n'.join(f'  - {x}' for x in problems))
 
     def _warm_up(self) -> list[float]:
         """Run ``warmup_iterations`` policy calls on a neutral observation; return each call's time (ms)."""
@@ -313,8 +264,7 @@ class ControlNode(Node):
             self.mailbox.close()
             thread.join(timeout=30.0)
             self.loop.close()
-            if self.p.gc_mode == 'tuned':
-                gc.enable()
+            self.tuning.release()
         self._release_runner()
         logging.getLogger(PACKAGE_LOGGER).removeHandler(self._log_handler)
 
@@ -370,30 +320,7 @@ class ControlNode(Node):
         values[9], values[10], values[11] = chunk_slack_ns * 1e-6, switch_index, ticks_missed
         self.status_pub.publish(self._status.fill(values))
 
-    def _collect_garbage(self, cycles: int) -> None:
-        """With gc_mode 'tuned', collect the youngest generation now, in idle time (~tens of µs)."""
-        if self.p.gc_mode == 'tuned':
-            gc.collect(0 if cycles % 64 else 1)
-
     # -- diagnostics -------------------------------------------------------------------------
-    def _stopped_input_names(self) -> str:
-        return ', '.join(n for n, stopped in zip(self.observations.sources, self._stopped_inputs) if stopped)
-
-    def _check_inputs_alive(self, now: int) -> None:
-        """Report inputs that stopped (no message for stale_timeout_ms) and those that came back."""
-        sources = self.observations.sources
-        for i, last in enumerate(self.observations.last_accepted):
-            if last == 0:
-                continue
-            silent_ms = (now - last) / 1e6
-            if silent_ms > self.p.stale_timeout_ms and not self._stopped_inputs[i]:
-                self._stopped_inputs[i] = True
-                counter = 'joint_states_stopped' if i == self.observations.joint_input else 'camera_stopped'
-                self.faults.add(sources[i], BadInput(counter, f'no message for {silent_ms:.0f} ms'))
-            elif silent_ms <= self.p.stale_timeout_ms and self._stopped_inputs[i]:
-                self._stopped_inputs[i] = False
-                self.get_logger().info(f'{sources[i]}: messages again')
-
     def diagnostics_callback(self) -> None:
         """Publish the deadline and input statuses on /diagnostics."""
         t0 = time.thread_time_ns()
@@ -402,45 +329,24 @@ class ControlNode(Node):
 
     def _diagnostics(self) -> None:
         now = time.monotonic_ns()
-        self._check_inputs_alive(now)
-        if self.p.gc_mode == 'tuned':
-            gc.collect(1)  # the executor thread's garbage; gen 2 holds only post-freeze survivors
+        obs, loop = self.observations, self.loop
+        self.liveness.check(now, obs.last_accepted)
+        self.tuning.between_diagnostics()
         name = self.get_fully_qualified_name()
-        level, message = self.monitor.level()
-        deadline = DiagnosticStatus(level=bytes([int(level)]), name=f'{name}: deadline', message=message,
-                                    hardware_id=self._hardware_id)
-        deadline.values = [KeyValue(key=k, value=v) for k, v in self.monitor.key_values()]
-        inputs = DiagnosticStatus(name=f'{name}: inputs', hardware_id=self._hardware_id)
-        loop = self.loop
-        if not self.instruction.version:
-            level, message = Level.OK, 'waiting for an instruction'
-        elif loop.stopped:
-            level, message = Level.ERROR, 'inputs stale: commands stopped'
-        elif loop.stale:
-            level, message = Level.WARN, f'inputs stale: {self.p.on_stale}'
-        elif loop.failing:
-            level, message = Level.WARN, f'sets not usable: {loop.failing}'
-        elif any(self._stopped_inputs):
-            level, message = Level.WARN, f'stopped: {self._stopped_input_names()}'
-        elif self.mailbox.last_set_ns == 0:
-            level, message = Level.WARN, 'no synchronized observation yet'
-        else:
-            level, message = Level.OK, 'receiving'
-        inputs.level, inputs.message = bytes([int(level)]), message
-        sync = self.observations.sync.counters
-        pairs = [('instruction', self.instruction.text), ('inference_mode', self.p.inference_mode),
-                 ('commands_published', str(loop.commands_published)),
-                 ('holds_published', str(loop.holds_published)),
-                 ('sets_emitted', str(sync.sets_emitted)), ('sets_superseded', str(self.mailbox.superseded)),
-                 ('sync_dropped', str(sync.dropped)),
-                 ('joint_lookup_misses', str(self.observations.joint_samples.misses))]
-        for i, cam in enumerate(c.name for c in self.p.cameras):
-            last = self.observations.last_accepted[i]
-            pairs.append((f'camera.{cam}.received', str(sync.received[i])))
-            pairs.append((f'camera.{cam}.age_ms', f'{(now - last) / 1e6:.1f}' if last else 'never'))
-        pairs += self.faults.key_values()
-        inputs.values = [KeyValue(key=k, value=v) for k, v in pairs]
-        array = DiagnosticArray(status=[deadline, inputs])
+        level, message = inputs_level(has_instruction=bool(self.instruction.version), commands_stopped=loop.stopped,
+                                      stale=loop.stale, failing=loop.failing, on_stale=self.p.on_stale,
+                                      stopped_inputs=self.liveness.stopped_names(),
+                                      has_set=self.mailbox.last_set_ns != 0)
+        sync = obs.sync.counters
+        pairs = input_key_values(
+            now, instruction=self.instruction.text, inference_mode=self.p.inference_mode,
+            commands_published=loop.commands_published, holds_published=loop.holds_published,
+            sets_emitted=sync.sets_emitted, sets_superseded=self.mailbox.superseded, sync_dropped=sync.dropped,
+            joint_lookup_misses=obs.joint_samples.misses, cameras=[c.name for c in self.p.cameras],
+            received=sync.received, last_accepted_ns=obs.last_accepted, faults=self.faults.key_values())
+        array = DiagnosticArray(status=[
+            diagnostic_status(f'{name}: deadline', self._hardware_id, *self.monitor.level(), self.monitor.key_values()),
+            diagnostic_status(f'{name}: inputs', self._hardware_id, level, message, pairs)])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
 

@@ -43,6 +43,7 @@ from rclpy.node import Node
 import yaml
 
 from pi0_trt_ros.errors import Pi0Error
+from pi0_trt_ros.manifest import PolicyIO
 from pi0_trt_ros.node.param_specs import CAMERA_FIELDS, PARAMETERS, ParamSpec
 from pi0_trt_ros.runners.registry import BACKENDS
 
@@ -255,6 +256,26 @@ def _build(raw: dict[str, Any], problems: list[str]) -> ControlParams | None:
     values.update(backend_options=options, joint_names=tuple(names), joint_lower_limits=tuple(lower),
                   joint_upper_limits=tuple(upper))
     return ControlParams(**values)
+
+
+def check_against_policy(params: ControlParams, io: PolicyIO) -> None:
+    """Fail fast when cameras, joints or chunk settings do not fit the exported policy; say what to change."""
+    problems = []
+    keys = [c.key for c in params.cameras]
+    if sorted(keys) != sorted(io.camera_keys):
+        problems.append(f"camera keys {keys} do not match the policy's cameras {list(io.camera_keys)}: "
+                        'set camera.<name>.key so that each policy camera is fed exactly once')
+    dof = len(params.joint_names)
+    if io.state_dim != dof or io.action_dim != dof:
+        problems.append(f'{dof} joint_names but the policy has state_dim {io.state_dim} and action_dim '
+                        f'{io.action_dim}: list exactly the joints the policy was trained on, in its order')
+    if params.n_action_steps > io.chunk_size:
+        problems.append(f"n_action_steps {params.n_action_steps} > the policy's chunk size {io.chunk_size}")
+    if params.chunk_crossfade_steps >= io.chunk_size:
+        problems.append(f"chunk_crossfade_steps {params.chunk_crossfade_steps} >= the policy's chunk size "
+                        f'{io.chunk_size}: blend over fewer ticks')
+    if problems:
+        raise Pi0Error('configuration does not fit the policy:\n' + '\n'.join(f'  - {x}' for x in problems))
 
 
 def _format(problems: list[str]) -> str:
