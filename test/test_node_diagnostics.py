@@ -22,8 +22,9 @@ import pytest
 from pi0_trt_ros.node.deadline import Level
 from pi0_trt_ros.node.diagnostics import diagnostic_status, input_key_values, InputLiveness, inputs_level
 from pi0_trt_ros.node.faults import FaultCounters
+from pi0_trt_ros.testing.dds import domain_id
 
-DOMAIN_ID = 98  # no DDS traffic here, but the module keeps a domain of its own
+DOMAIN_ID = domain_id(98)  # no DDS traffic here, but the module keeps a domain of its own
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 MS = 1_000_000  # ns

@@ -31,8 +31,9 @@ from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.param_specs import CAMERA_FIELDS, launch_arguments, PARAMETERS, SPECS
 from pi0_trt_ros.node.params import declare_and_read, default_params_file, params_from_yaml
 from pi0_trt_ros.node.usage import parameter_table, usage_text
+from pi0_trt_ros.testing.dds import domain_id
 
-DOMAIN_ID = 97  # this module's own DDS domain (one node, no traffic)
+DOMAIN_ID = domain_id(97)  # this module's own DDS domain (one node, no traffic)
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 REPO = Path(__file__).resolve().parents[1]

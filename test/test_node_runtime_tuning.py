@@ -23,8 +23,9 @@ import weakref
 import pytest
 
 from pi0_trt_ros.node.runtime_tuning import RuntimeTuning, tune_malloc
+from pi0_trt_ros.testing.dds import domain_id
 
-DOMAIN_ID = 99  # no DDS traffic here, but the module keeps a domain of its own
+DOMAIN_ID = domain_id(99)  # no DDS traffic here, but the module keeps a domain of its own
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 
