@@ -214,8 +214,10 @@ class Robot:
 
 
 def test_launch_pub_echo_param_get(installed: None, bundle: Any, env: dict[str, str]) -> None:
+    # Reliable sensor QoS: with best effort, a 640x480 frame is ~15 UDP fragments and one lost fragment
+    # loses the frame; on a loaded 2-core machine whole seconds of sets were lost that way.
     launched = Launched(env, f'namespace:={NS[1:]}', 'backend:=onnxruntime', f'engine_dir:={bundle.engine_dir}',
-                        f'tokenizer:={bundle.tokenizer}')
+                        f'tokenizer:={bundle.tokenizer}', 'sensor_qos_reliability:=reliable')
     robot = None
     try:
         launched.wait_for_line('waiting for an instruction', 60.0)
@@ -232,8 +234,12 @@ def test_launch_pub_echo_param_get(installed: None, bundle: Any, env: dict[str, 
                    f"{{data: '{INSTRUCTION}'}}", timeout=60)
         assert pub.returncode == 0, pub.stdout + pub.stderr
         launched.wait_for_line(f"instruction: '{INSTRUCTION}'", 20.0)
+        try:  # commands flow (seen by the robot) before the CLI is asked to see one: a failure says which side
+            wait_for(lambda: bool(robot.commands), 60.0, 'commands at the robot')
+        except AssertionError as err:
+            raise AssertionError(f'{err}; node output:\n{launched.output[-4000:]}') from None
         echo = ros2(env, 'topic', 'echo', '--no-daemon', '--once', f'{NS}/forward_position_controller/commands',
-                    'std_msgs/msg/Float64MultiArray', timeout=60)
+                    'std_msgs/msg/Float64MultiArray', timeout=180)  # a fresh CLI process discovers on a loaded CPU
         assert echo.returncode == 0 and 'data:' in echo.stdout, echo.stdout + echo.stderr
         values = [float(line.lstrip('- ')) for line in echo.stdout.split('data:')[1].splitlines()
                   if line.strip().startswith('- ')]

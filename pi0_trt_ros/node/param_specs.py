@@ -120,7 +120,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec('cameras', ['base', 'left_wrist', 'right_wrist'], 'camera names; each has camera.<name>.{topic,type,key}',
           non_empty=True, hint='list the camera names, e.g. [base, left_wrist, right_wrist]'),
     _spec('sensor_qos_reliability', 'best_effort', 'camera and joint_states subscriptions: best_effort (matches any '
-          'publisher, the sensor-data convention) or reliable (lossless bag replay)', choices=RELIABILITIES),
+          'publisher, the sensor-data convention) or reliable (lossless bag replay)', choices=RELIABILITIES,
+          launch=True),
     _spec('sensor_qos_depth', 5, 'history depth of each camera subscription', minimum=1),
     _spec('resize_mismatched', False, 'resize frames whose size differs from the exported camera size (else '
           'dropped)'),
