@@ -137,16 +137,14 @@ _SPLIT_K = _autotune(_configs((4, 8)), restore_value=['out_ptr'])  # atomics int
 
 
 def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, norm_weight: torch.Tensor | None = None,
-                  eps: float = 1e-6, geglu: bool = False, gate_up_input: bool = False, residual: bool = False,
-                  config: dict[str, int] | None = None) -> torch.Tensor:
+                  eps: float = 1e-6, geglu: bool = False, gate_up_input: bool = False,
+                  residual: bool = False) -> torch.Tensor:
     """``out = a @ weight^T`` for M <= 64 rows, with the fused ops above; returns ``out``.
 
     a [M, K] (float32 residual stream when ``norm_weight`` is given; [M, 2K] gate then up with
     ``gate_up_input``; else the GEMM dtype), weight [N, K] ([2F, K] gate then up with ``geglu``),
     norm_weight [K] (RMSNorm gain g, scale 1 + g), out [M, N] ([M, F] with ``geglu``; float32
     [M, N] accumulated into with ``residual``). Rows may be strided; the last dims are contiguous.
-    ``config`` fixes the tile on CUDA (BLOCK_N, BLOCK_K, SPLIT_K, num_warps, num_stages) instead of
-    autotuning: for tile sweeps.
     """
     m, k = a.shape
     k = k // 2 if gate_up_input else k
@@ -171,11 +169,6 @@ def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, n
         block_n, block_k = (max(16, min(128, triton.next_power_of_2(v))) for v in (n, k))
         grid = (triton.cdiv(n, block_n), split)
         _skinny_gemm_kernel[grid](*args, **fixed, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split)
-        return out
-    if config is not None:
-        tile = dict(config)
-        grid = (triton.cdiv(n, tile['BLOCK_N']), tile['SPLIT_K'])
-        _skinny_gemm_kernel[grid](*args, **fixed, **tile)
         return out
     tuned = _SPLIT_K if residual else _FULL_K
     tuned[lambda meta: (triton.cdiv(n, meta['BLOCK_N']), meta['SPLIT_K'])](*args, **fixed)
