@@ -64,7 +64,8 @@ def runner_from_args(args: argparse.Namespace) -> Any:
     if args.backend == 'torch':
         options = {'device': args.device or _default_torch_device(), 'dtype': args.dtype or 'fp32',
                    'mode': getattr(args, 'mode', 'cuda_graph'), 'compiled': getattr(args, 'compile', False),
-                   'fast': getattr(args, 'fast', False)}
+                   'fast': getattr(args, 'fast', False), 'expert_gemm': getattr(args, 'expert_gemm', 'mixed'),
+                   'prefix_fp8': getattr(args, 'prefix_fp8', False)}
         return make_runner('torch', checkpoint=args.checkpoint, arch=args.arch, **options)
     if args.engine_dir is None:
         raise Pi0Error(f'--backend {args.backend} needs --engine-dir (create it with `pi0-trt export`)')
@@ -142,8 +143,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         device = args.device or 'cuda'
         runner = TorchRunner(policy=random_full_size_policy(io, device=device), io=io, device=device,
                              dtype=args.dtype or 'bf16', mode=args.mode, compiled=args.compile, fast=args.fast,
-                             expert_gemm=args.expert_gemm)
-        variant = ' compiled' if args.compile else f' fast ({args.expert_gemm} expert GEMMs)' if args.fast else ''
+                             expert_gemm=args.expert_gemm, prefix_fp8=args.prefix_fp8)
+        fp8 = ', e4m3 prefix' if args.prefix_fp8 else ''
+        variant = ' compiled' if args.compile else f' fast ({args.expert_gemm} expert GEMMs{fp8})' if args.fast else ''
         label = f'pi0 full-size random, torch {args.dtype or "bf16"} {runner.mode}{variant}, 3x{h}x{w}'
     else:
         runner = runner_from_args(args)
@@ -261,8 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--mode', choices=('eager', 'cuda_graph'), default='cuda_graph', help='torch backend mode')
     p.add_argument('--compile', action='store_true', help='torch backend: torch.compile the hot functions')
     p.add_argument('--fast', action='store_true', help='torch backend: the fused Triton-kernel fast path')
-    p.add_argument('--expert-gemm', choices=TORCH_EXPERT_GEMMS, default='cublas',
+    p.add_argument('--expert-gemm', choices=TORCH_EXPERT_GEMMS, default='mixed',
                    help="with --fast: how the denoise steps' GEMMs run (see the torch backend's expert_gemm)")
+    p.add_argument('--prefix-fp8', action='store_true',
+                   help="with --fast --dtype bf16: the VLM prefix's GEMMs in FP8 e4m3 (the torch backend's prefix_fp8)")
     p.add_argument('--iters', type=int, default=200)
     p.add_argument('--warmup', type=int, default=20)
     p.add_argument('--json', type=Path, help='also write the figures to this JSON file')

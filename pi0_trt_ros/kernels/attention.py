@@ -152,8 +152,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: to
     if not q.is_cuda:  # the interpreter pays per program and per loop trip: few, large tiles
         block_m, block_n = block_m or 256, block_n or 256
         chunk = chunk or kk
-    elif rows <= 1024:  # few query rows (the expert's suffix): split the keys (H200 sweep: 16 x 64, 256 keys)
-        block_m, block_n, chunk = block_m or 16, block_n or (32 if fp32 else 64), chunk or 256
+    elif rows <= 1024:  # few query rows (the expert's suffix): split the keys (H200 sweep: 32 x 64, 128 keys)
+        block_m, block_n, chunk = block_m or 32, block_n or (32 if fp32 else 64), chunk or 128
     else:  # the prefix: one pass (H200 sweep: 64 x 64 tiles, 4 warps, 3 stages)
         block_m, block_n, chunk = block_m or 64, block_n or (32 if fp32 else 64), chunk or kk
         num_stages = num_stages or (2 if fp32 else 3)

@@ -53,11 +53,14 @@ class TorchRunner(Runner):
     def __init__(self, checkpoint: str | Path | None = None, arch: str | Path | None = None, *,
                  policy: Any = None, io: PolicyIO | None = None, device: str = 'cuda', dtype: str = 'fp16',
                  mode: str = 'cuda_graph', warmup: int = 3, compiled: bool = False, fast: bool = False,
-                 expert_gemm: str = 'cublas') -> None:
+                 expert_gemm: str = 'mixed', prefix_fp8: bool = False) -> None:
         if dtype not in TORCH_DTYPES or mode not in TORCH_MODES:
             raise RunnerError(f'torch runner: dtype must be one of {TORCH_DTYPES}, mode one of {TORCH_MODES}')
         if fast and compiled:
             raise RunnerError('torch runner: choose the fast path (Triton kernels) or torch.compile, not both')
+        if prefix_fp8 and not (fast and dtype == 'bf16'):
+            raise RunnerError('torch runner: prefix_fp8 (e4m3 prefix GEMMs) is part of the fast path in bf16: '
+                              'set fast: true and dtype: bf16')
         if device == 'cpu' and mode == 'cuda_graph':
             mode = 'eager'
         if policy is None:
@@ -80,6 +83,7 @@ class TorchRunner(Runner):
         self.compiled = compiled  # torch.compile the vision tower, the prefix and the denoise step
         self.fast = fast  # run `FastPi0Policy` (fused Triton kernels) over the same weights
         self.expert_gemm = expert_gemm  # fast path's denoise-step GEMMs: one of model/fast.py's EXPERT_GEMMS
+        self.prefix_fp8 = prefix_fp8  # fast path's VLM GEMMs in e4m3
         self.warmup_seconds = 0.0
         self._policy: Any = None
         self._host: dict[str, Any] = {}
@@ -116,7 +120,7 @@ class TorchRunner(Runner):
             require_triton()
             from pi0_trt_ros.model.fast import FastPi0Policy
 
-            self._policy = FastPi0Policy(self._policy, expert_gemm=self.expert_gemm)
+            self._policy = FastPi0Policy(self._policy, expert_gemm=self.expert_gemm, prefix_fp8=self.prefix_fp8)
         cuda = self.device.startswith('cuda')
         for name, (shape, dtype) in self.io.input_specs().items():
             self._host[name] = self._host_tensor(shape, dtype, cuda)
