@@ -100,8 +100,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from pi0_trt_ros.export.onnx import export_policy
 
-    out = export_policy(args.checkpoint, args.out, arch=args.arch, precision=args.precision)
-    print(f'exported {args.checkpoint} -> {out} ({args.precision})')
+    out = export_policy(args.checkpoint, args.out, arch=args.arch, precision=args.precision,
+                        batch_sizes=args.batch_sizes)
+    sizes = ','.join(map(str, args.batch_sizes))
+    batched = f', batched graph for batch sizes {sizes}' if args.batch_sizes != (1,) else ''
+    print(f'exported {args.checkpoint} -> {out} ({args.precision}{batched})')
     return 0
 
 
@@ -119,7 +122,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from pi0_trt_ros.export.engine import build_engines
 
     plan = build_engines(args.engine_dir, runtime=args.runtime, workspace_gib=args.workspace_gib,
-                         compute_capabilities=args.compute_capability)
+                         compute_capabilities=args.compute_capability, batched=args.batched)
     print(f'built {plan}')
     return 0
 
@@ -204,6 +207,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- argument parsing ----------------------------------------------------------------------------
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    """Argparse type of '1,2,4,8'."""
+    from pi0_trt_ros.batch_sizes import parse_batch_sizes
+
+    try:
+        return parse_batch_sizes(text)
+    except Pi0Error as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--backend', default='torch', choices=tuple(BACKENDS), help=describe_backends())
     p.add_argument('--checkpoint', type=Path, help='LeRobot pi0 checkpoint directory (torch backend)')
@@ -233,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--arch', type=Path)
     p.add_argument('--out', type=Path, required=True, help='ENGINE_DIR to write')
     p.add_argument('--precision', choices=('fp16', 'fp32'), default='fp16')
+    p.add_argument('--batch-sizes', type=_batch_sizes, default=(1,), metavar='1,2,4,8',
+                   help='batch sizes of batched serving: beyond 1, also write the dynamic-batch graph (default: 1)')
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser('convert', help='write any loadable checkpoint (LeRobot <= 0.3, base lerobot/pi0 + '
@@ -252,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--workspace-gib', type=float, default=8.0)
     p.add_argument('--compute-capability', action='append', metavar='CC',
                    help='TensorRT-RTX target GPU (e.g. 8.6, 12.0, current); repeatable; default: portable plan')
+    p.add_argument('--batched', action='store_true',
+                   help="build the export's dynamic-batch graph, one optimization profile per batch size")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser('bench', help='latency of one batch-1 policy call (table + JSON)')
