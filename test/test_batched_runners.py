@@ -18,6 +18,7 @@ Real ONNX Runtime on the exported dynamic-batch graph and real PyTorch (CPU, eag
 LeRobot fixture checkpoint; the batch-1 reference is the single-robot runner (static batch-1 graph).
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -159,11 +160,24 @@ def test_cli_export_writes_the_batched_graph_beside_the_batch_1_graph(tmp_path):
     meta = read_manifest(out)
     assert meta['graph'] == 'policy_fp32.onnx'
     assert meta['batched']['graph'] == 'policy_fp32.batched.onnx' and meta['batched']['batch_sizes'] == [1, 2]
-    import onnx
-
+    onnx = pytest.importorskip('onnx')
     dims = [d.dim_param or d.dim_value for d in onnx.load(str(out / 'policy_fp32.batched.onnx'),
                                                           load_external_data=False).graph.input[0].type
             .tensor_type.shape.dim]
     assert dims == ['batch', 480, 640, 3]
     assert cli_main(['export', '--checkpoint', str(FIXTURE / 'policy'), '--out', str(out), '--precision', 'fp32']) == 0
     assert 'batched' not in read_manifest(out) and not (out / 'policy_fp32.batched.onnx').exists()
+
+
+def test_cli_bench_batch_reports_latency_and_throughput_per_batch_size(engine_dir, tmp_path, capsys):
+    out = tmp_path / 'bench.json'
+    assert cli_main(['bench', '--backend', 'onnxruntime', '--engine-dir', str(engine_dir), '--batch', '1,2,4',
+                     '--iters', '3', '--warmup', '1', '--json', str(out)]) == 0
+    table = capsys.readouterr().out
+    assert '| batch | p50 ms | p99 ms | mean ms | observations/s |' in table
+    figures = json.loads(out.read_text())
+    assert [e['batch'] for e in figures['sizes']] == [1, 2, 4] and figures['actions_finite']
+    for e in figures['sizes']:
+        assert 0 < e['p50_ms'] <= e['p99_ms']
+        assert e['obs_per_s'] == pytest.approx(e['batch'] * 1000 / e['mean_ms'])
+        assert f'| {e["batch"]} | {e["p50_ms"]:.2f} |' in table
