@@ -310,7 +310,8 @@ class FastPi0Policy(nn.Module):
         frames: C x uint8 [1, H, W, 3]; tokens int64 [1, L]; token_mask bool [1, L].
         """
         if tokens.shape[0] != 1:
-            raise RunnerError(f'the fast path runs batch 1; got batch {tokens.shape[0]}')
+            raise RunnerError(f'the fast path runs batch 1; got batch {tokens.shape[0]} (a batched torch runner '
+                              'runs its larger batches on the plain Pi0Policy)')
         policy, model, cfg = self.policy, self.policy.model, self.cfg
         dev = tokens.device
         images = torch.cat(policy.preprocess_images(frames))  # [C, 3, 224, 224]: all cameras in one batch
