@@ -94,3 +94,27 @@ def test_hot_path_makes_no_device_allocation(variant):
     print(f'device allocations over 200 cycles: {allocs}')
     assert allocs == 0
     assert stats1['reserved_bytes.all.current'] == stats0['reserved_bytes.all.current']
+
+
+@pytest.mark.parametrize('fast', [False, True], ids=['plain', 'fast'])
+def test_batched_cuda_graphs_give_each_row_its_batch_1_chunk(fast):
+    """One CUDA graph per batch size over buffers for the largest: rows equal the batch-1 calls (fp32)."""
+    images, state, tokens, mask, noise, _ = fixture_inputs(FIXTURES[0])
+    rng = np.random.default_rng(3)
+    obs = [(images, (state + 0.3 * rng.standard_normal(state.shape)).astype(np.float32), tokens, mask,
+            rng.standard_normal(noise.shape, dtype=np.float32)) for _ in range(4)]
+    args = (FIXTURES[0] / 'policy', FIXTURES[0] / 'hf_configs.json')
+    with TorchRunner(*args, device='cuda', dtype='fp32', fast=fast) as runner:
+        want = []
+        for o in obs:
+            runner.stage(*o)
+            want.append(runner.infer().copy())
+    with TorchRunner(*args, device='cuda', dtype='fp32', fast=fast, batch_sizes=(1, 2, 4)) as runner:
+        for n in (4, 3, 1):  # full, padded to 4, batch 1 (the fast path's graph when fast)
+            for row, o in enumerate(obs[:n]):
+                runner.stage(*o, row=row)
+            got = runner.infer_batch(n)
+            for row in range(n):
+                err = float(np.abs(got[row] - want[row]).max())
+                print(f'batched graphs (fast={fast}) batch {n} row {row}: max abs diff {err:.2e}')
+                assert err <= 1e-4
