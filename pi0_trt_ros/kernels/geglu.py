@@ -27,18 +27,23 @@ import torch
 import triton
 import triton.language as tl
 
+from pi0_trt_ros.kernels import gdc_launch_dependents, gdc_wait, pdl
 from pi0_trt_ros.kernels.fp8 import finish_output, kernel_output, scale_rows
 
 
 @triton.jit
 def _geglu_kernel(gu_ptr, out_ptr, scale_ptr, M, F, stride_gu, stride_o, QUANTIZE: tl.constexpr, ROWS: tl.constexpr,
-                  BLOCK_F: tl.constexpr):
+                  BLOCK_F: tl.constexpr, PDL: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
     ok = (rows < M)[:, None] & (cols < F)[None, :]
     at = gu_ptr + rows[:, None] * stride_gu + cols[None, :]
+    if PDL:
+        gdc_wait()
     gate = tl.load(at, mask=ok, other=0.0).to(tl.float32)
     up = tl.load(at + F, mask=ok, other=0.0).to(tl.float32)
+    if PDL:
+        gdc_launch_dependents()
     inner = 0.7978845608028654 * (gate + 0.044715 * gate * gate * gate)  # sqrt(2/pi) (x + 0.044715 x^3)
     tanh = 1.0 - 2.0 / (tl.exp(2.0 * inner) + 1.0)
     act = gu_ptr.dtype.element_ty  # the activations' dtype: both roundings of the plain model happen in it
@@ -63,6 +68,6 @@ def geglu(gate_up: torch.Tensor, out: torch.Tensor, scale: torch.Tensor | None =
     written = kernel_output(out)
     _geglu_kernel[(triton.cdiv(m, rows), triton.cdiv(f, block_f))](
         gate_up, written, gate_up if scale is None else scale, m, f, gate_up.stride(0), written.stride(0),
-        QUANTIZE=scale is not None, ROWS=rows, BLOCK_F=block_f, num_warps=warps)
+        QUANTIZE=scale is not None, ROWS=rows, BLOCK_F=block_f, PDL=pdl(out), launch_pdl=pdl(out), num_warps=warps)
     finish_output(out, written)
     return out

@@ -27,23 +27,26 @@ import torch
 import triton
 import triton.language as tl
 
+from pi0_trt_ros.kernels import gdc_launch_dependents, gdc_wait, pdl
 from pi0_trt_ros.kernels.fp8 import finish_output, kernel_output, scale_rows
 
 
 @triton.jit
 def _add_norm_kernel(x_ptr, delta_ptr, w_ptr, b_ptr, out_ptr, scale_ptr, M, W, stride_x, stride_d, stride_o, eps,
                      HAS_DELTA: tl.constexpr, LAYER_NORM: tl.constexpr, QUANTIZE: tl.constexpr, ROWS: tl.constexpr,
-                     BLOCK_W: tl.constexpr):
+                     BLOCK_W: tl.constexpr, PDL: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK_W)
     col_ok = cols < W
     ok = (rows < M)[:, None] & col_ok[None, :]
     x_at = x_ptr + rows[:, None] * stride_x + cols[None, :]
+    w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)  # a weight: no earlier kernel writes it
+    if PDL:
+        gdc_wait()
     x = tl.load(x_at, mask=ok, other=0.0).to(tl.float32)
     if HAS_DELTA:
         x += tl.load(delta_ptr + rows[:, None] * stride_d + cols[None, :], mask=ok, other=0.0).to(tl.float32)
         tl.store(x_at, x, mask=ok)
-    w = tl.load(w_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
     if LAYER_NORM:
         mean = tl.sum(x, axis=1) / W
         xc = tl.where(ok, x - mean[:, None], 0.0)
@@ -53,6 +56,8 @@ def _add_norm_kernel(x_ptr, delta_ptr, w_ptr, b_ptr, out_ptr, scale_ptr, M, W, s
     else:
         var = tl.sum(x * x, axis=1) / W
         y = x * tl.rsqrt(var + eps)[:, None] * (1.0 + w[None, :])
+    if PDL:
+        gdc_launch_dependents()
     if QUANTIZE:
         y, scale = scale_rows(y, ok)
         tl.store(scale_ptr + rows, scale, mask=rows < M)
@@ -75,6 +80,7 @@ def add_norm(x: torch.Tensor, delta: torch.Tensor | None, weight: torch.Tensor, 
         x, x if delta is None else delta, weight, weight if bias is None else bias, written,
         x if scale is None else scale, m, w, x.stride(0), 0 if delta is None else delta.stride(0),
         written.stride(0), eps, HAS_DELTA=delta is not None, LAYER_NORM=bias is not None,
-        QUANTIZE=scale is not None, ROWS=rows, BLOCK_W=triton.next_power_of_2(w), num_warps=4 if w <= 1024 else 8)
+        QUANTIZE=scale is not None, ROWS=rows, BLOCK_W=triton.next_power_of_2(w), PDL=pdl(x), launch_pdl=pdl(x),
+        num_warps=4 if w <= 1024 else 8)
     finish_output(out, written)
     return out

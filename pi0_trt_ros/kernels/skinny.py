@@ -44,7 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-from pi0_trt_ros.kernels import interpreted
+from pi0_trt_ros.kernels import gdc_launch_dependents, gdc_wait, interpreted, pdl
 
 MAX_ROWS = 64  # one row block: the expert's 51 suffix tokens
 EPILOGUE_STORE, EPILOGUE_GEGLU, EPILOGUE_RESIDUAL = 0, 1, 2
@@ -61,7 +61,7 @@ def _gelu_tanh(x):
 def _skinny_gemm_kernel(a_ptr, w_ptr, g_ptr, out_ptr, M, N, K, stride_a, stride_w, stride_o, eps,
                         RMS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-                        UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                        UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, PDL: tl.constexpr):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # output columns (F columns for GeGLU)
     split = tl.program_id(1)
     rows = tl.arange(0, BLOCK_M)
@@ -71,6 +71,8 @@ def _skinny_gemm_kernel(a_ptr, w_ptr, g_ptr, out_ptr, M, N, K, stride_a, stride_
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     ssq = tl.zeros([BLOCK_M], tl.float32)
+    if PDL:
+        gdc_wait()
     for k0 in range(split * k_len, tl.minimum(K, (split + 1) * k_len), BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
@@ -94,6 +96,8 @@ def _skinny_gemm_kernel(a_ptr, w_ptr, g_ptr, out_ptr, M, N, K, stride_a, stride_
             if UPCAST_DOT:
                 wu = wu.to(tl.float32)
             acc_up = tl.dot(a, wu, acc_up, input_precision=DOT_PRECISION)
+    if PDL:
+        gdc_launch_dependents()
     if RMS_NORM:
         rstd = tl.rsqrt(ssq / K + eps)
         acc = acc * rstd[:, None]
@@ -152,7 +156,7 @@ def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, n
     fixed = {'RMS_NORM': norm_weight is not None, 'EPILOGUE': epilogue,
              'BLOCK_M': max(16, triton.next_power_of_2(m)),
              'UPCAST_DOT': interpreted() and weight.dtype == torch.bfloat16,  # the interpreter's bf16 dot is wrong
-             'DOT_PRECISION': 'ieee' if weight.dtype == torch.float32 else 'tf32'}
+             'DOT_PRECISION': 'ieee' if weight.dtype == torch.float32 else 'tf32', 'PDL': pdl(a)}
     if not a.is_cuda:  # interpreter: few, large programs; split K in two where allowed (exercises the atomics)
         split = 2 if residual else 1
         block_n, block_k = (max(16, min(128, triton.next_power_of_2(v))) for v in (n, k))
@@ -160,5 +164,5 @@ def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, n
         _skinny_gemm_kernel[grid](*args, **fixed, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split)
         return out
     tuned = _SPLIT_K if residual else _FULL_K
-    tuned[lambda meta: (triton.cdiv(n, meta['BLOCK_N']), meta['SPLIT_K'])](*args, **fixed)
+    tuned[lambda meta: (triton.cdiv(n, meta['BLOCK_N']), meta['SPLIT_K'])](*args, **fixed, launch_pdl=fixed['PDL'])
     return out
