@@ -25,8 +25,9 @@ sections ``/<robot>/pi0_control``), then the launch arguments given (non-empty),
 the fleet node and every robot: ``robots``, ``device`` (``cuda:N``: one fleet process per GPU),
 ``batch_sizes``, ``max_wait_ms``, the control node's launch arguments (checkpoint, engine_dir,
 tokenizer, backend, backend_options, the chunk timing) and use_sim_time. The process runs in no
-namespace of its own (the robots' namespaces are absolute), and its node is not renamed: a
-``__node``/``__ns`` remap would apply to every robot node of the process.
+namespace of its own (the robots' namespaces are absolute); ``fleet_name`` renames the fleet node
+alone (a node-targeted remap: a plain ``__node``/``__ns`` remap would apply to every robot node of
+the process), so that several fleet processes in one domain have distinct names.
 
 The launch ends when the fleet node does, with its exit status (``pi0_trt_ros/launching.py``).
 """
@@ -42,7 +43,7 @@ from launch_ros.actions import Node
 import yaml
 
 from pi0_trt_ros.launching import on_node_exit
-from pi0_trt_ros.node.fleet_params import FLEET_PARAMETERS
+from pi0_trt_ros.node.fleet_params import FLEET_NODE_NAME, FLEET_PARAMETERS
 from pi0_trt_ros.node.param_specs import launch_arguments
 
 # name -> description: the fleet's own parameters, the control node's launch arguments, use_sim_time.
@@ -64,6 +65,7 @@ def _value(name: str, text: str) -> object:
 
 def _fleet_node(context: LaunchContext) -> list:
     share = get_package_share_directory('pi0_trt_ros')
+    fleet_name = LaunchConfiguration('fleet_name').perform(context)  # renames the fleet node, not its robots
     overrides = {}
     for name in OVERRIDABLE:
         text = LaunchConfiguration(name).perform(context)
@@ -74,7 +76,8 @@ def _fleet_node(context: LaunchContext) -> list:
         executable='fleet_node',
         parameters=[os.path.join(share, 'config', 'control.yaml'), LaunchConfiguration('config').perform(context),
                     overrides],
-        arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level').perform(context)],
+        arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level').perform(context)] + (
+            ['-r', f'{FLEET_NODE_NAME}:__node:={fleet_name}'] if fleet_name != FLEET_NODE_NAME else []),
         output='screen',
         emulate_tty=True,
     )
@@ -87,6 +90,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('config', default_value=default_config,
                               description='fleet parameter YAML file (read after config/control.yaml)'),
         DeclareLaunchArgument('log_level', default_value='info', description="debug logs each cycle's timing"),
+        DeclareLaunchArgument('fleet_name', default_value=FLEET_NODE_NAME,
+                              description='name of the fleet node (unique per process in a domain; its config '
+                              'section is /<fleet_name>)'),
     ]
     arguments += [DeclareLaunchArgument(name, default_value='', description=f'{text} (empty: from config)')
                   for name, text in OVERRIDABLE.items()]

@@ -155,11 +155,12 @@ class Robots:
 def test_fleet_launch_serves_each_robot_with_its_own_parameters(
         installed: None, bundle: Any, env: dict[str, str], tmp_path: Path) -> None:
     config = tmp_path / 'fleet.yaml'
-    config.write_text('/pi0_fleet:\n  ros__parameters:\n    batch_sizes: [1, 2]\n    max_wait_ms: 5.0\n'
+    config.write_text('/fleet_test:\n  ros__parameters:\n    batch_sizes: [1, 2]\n    max_wait_ms: 5.0\n'
                       '/arm_b/pi0_control:\n  ros__parameters:\n    deadline_ms: 35.0\n')
     proc = subprocess.Popen(['ros2', 'launch', 'pi0_trt_ros', 'fleet.launch.py', f'robots:=[{",".join(ROBOTS)}]',
-                             f'config:={config}', 'backend:=onnxruntime', f'engine_dir:={bundle.engine_dir}',
-                             f'tokenizer:={bundle.tokenizer}', 'sensor_qos_reliability:=reliable', 'device:=cpu'],
+                             f'config:={config}', 'fleet_name:=fleet_test', 'backend:=onnxruntime',
+                             f'engine_dir:={bundle.engine_dir}', f'tokenizer:={bundle.tokenizer}',
+                             'sensor_qos_reliability:=reliable', 'device:=cpu'],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     lines: list[str] = []
@@ -172,7 +173,7 @@ def test_fleet_launch_serves_each_robot_with_its_own_parameters(
         assert 'Double value is: 35.0' in param_get(env, '/arm_b/pi0_control', 'deadline_ms')  # its own section
         assert 'Double value is: 20.0' in param_get(env, '/arm_a/pi0_control', 'deadline_ms')  # control.yaml's
         assert 'onnxruntime' in param_get(env, '/arm_a/pi0_control', 'backend')  # launch argument, every node
-        assert 'Integer values are: [1, 2]' in param_get(env, '/pi0_fleet', 'batch_sizes')
+        assert 'Integer values are: [1, 2]' in param_get(env, '/fleet_test', 'batch_sizes')  # renamed, own section
         robots = Robots(ROBOTS)
         for ns in ROBOTS:
             pub = ros2(env, 'topic', 'pub', '--once', f'/{ns}/instruction', 'std_msgs/msg/String',
