@@ -33,6 +33,7 @@ the seats in it (each robot's loop counts an inference error and holds, as with 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 import time
 from typing import Callable
@@ -77,11 +78,22 @@ class Seat:
         self._done.set()
 
 
+@dataclasses.dataclass(frozen=True)
+class BatchStats:
+    """What the batcher has served so far (a consistent copy, for diagnostics)."""
+
+    histogram: dict[int, int]  # observations in a batch -> batches served
+    batch_ns: dict[int, int]  # observations in a batch -> summed time of those batches (copies + policy), ns
+    observations: int  # observations served, all batches
+    busy_ns: int  # summed time of every batch (the runner busy), ns
+    failed_batches: int  # batches whose policy call raised (each of their robots got the error)
+
+
 class Batcher:
     """Runs the ready seats of an active batched ``runner`` in batches, on its own thread.
 
     ``now_ns`` and ``max_wait_ms`` bound the optional wait for more robots (monotonic clock, ns).
-    ``histogram`` counts batches by observations in them.
+    ``histogram`` counts batches by observations in them; ``stats()`` copies every figure.
     """
 
     def __init__(self, runner: Runner, max_wait_ms: float = 0.0,
@@ -96,7 +108,15 @@ class Batcher:
         self._cond = threading.Condition()
         self._closed = False
         self.histogram: collections.Counter[int] = collections.Counter()
+        self._batch_ns: collections.Counter[int] = collections.Counter()
+        self._observations = self._busy_ns = self._failed = 0
         self._thread = threading.Thread(target=self._run, name='pi0_fleet_batcher', daemon=True)
+
+    def stats(self) -> BatchStats:
+        """Copy what was served so far (any thread)."""
+        with self._cond:
+            return BatchStats(dict(self.histogram), dict(self._batch_ns), self._observations, self._busy_ns,
+                              self._failed)
 
     def seat(self, name: str) -> Seat:
         """Add a robot; call before ``start``."""
@@ -153,6 +173,7 @@ class Batcher:
             if not batch:
                 return
             n = len(batch)
+            t0 = time.monotonic_ns()
             try:
                 for row, seat in enumerate(batch):
                     target = runner.row(row)
@@ -160,9 +181,16 @@ class Batcher:
                         np.copyto(target.buffers[name][row], src[0])
                 chunks = runner.infer_batch(n)  # [n, T, action_dim]
             except Exception as err:  # the runner's failure is each robot's inference error
+                with self._cond:
+                    self._failed += 1
                 for seat in batch:
                     seat._finish(None, n, err)
                 continue
-            self.histogram[n] += 1
+            took = time.monotonic_ns() - t0
+            with self._cond:
+                self.histogram[n] += 1
+                self._batch_ns[n] += took
+                self._observations += n
+                self._busy_ns += took
             for seat, chunk in zip(batch, chunks):
                 seat._finish(chunk, n, None)
