@@ -256,7 +256,7 @@ def stream(r: Running, until: Callable[[], bool], what: str, dropped: str = '') 
 
 
 def test_a_robots_camera_dropout_leaves_the_others_commanding(start: Callable[..., Running]) -> None:
-    r = start(stale_timeout_ms=1000.0, stop_timeout_ms=500.0, control_rate_hz=50.0)  # chunk mode, the default
+    r = start(stale_timeout_ms=2000.0, stop_timeout_ms=500.0, control_rate_hz=50.0)  # chunk mode, the default
     r.instruct_all()
     rigs, robots = r.rigs, r.robots
     stream(r, lambda: all(len(rig.commands) >= 5 for rig in rigs.values()), 'commands of every robot')
@@ -265,12 +265,11 @@ def test_a_robots_camera_dropout_leaves_the_others_commanding(start: Callable[..
     wait_for(lambda: len(rigs['robot_b'].commands) == dropped.commands_published + dropped.holds_published,
              WAIT_S, "robot_b's last commands")
     n_b = len(rigs['robot_b'].commands)
-    n_others = {name: len(rigs[name].commands) for name in ('robot_a', 'robot_c')}
-    stream(r, lambda: all(len(rigs[name].commands) > n + 50 for name, n in n_others.items()),
-           'robot_a and robot_c to keep commanding while robot_b has no cameras', dropped='robot_b')
+    others = {name: robots[name].robot.loop for name in ('robot_a', 'robot_c')}
+    policy_commands = {name: loop.commands_published for name, loop in others.items()}
+    stream(r, lambda: all(loop.commands_published > policy_commands[name] + 50 for name, loop in others.items()),
+           'robot_a and robot_c to keep commanding the policy while robot_b has no cameras', dropped='robot_b')
     assert dropped.stopped and len(rigs['robot_b'].commands) == n_b  # still stopped, nothing commanded
-    for name in n_others:
-        assert not robots[name].robot.loop.stale and robots[name].robot.faults.count('camera_stopped') == 0
     stream(r, lambda: len(rigs['robot_b'].commands) > n_b, 'robot_b to command again with its cameras back')
 
     fleet = '/pi0_fleet'
