@@ -23,6 +23,9 @@ commanding. Sequences and counts are checked, with generous waits; no timing is 
 
 import array
 import os
+from pathlib import Path
+import subprocess
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -53,6 +56,7 @@ H, W = 96, 128
 CAMERAS = {'left_wrist': CAMERA_KEYS[1], 'base': CAMERA_KEYS[0], 'right_wrist': CAMERA_KEYS[2]}
 ROBOTS = ('robot_a', 'robot_b', 'robot_c')
 INSTRUCTIONS = {'robot_a': 'pick up the red block', 'robot_b': 'open the drawer', 'robot_c': 'stack the cups'}
+REPO = Path(__file__).resolve().parents[1]
 WAIT_S = 60.0  # generous: the machine is loaded; nothing is asserted about how long it took
 ATOL = 1e-5  # batched rows against batch-1 calls (test_fleet_batcher measures ~1e-6)
 
@@ -133,6 +137,18 @@ class Rig:
             msg = Image(height=H, width=W, encoding='rgb8', step=W * 3)
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
             msg.data = array.array('B', frame.tobytes())
+            pub.publish(msg)
+
+    def send_bad_set(self) -> None:
+        """Publish a set the robot must reject: a NaN joint state and frames in an unknown encoding."""
+        stamp = self.node.get_clock().now().nanoseconds
+        joint = JointState(name=list(JOINT_NAMES), position=[float('nan')] * 6)
+        joint.header.stamp.sec, joint.header.stamp.nanosec = divmod(stamp, 10**9)
+        self.joints.publish(joint)
+        for name, pub in self.cameras.items():
+            msg = Image(height=H, width=W, encoding='yuv422', step=W * 3)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
+            msg.data = array.array('B', self.frames[name].tobytes())
             pub.publish(msg)
 
     def instruct(self, text: str) -> None:
@@ -222,6 +238,11 @@ def test_each_robot_commands_what_the_single_robot_path_gives(start: Callable[..
     r.instruct_all()
     noise = {name: np.random.default_rng(seed) for name, seed in seeds.items()}  # inference k uses draw k
     for k in range(2):
+        if k == 1:  # robot_b's bad inputs are rejected by robot_b alone: no set, no inference, no effect elsewhere
+            faults = r.robots['robot_b'].robot.faults
+            r.rigs['robot_b'].send_bad_set()
+            wait_for(lambda: faults.count('joint_nonfinite') == 1 and faults.count('image_encoding') == 3, WAIT_S,
+                     "robot_b's bad inputs counted")
         for i, (name, rig) in enumerate(r.rigs.items()):
             rig.positions = [p + 0.1 * (k + 1) * (i + 1) for p in rig.positions]
             rig.frames = {cam: np.roll(frame, 5 * k + 3 * i, axis=1) for cam, frame in rig.frames.items()}
@@ -242,6 +263,8 @@ def test_each_robot_commands_what_the_single_robot_path_gives(start: Callable[..
         wait_for(lambda: len(rig.status) == 2, WAIT_S, f'status of {name}')
         assert [s[0] for s in rig.status] == [0.0, 1.0]
         assert r.robots[name].robot.loop.holds_published == 0
+        if name != 'robot_b':
+            assert r.robots[name].robot.faults.counts() == {}, name
 
 
 def stream(r: Running, until: Callable[[], bool], what: str, dropped: str = '') -> None:
@@ -256,7 +279,7 @@ def stream(r: Running, until: Callable[[], bool], what: str, dropped: str = '') 
 
 
 def test_a_robots_camera_dropout_leaves_the_others_commanding(start: Callable[..., Running]) -> None:
-    r = start(stale_timeout_ms=1000.0, stop_timeout_ms=500.0, control_rate_hz=50.0)  # chunk mode, the default
+    r = start(stale_timeout_ms=2000.0, stop_timeout_ms=500.0, control_rate_hz=50.0)  # chunk mode, the default
     r.instruct_all()
     rigs, robots = r.rigs, r.robots
     stream(r, lambda: all(len(rig.commands) >= 5 for rig in rigs.values()), 'commands of every robot')
@@ -265,12 +288,11 @@ def test_a_robots_camera_dropout_leaves_the_others_commanding(start: Callable[..
     wait_for(lambda: len(rigs['robot_b'].commands) == dropped.commands_published + dropped.holds_published,
              WAIT_S, "robot_b's last commands")
     n_b = len(rigs['robot_b'].commands)
-    n_others = {name: len(rigs[name].commands) for name in ('robot_a', 'robot_c')}
-    stream(r, lambda: all(len(rigs[name].commands) > n + 50 for name, n in n_others.items()),
-           'robot_a and robot_c to keep commanding while robot_b has no cameras', dropped='robot_b')
+    others = {name: robots[name].robot.loop for name in ('robot_a', 'robot_c')}
+    policy_commands = {name: loop.commands_published for name, loop in others.items()}
+    stream(r, lambda: all(loop.commands_published > policy_commands[name] + 50 for name, loop in others.items()),
+           'robot_a and robot_c to keep commanding the policy while robot_b has no cameras', dropped='robot_b')
     assert dropped.stopped and len(rigs['robot_b'].commands) == n_b  # still stopped, nothing commanded
-    for name in n_others:
-        assert not robots[name].robot.loop.stale and robots[name].robot.faults.count('camera_stopped') == 0
     stream(r, lambda: len(rigs['robot_b'].commands) > n_b, 'robot_b to command again with its cameras back')
 
     fleet = '/pi0_fleet'
@@ -301,3 +323,17 @@ def test_start_up_errors_say_what_to_change(context: Context, bundle: Any, robot
     with pytest.raises(Pi0Error, match=match):
         FleetNode(robot_overrides=robot_overrides, context=context,
                   parameter_overrides=fleet_parameters(bundle, **overrides))
+
+
+def test_help_and_a_failed_start_as_processes(bundle: Any) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED='1')
+    done = subprocess.run([sys.executable, '-m', 'pi0_trt_ros.node.fleet_node', '--help'], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith('usage: ros2 run pi0_trt_ros fleet_node')
+    assert all(f'  {name} (' in done.stdout for name in ('robots', 'batch_sizes', 'max_wait_ms', 'device'))
+    failed = subprocess.run([sys.executable, '-m', 'pi0_trt_ros.node.fleet_node', '--ros-args', '-p',
+                             f'engine_dir:={bundle.engine_dir}', '-p', f'tokenizer:={bundle.tokenizer}', '-p',
+                             'backend:=onnxruntime'], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = failed.stdout + failed.stderr
+    assert failed.returncode == 1 and 'start-up failed' in out and 'robots:=[robot_a, robot_b]' in out, out
+    assert 'Traceback' not in out, out
