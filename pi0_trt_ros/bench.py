@@ -133,6 +133,18 @@ def device_name() -> str | None:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
 
+def _run_facts(activate_s: float, device_peak_mib: float | None, finite: bool) -> dict[str, Any]:
+    """Return what every benchmark record states besides its timings: start-up, peak memory, sanity, machine."""
+    return {
+        'activate_s': activate_s,
+        'peak_host_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        'peak_device_mib': device_peak_mib,
+        'actions_finite': finite,
+        'host': platform.node(),
+        'gpu': device_name(),
+    }
+
+
 def run_benchmark(runner: Runner, iters: int = 200, warmup: int = 20, seed: int = 0) -> dict[str, Any]:
     """Time ``iters`` calls of ``runner.infer()`` (after ``warmup`` untimed ones); returns figures."""
     t0 = time.monotonic()
@@ -161,12 +173,7 @@ def run_benchmark(runner: Runner, iters: int = 200, warmup: int = 20, seed: int 
         'min_ms': float(ms.min()), 'p50_ms': float(np.percentile(ms, 50)), 'p95_ms': float(np.percentile(ms, 95)),
         'p99_ms': float(np.percentile(ms, 99)), 'max_ms': float(ms.max()), 'mean_ms': float(ms.mean()),
         'throughput_hz': float(1000.0 / ms.mean()),
-        'activate_s': activate_s,
-        'peak_host_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        'peak_device_mib': device_peak,
-        'actions_finite': finite,
-        'host': platform.node(),
-        'gpu': device_name(),
+        **_run_facts(activate_s, device_peak, finite),
     }
 
 
@@ -213,12 +220,7 @@ def run_batch_benchmark(runner: Runner, iters: int = 200, warmup: int = 20, seed
         'backend': runner.name,
         'iters': iters,
         'sizes': sizes,
-        'activate_s': activate_s,
-        'peak_host_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        'peak_device_mib': device_peak,
-        'actions_finite': finite,
-        'host': platform.node(),
-        'gpu': device_name(),
+        **_run_facts(activate_s, device_peak, finite),
     }
 
 

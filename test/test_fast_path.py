@@ -68,12 +68,17 @@ def tiny_policy() -> Pi0Policy:
                      0.1 * torch.randn(6, generator=g), 0.5 + torch.rand(6, generator=g)).eval()
 
 
-def test_bf16_fast_path_error_against_fp32_is_bounded_like_the_plain_bf16_model():
-    g = torch.Generator().manual_seed(4)
-    frames = [torch.randint(0, 256, (1, 96, 128, 3), dtype=torch.uint8, generator=g)]  # one camera, resized
+def random_inputs(seed: int) -> tuple:
+    """One camera (resized by the policy), a right-padded 9-token instruction (padded prefix keys masked)."""
+    g = torch.Generator().manual_seed(seed)
+    frames = [torch.randint(0, 256, (1, 96, 128, 3), dtype=torch.uint8, generator=g)]
     tokens = torch.randint(3, 1000, (1, 48), generator=g)
-    mask = torch.arange(48)[None] < 9  # right-padded instruction: padded prefix keys are masked
-    inputs = (*frames, torch.randn(1, 6, generator=g), tokens, mask, torch.randn(1, 50, 32, generator=g))
+    mask = torch.arange(48)[None] < 9
+    return (*frames, torch.randn(1, 6, generator=g), tokens, mask, torch.randn(1, 50, 32, generator=g))
+
+
+def test_bf16_fast_path_error_against_fp32_is_bounded_like_the_plain_bf16_model():
+    inputs = random_inputs(4)
     fp32 = tiny_policy()
     plain = copy.deepcopy(fp32)
     cast_matmul_weights(plain, torch.bfloat16)
@@ -89,11 +94,7 @@ def test_bf16_fast_path_error_against_fp32_is_bounded_like_the_plain_bf16_model(
 
 
 def test_fp8_prefix_error_against_fp32_is_bounded_and_reported_beside_bf16():
-    g = torch.Generator().manual_seed(5)
-    frames = [torch.randint(0, 256, (1, 96, 128, 3), dtype=torch.uint8, generator=g)]
-    tokens = torch.randint(3, 1000, (1, 48), generator=g)
-    mask = torch.arange(48)[None] < 9
-    inputs = (*frames, torch.randn(1, 6, generator=g), tokens, mask, torch.randn(1, 50, 32, generator=g))
+    inputs = random_inputs(5)
     fp32 = tiny_policy()
     plain = copy.deepcopy(fp32)
     cast_matmul_weights(plain, torch.bfloat16)

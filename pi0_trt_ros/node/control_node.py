@@ -59,22 +59,19 @@ it shows only as an input that stops (``camera_stopped``/``joint_states_stopped`
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import time
 from typing import Any
 
-import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
-from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.control_loop import STAGES
+from pi0_trt_ros.node.entry import run_node
 from pi0_trt_ros.node.params import check_against_policy, ControlParams, declare_and_read
 from pi0_trt_ros.node.robot import RobotControl
 from pi0_trt_ros.node.ros_logging import forward_package_logs, PACKAGE_LOGGER
 from pi0_trt_ros.node.runtime_tuning import RuntimeTuning
-from pi0_trt_ros.node.usage import usage_text, wants_usage
+from pi0_trt_ros.node.usage import usage_text
 
 NODE_NAME = 'pi0_control'
 __all__ = ['ControlNode', 'main', 'STAGES']
@@ -192,46 +189,9 @@ class ControlNode(Node):
         self.robot.publish_diagnostics()
 
 
-def _note_signal(signum: int, _frame: Any) -> None:
-    """SIGINT after rclpy's handler: nothing left to do (the context is already shutting down)."""
-    rclpy.logging.get_logger(NODE_NAME).debug(f'{signal.Signals(signum).name}: shutting down')
-
-
 def main(args: list[str] | None = None) -> int:
     """Entry point of ``ros2 run pi0_trt_ros control_node``; returns the exit code."""
-    if wants_usage((sys.argv if args is None else args)[1:]):
-        sys.stdout.write(usage_text())
-        return 0
-    # rclpy's own SIGINT/SIGTERM handler shuts the context down (spin raises ExternalShutdownException),
-    # then calls the Python handler installed before it. Python's default raises KeyboardInterrupt,
-    # which a second Ctrl-C would throw into the clean-up below (under `ros2 launch` a terminal's
-    # Ctrl-C reaches the node twice: from the terminal, then forwarded by launch); so the Python
-    # side only notes the signal and the shutdown stays rclpy's.
-    signal.signal(signal.SIGINT, _note_signal)
-    rclpy.init(args=args)
-    executor = SingleThreadedExecutor()  # before the (slow) start-up, so a signal cannot catch it half-built
-    node = None
-    try:
-        try:
-            node = ControlNode()
-        except Pi0Error as err:
-            rclpy.logging.get_logger(NODE_NAME).fatal(f'start-up failed: {err}')
-            return 1
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # A signal shut the context down between two waits: rclpy raises RCLError there, not
-        # ExternalShutdownException. It is the same clean shutdown.
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(ControlNode, NODE_NAME, usage_text, args)
 
 
 if __name__ == '__main__':

@@ -42,14 +42,12 @@ inputs.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import time
 from typing import Any, Mapping, Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray
-import rclpy
 from rclpy.exceptions import InvalidNamespaceException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -59,6 +57,7 @@ from pi0_trt_ros.batch_sizes import padded_size
 from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.batcher import Batcher, Seat
 from pi0_trt_ros.node.control_node import NODE_NAME
+from pi0_trt_ros.node.entry import run_node
 from pi0_trt_ros.node.fleet_monitor import batcher_status, GpuMonitor, Throughput
 from pi0_trt_ros.node.fleet_params import (check_shared, declare_fleet, device_options, effective_device,
                                            FLEET_NODE_NAME, FleetParams, physical_gpu)
@@ -66,7 +65,7 @@ from pi0_trt_ros.node.params import check_against_policy, ControlParams, declare
 from pi0_trt_ros.node.robot import QosProfiles, RobotControl
 from pi0_trt_ros.node.ros_logging import forward_package_logs, PACKAGE_LOGGER
 from pi0_trt_ros.node.runtime_tuning import RuntimeTuning
-from pi0_trt_ros.node.usage import fleet_usage_text, wants_usage
+from pi0_trt_ros.node.usage import fleet_usage_text
 
 __all__ = ['FleetNode', 'main', 'RobotNode']
 
@@ -240,39 +239,9 @@ class FleetNode(Node):
         self.diagnostics_pub.publish(array)
 
 
-def _note_signal(signum: int, _frame: Any) -> None:
-    """SIGINT after rclpy's handler: nothing left to do (the context is already shutting down)."""
-    rclpy.logging.get_logger(FLEET_NODE_NAME).debug(f'{signal.Signals(signum).name}: shutting down')
-
-
 def main(args: list[str] | None = None) -> int:
-    """Entry point of ``ros2 run pi0_trt_ros fleet_node``; returns the exit code (signals as the control node)."""
-    if wants_usage((sys.argv if args is None else args)[1:]):
-        sys.stdout.write(fleet_usage_text())
-        return 0
-    signal.signal(signal.SIGINT, _note_signal)
-    rclpy.init(args=args)
-    executor = SingleThreadedExecutor()  # before the (slow) start-up, so a signal cannot catch it half-built
-    node = None
-    try:
-        try:
-            node = FleetNode()
-        except Pi0Error as err:
-            rclpy.logging.get_logger(FLEET_NODE_NAME).fatal(f'start-up failed: {err}')
-            return 1
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        if rclpy.ok():
-            raise
-    finally:
-        if node is not None:
-            node.close()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Entry point of ``ros2 run pi0_trt_ros fleet_node``; returns the exit code."""
+    return run_node(FleetNode, FLEET_NODE_NAME, fleet_usage_text, args)
 
 
 if __name__ == '__main__':
