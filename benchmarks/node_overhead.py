@@ -14,10 +14,12 @@
 
 """Measure the control node's own cost per cycle (receive, sync, stage, publish), inference excluded.
 
-A separate process plays the robot (three 640x480 bgr8 cameras at ``--rate`` Hz, joint states at
-100 Hz) over DDS on loopback; the node runs here with a tiny random Pi0 on ONNX Runtime. Per
-cycle, from the node's monotonic stage timestamps (``ControlNode.stages``) and the executor
-thread's CPU time (this script spins the executor itself):
+A separate process plays the robot (three 640x480 cameras at ``--rate`` Hz, joint states at 100 Hz)
+over DDS on loopback, the cameras as ``--transport raw`` (sensor_msgs/Image, bgr8) or ``compressed``
+(sensor_msgs/CompressedImage, JPEG of a textured test scene, quality 90), or ``both`` one after the
+other; the node runs here with a tiny random Pi0 on ONNX Runtime. Per cycle, from the node's
+monotonic stage timestamps (``ControlNode.stages``) and the executor thread's CPU time (this
+script spins the executor itself):
 
 * receive: CPU time of the executor thread per synchronized set, averaged over the second around
   the cycle (rclpy wait + take + deserialization, the camera/joint callbacks, the synchronizer),
@@ -34,7 +36,7 @@ Garbage collection: ``--gc-mode both`` runs once with the node's ``gc_mode: tune
 after warm-up, automatic GC off, gen-0/1 collections in idle time) and once with Python's
 default GC, and reports the collections seen (``gc.callbacks``) and their pauses.
 
-    python benchmarks/node_overhead.py --seconds 20 --gc-mode both
+    python benchmarks/node_overhead.py --seconds 20 --transport both --gc-mode both
 """
 
 from __future__ import annotations
@@ -60,20 +62,38 @@ DOMAIN_BASE = 89  # this benchmark's base DDS domain id, shifted by the run's do
 NS = '/bench'
 
 
-def robot_process(seconds: float, rate_hz: float, ready: Any, domain_id: int) -> None:
-    """Publish 3 cameras (640x480 bgr8) at ``rate_hz`` and joint states at 100 Hz for ``seconds``."""
+def textured_frame(seed: int) -> np.ndarray:
+    """Return a 640x480 bgr8 frame with smooth regions, edges and sensor noise (JPEG-realistic)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:480, 0:640].astype(np.float32)
+    frame = np.stack([x / 640 * 200, y / 480 * 200, (x + y) / 1120 * 255], axis=-1)
+    for _ in range(12):  # blocks of flat colour
+        x0, y0 = rng.integers(0, 560), rng.integers(0, 400)
+        frame[y0:y0 + rng.integers(20, 80), x0:x0 + rng.integers(20, 80)] = rng.integers(0, 256, 3)
+    frame += rng.normal(0.0, 4.0, frame.shape)
+    return frame.clip(0, 255).astype(np.uint8)
+
+
+def robot_process(seconds: float, rate_hz: float, ready: Any, domain_id: int, transport: str) -> None:
+    """Publish 3 cameras (640x480, raw bgr8 or JPEG) at ``rate_hz`` and joint states at 100 Hz for ``seconds``."""
+    import cv2
     import rclpy
-    from sensor_msgs.msg import Image, JointState
+    from sensor_msgs.msg import CompressedImage, Image, JointState
 
     rclpy.init(domain_id=domain_id)
     node = rclpy.create_node('robot', namespace=NS)
-    cameras = [node.create_publisher(Image, f'cam_{n}/image_raw', 5) for n in ('base', 'left_wrist', 'right_wrist')]
+    msg_type = Image if transport == 'raw' else CompressedImage
+    cameras = [node.create_publisher(msg_type, f'cam_{n}/image_raw', 5) for n in ('base', 'left_wrist', 'right_wrist')]
     joints = node.create_publisher(JointState, 'joint_states', 20)
-    rng = np.random.default_rng(0)
     images = []
-    for _ in cameras:
-        img = Image(height=480, width=640, encoding='bgr8', step=640 * 3)
-        img.data = array.array('B', rng.integers(0, 256, 480 * 640 * 3, dtype=np.uint8).tobytes())
+    for seed, _ in enumerate(cameras):
+        bgr = textured_frame(seed)
+        if transport == 'raw':
+            img = Image(height=480, width=640, encoding='bgr8', step=640 * 3)
+            img.data = array.array('B', bgr.tobytes())
+        else:
+            img = CompressedImage(format='bgr8; jpeg compressed bgr8')
+            img.data = array.array('B', cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
         images.append(img)
     joint = JointState(name=[f'joint_{i}' for i in range(1, 7)], position=[0.1] * 6)
     while not all(p.get_subscription_count() > 0 for p in cameras + [joints]):
@@ -115,7 +135,7 @@ class GcWatch:
 
 
 def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interval_ms: float,
-        domain_id: int) -> dict[str, Any]:
+        domain_id: int, transport: str) -> dict[str, Any]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
@@ -135,6 +155,7 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
                           'observation.images.right_wrist_0_rgb')):
         params[f'camera.{name}.topic'] = f'cam_{name}/image_raw'
         params[f'camera.{name}.key'] = key
+        params[f'camera.{name}.type'] = transport
     node = ControlNode(namespace=NS, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     t0 = time.perf_counter()
     gc.collect()  # what a full collection would cost the loop now (tuned: the start-up heap is frozen)
@@ -145,7 +166,7 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
     gc.callbacks.append(watch)
     ready = multiprocessing.get_context('spawn').Event()
     robot = multiprocessing.get_context('spawn').Process(target=robot_process,
-                                                         args=(seconds, rate_hz, ready, domain_id))
+                                                         args=(seconds, rate_hz, ready, domain_id, transport))
     robot.start()
     instruct = node.create_publisher(String, 'instruction', 10)
     samples: list[tuple[int, int, int]] = []  # (monotonic ns, executor CPU ns so far, sets so far)
@@ -209,8 +230,8 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
     return out
 
 
-def report(result: dict[str, Any], gc_mode: str) -> tuple[float, float]:
-    print(f'\ngc_mode={gc_mode}: {result["counts"]}')
+def report(result: dict[str, Any], gc_mode: str, transport: str) -> tuple[float, float]:
+    print(f'\ntransport={transport} gc_mode={gc_mode}: {result["counts"]}')
     print(f'{"stage":<10} {"p50 ms":>8} {"p99 ms":>8} {"max ms":>8} {"mean ms":>8}')
     for name in ('receive', 'callbacks', 'handoff', 'stage', 'publish', 'overhead', 'node_code', 'inference',
                  'compute'):
@@ -232,6 +253,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seconds', type=float, default=20.0, help='publishing time per run')
     parser.add_argument('--rate', type=float, default=30.0, help='camera set rate (Hz)')
+    parser.add_argument('--transport', choices=('raw', 'compressed', 'both'), default='both',
+                        help='cameras as sensor_msgs/Image (bgr8) or CompressedImage (JPEG)')
     parser.add_argument('--gc-mode', choices=('tuned', 'default', 'both'), default='tuned')
     parser.add_argument('--switch-interval-ms', type=float, default=0.5, help='node parameter switch_interval_ms')
     args = parser.parse_args()
@@ -243,15 +266,18 @@ def main() -> int:
     os.environ['ROS_DOMAIN_ID'] = str(domain)
 
     modes = ('tuned', 'default') if args.gc_mode == 'both' else (args.gc_mode,)
+    transports = ('raw', 'compressed') if args.transport == 'both' else (args.transport,)
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         bundle = make_tiny_bundle(tmp, seed=0)  # 3 cameras 640x480, 6 joints
-        for mode in modes:
-            p99, code_p99 = report(run(bundle, args.seconds, args.rate, mode, args.switch_interval_ms, domain), mode)
-            verdict = 'PASS' if p99 <= 2.0 else 'FAIL'
-            lines.append(f'node_overhead gc_mode={mode} switch_interval_ms={args.switch_interval_ms:g} '
-                         f'cpus={os.cpu_count()}: p99 {p99:.3f} ms (target <= 2 ms) {verdict}; '
-                         f'node code alone p99 {code_p99:.3f} ms')
+        for transport in transports:
+            for mode in modes:
+                result = run(bundle, args.seconds, args.rate, mode, args.switch_interval_ms, domain, transport)
+                p99, code_p99 = report(result, mode, transport)
+                verdict = 'PASS' if p99 <= 2.0 else 'FAIL'
+                lines.append(f'node_overhead transport={transport} gc_mode={mode} '
+                             f'switch_interval_ms={args.switch_interval_ms:g} cpus={os.cpu_count()}: p99 {p99:.3f} ms '
+                             f'(target <= 2 ms) {verdict}; node code alone p99 {code_p99:.3f} ms')
     print()
     print('\n'.join(lines))
     return 0
