@@ -69,26 +69,28 @@ import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
 from pi0_trt_ros.errors import Pi0Error
-from pi0_trt_ros.node.actions import ActionSanitizer, CommandWriter, Float64ArrayMessage
+from pi0_trt_ros.node.actions import ActionSanitizer, CommandWriter
 from pi0_trt_ros.node.chunk_loop import ChunkLoop
 from pi0_trt_ros.node.chunk_monitor import ChunkMonitor, warm_up_latency_ms
 from pi0_trt_ros.node.control_loop import (ControlLoop, HoldTarget, LoopConfig, LoopParts, Mailbox, MonotonicClock,
-                                           SetSlot, StageRing, STAGES)
-from pi0_trt_ros.node.deadline import DeadlineMonitor, STATUS_FIELDS
-from pi0_trt_ros.node.diagnostics import diagnostic_status, input_key_values, InputLiveness, inputs_level
+                                           StageRing, STAGES)
+from pi0_trt_ros.node.deadline import DeadlineMonitor
+from pi0_trt_ros.node.diagnostics import InputLiveness, NodeDiagnostics
 from pi0_trt_ros.node.faults import FaultCounters
 from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.instruction import InstructionBox
 from pi0_trt_ros.node.observation import ObservationPipeline
-from pi0_trt_ros.node.params import check_against_policy, ControlParams, declare_and_read
+from pi0_trt_ros.node.params import ControlParams, declare_and_read
+from pi0_trt_ros.node.policy_setup import load_policy
+from pi0_trt_ros.node.qos import RELIABLE
 from pi0_trt_ros.node.ros_logging import forward_package_logs, PACKAGE_LOGGER
 from pi0_trt_ros.node.runtime_tuning import RuntimeTuning
+from pi0_trt_ros.node.sensor_input import SensorInputs
+from pi0_trt_ros.node.status import StatusWriter
 from pi0_trt_ros.node.usage import usage_text, wants_usage
 
 NODE_NAME = 'pi0_control'
@@ -127,30 +129,12 @@ class ControlNode(Node):
     def _setup(self) -> None:
         p = self.p
         log = self.get_logger()
-        from pi0_trt_ros.runners import make_runner  # lazy: only the chosen backend gets imported
-        from pi0_trt_ros.tokenizer import Pi0Tokenizer, resolve_tokenizer_file
-
-        resolve_tokenizer_file(p.tokenizer)  # fail before the (slow) engine load
-        t0 = time.monotonic()
-        runner = make_runner(p.backend, engine_dir=p.engine_dir or None, checkpoint=p.checkpoint or None,
-                             **p.backend_options)
-        io = runner.io
-        check_against_policy(p, io)
-        runner.activate()
-        self.runner = runner
-        load_s = time.monotonic() - t0
-        self.io = io
-        self.tokenizer = Pi0Tokenizer.from_path(p.tokenizer, io.token_len)
-        staging = runner.staging
-        self.staging = staging
-        warmup_ms = self._warm_up()
-        log.info(f'{p.backend} runner ready in {load_s:.2f} s; warm-up {p.warmup_iterations} calls in '
-                 f'{sum(warmup_ms) / 1e3:.3f} s (last {warmup_ms[-1] if warmup_ms else 0.0:.2f} ms); '
-                 f'cameras {list(io.camera_keys)} {[f"{w}x{h}" for h, w in io.camera_hw]}, '
-                 f'chunk {io.chunk_size}x{io.action_dim}')
+        policy = load_policy(p)
+        self.runner, io, staging = policy.runner, policy.runner.io, policy.runner.staging
+        log.info(policy.summary(p.backend, p.warmup_iterations))
 
         dof = len(p.joint_names)
-        self.n_action_steps = p.n_action_steps or io.n_action_steps
+        n_action_steps = p.n_action_steps or io.n_action_steps
         self.faults = FaultCounters(log.warning, log.info, p.log_throttle_sec)
         every_set = p.inference_mode == 'every_set'
         self.monitor: DeadlineMonitor | ChunkMonitor
@@ -161,9 +145,9 @@ class ControlNode(Node):
             self.monitor = ChunkMonitor(1e3 / p.control_rate_hz, p.deadline_window,
                                         error_consecutive=p.deadline_error_consecutive, lead_ms=p.chunk_lead_ms,
                                         lead_margin_ms=p.chunk_lead_margin_ms,
-                                        prior_latency_ms=warm_up_latency_ms(warmup_ms))
+                                        prior_latency_ms=warm_up_latency_ms(policy.warmup_ms))
         self.stages = StageRing(p.deadline_window)
-        self.instruction = InstructionBox(self.tokenizer, io.token_len, p.max_instruction_chars, self.faults,
+        self.instruction = InstructionBox(policy.tokenizer, io.token_len, p.max_instruction_chars, self.faults,
                                           log.info, p.log_throttle_sec)
         self.hold_target = HoldTarget(dof)
         # Inputs: camera i (configured order) feeds staging image io.camera_keys.index(key).
@@ -174,34 +158,21 @@ class ControlNode(Node):
         self.liveness = InputLiveness(self.observations.sources, self.observations.joint_input, p.stale_timeout_ms,
                                       self.faults, log.info)
         self.tuning = RuntimeTuning(p.gc_mode, p.switch_interval_ms, p.tune_malloc)
-        self._cb_ns = 0  # summed callback time since the last set (executor thread only)
         self._stop = threading.Event()
         clock = MonotonicClock(self._stop)
         self.mailbox = Mailbox(dof, clock)
-        self._status = Float64ArrayMessage(len(STATUS_FIELDS), label=','.join(STATUS_FIELDS))
-        self._status_values = np.zeros(len(STATUS_FIELDS), np.float64)  # STATUS_FIELDS order
         self.diagnostics_cpu_ns = 0  # CPU time spent in the diagnostics timer so far (benchmarks)
         throttle = p.log_throttle_sec
-        self._hardware_id = p.hardware_id or f'{p.backend}:{p.engine_dir or p.checkpoint}'
 
-        sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p.sensor_qos_depth,
-                                durability=DurabilityPolicy.VOLATILE,
-                                reliability=ReliabilityPolicy.RELIABLE if p.sensor_qos_reliability == 'reliable'
-                                else ReliabilityPolicy.BEST_EFFORT)
-        joint_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(10, p.sensor_qos_depth),
-                               durability=DurabilityPolicy.VOLATILE, reliability=sensor_qos.reliability)
-        # `ros2 topic pub` (default profile) is reliable + volatile and waits for one matching
-        # subscription before publishing (--once), so a reliable volatile reader gets the message.
-        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, durability=DurabilityPolicy.VOLATILE,
-                              reliability=ReliabilityPolicy.RELIABLE)
-        self.command_pub = self.create_publisher(Float64MultiArray, p.commands_topic, reliable)
-        self.trajectory_pub = self.create_publisher(JointTrajectory, p.trajectory_topic, reliable)
-        self.status_pub = self.create_publisher(Float64MultiArray, '~/status', reliable)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', reliable)
+        self.command_pub = self.create_publisher(Float64MultiArray, p.commands_topic, RELIABLE)
+        self.trajectory_pub = self.create_publisher(JointTrajectory, p.trajectory_topic, RELIABLE)
+        self.status_pub = self.create_publisher(Float64MultiArray, '~/status', RELIABLE)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', RELIABLE)
         writer = CommandWriter(p.joint_lower_limits, p.joint_upper_limits, p.joint_names, io.chunk_size,
                                p.control_rate_hz, self.command_pub.publish, self.trajectory_pub.publish,
                                velocities=p.trajectory_velocities)
-        config = LoopConfig(every_set=every_set, n_action_steps=self.n_action_steps,
+        status = StatusWriter(self.status_pub.publish, lambda: self.loop.cycles, lambda: self.mailbox.superseded)
+        config = LoopConfig(every_set=every_set, n_action_steps=n_action_steps,
                             period_ns=int(round(1e9 / p.control_rate_hz)),
                             stale_timeout_ns=int(round(p.stale_timeout_ms * 1e6)),
                             stop_timeout_ns=int(round(p.stop_timeout_ms * 1e6)), on_stale=p.on_stale,
@@ -211,20 +182,19 @@ class ControlNode(Node):
                             crossfade_steps=p.chunk_crossfade_steps)
         self.loop = (ControlLoop if every_set else ChunkLoop)(config, LoopParts(
             mailbox=self.mailbox, decoders=decoders, sources=self.observations.sources, instruction=self.instruction,
-            hold_target=self.hold_target, runner=runner,
-            sanitizer=ActionSanitizer(p.joint_lower_limits, p.joint_upper_limits, io.chunk_size), writer=writer,
-            monitor=self.monitor, faults=self.faults, stages=self.stages, publish_status=self._publish_status,
-            ros_now_ns=lambda: self.get_clock().now().nanoseconds,
-            info=lambda line: log.info(line, throttle_duration_sec=throttle),
+            hold_target=self.hold_target, runner=self.runner,
+            sanitizer=ActionSanitizer(p.joint_lower_limits, p.joint_upper_limits, io.chunk_size),
+            writer=writer, monitor=self.monitor, faults=self.faults, stages=self.stages, publish_status=status.write,
+            ros_now_ns=self._ros_now_ns, info=lambda line: log.info(line, throttle_duration_sec=throttle),
             warn=lambda line: log.warning(line, throttle_duration_sec=throttle),
             after_cycle=self.tuning.after_cycle), clock)
-        # Joint states first: the executor serves ready subscriptions in creation order, so a joint
-        # sample that arrived with the frames is in the buffer before the set completes.
-        self.create_subscription(JointState, p.joint_states_topic, self.joint_callback, joint_qos)
-        for i, cam in enumerate(p.cameras):
-            msg_type = Image if cam.transport == 'raw' else CompressedImage
-            self.create_subscription(msg_type, cam.topic, lambda msg, i=i: self.camera_callback(i, msg), sensor_qos)
-        self.create_subscription(String, p.instruction_topic, self.instruction.receive, reliable, raw=True)
+        self.sensors = SensorInputs(self, p, self.observations, self._ros_now_ns)
+        self.create_subscription(String, p.instruction_topic, self.instruction.receive, RELIABLE, raw=True)
+        self.diagnostics = NodeDiagnostics(
+            self.get_fully_qualified_name(), p.hardware_id or f'{p.backend}:{p.engine_dir or p.checkpoint}',
+            inference_mode=p.inference_mode, on_stale=p.on_stale, cameras=[c.name for c in p.cameras],
+            observations=self.observations, liveness=self.liveness, loop=self.loop, mailbox=self.mailbox,
+            instruction=self.instruction, monitor=self.monitor, faults=self.faults)
         self.create_timer(p.diagnostics_period_sec, self.diagnostics_callback)
 
         for warning in self.tuning.apply():
@@ -234,22 +204,8 @@ class ControlNode(Node):
         deadline = (f'deadline {p.deadline_ms:g} ms' if every_set else
                     f'next chunk asked for {self.monitor.lead_ns / 1e6:.1f} ms before the running one runs out'
                     f'{"" if p.chunk_lead_ms else " (measured latency + margin)"}')
-        log.info(f'{p.inference_mode} mode, {self.n_action_steps} action steps at {p.control_rate_hz:g} Hz, '
+        log.info(f'{p.inference_mode} mode, {n_action_steps} action steps at {p.control_rate_hz:g} Hz, '
                  f'{deadline}; waiting for an instruction on {self.resolve_topic_name(p.instruction_topic)}')
-
-    def _warm_up(self) -> list[float]:
-        """Run ``warmup_iterations`` policy calls on a neutral observation; return each call's time (ms)."""
-        staging = self.staging
-        staging.token_mask[:] = False
-        staging.token_mask[0] = True  # one valid token, as an empty prompt would not be
-        staging.noise[:] = 0.0
-        calls_ms = []
-        for _ in range(self.p.warmup_iterations):
-            t0 = time.perf_counter()
-            self.runner.infer()
-            calls_ms.append((time.perf_counter() - t0) * 1e3)
-        staging.token_mask[:] = False
-        return calls_ms
 
     def _release_runner(self) -> None:
         if self.runner is not None:
@@ -268,19 +224,11 @@ class ControlNode(Node):
         self._release_runner()
         logging.getLogger(PACKAGE_LOGGER).removeHandler(self._log_handler)
 
-    # -- executor thread: inputs -------------------------------------------------------------
-    def camera_callback(self, index: int, msg: Any) -> None:
-        """Feed one frame to the observation pipeline."""
-        t0 = time.monotonic_ns()
-        if not self.observations.add_frame(index, msg, self.get_clock().now().nanoseconds, t0):
-            self._cb_ns += time.monotonic_ns() - t0
+    def _ros_now_ns(self) -> int:
+        """Return the node's clock (ROS time, the stamps' clock) in ns."""
+        return self.get_clock().now().nanoseconds
 
-    def joint_callback(self, msg: JointState) -> None:
-        """Feed one joint state to the observation pipeline (joint ring and hold target)."""
-        t0 = time.monotonic_ns()
-        self.observations.add_joint_state(msg, self.get_clock().now().nanoseconds, t0)
-        self._cb_ns += time.monotonic_ns() - t0
-
+    # -- sensor callbacks' thread: a complete observation ------------------------------------
     def _hand_over(self, images: tuple[Any, ...], state: np.ndarray, newest_stamp_ns: int, joint_stamp_ns: int,
                    t_recv: int) -> bool:
         """Put a complete observation in the mailbox, once there is an instruction to act on."""
@@ -288,8 +236,7 @@ class ControlNode(Node):
             self.get_logger().info('observations arrive; waiting for an instruction on '
                                    f'{self.resolve_topic_name(self.p.instruction_topic)}', throttle_duration_sec=10.0)
             return False
-        self.mailbox.put(images, state, newest_stamp_ns, joint_stamp_ns, t_recv, self._cb_ns)
-        self._cb_ns = 0
+        self.mailbox.put(images, state, newest_stamp_ns, joint_stamp_ns, t_recv, self.sensors.take_callback_ns())
         return True
 
     # -- control thread ----------------------------------------------------------------------
@@ -309,46 +256,15 @@ class ControlNode(Node):
         """Inferences that reached the publish decision."""
         return self.loop.cycles
 
-    def _publish_status(self, missed: bool, compute_ns: int, obs_age_ns: int, inference_ns: int, slot: SetSlot,
-                        chunk_slack_ns: float, switch_index: int, ticks_missed: float) -> None:
-        values = self._status_values  # in STATUS_FIELDS order
-        values[0], values[1], values[2] = self.cycles, compute_ns * 1e-6, obs_age_ns * 1e-6
-        values[3], values[4] = float(missed), inference_ns * 1e-6
-        values[5], values[6] = divmod(slot.newest_stamp_ns, 1_000_000_000)
-        values[7] = (slot.joint_stamp_ns - slot.newest_stamp_ns) * 1e-6
-        values[8] = self.mailbox.superseded
-        values[9], values[10], values[11] = chunk_slack_ns * 1e-6, switch_index, ticks_missed
-        self.status_pub.publish(self._status.fill(values))
-
     # -- diagnostics -------------------------------------------------------------------------
     def diagnostics_callback(self) -> None:
         """Publish the deadline and input statuses on /diagnostics."""
         t0 = time.thread_time_ns()
-        self._diagnostics()
-        self.diagnostics_cpu_ns += time.thread_time_ns() - t0
-
-    def _diagnostics(self) -> None:
-        now = time.monotonic_ns()
-        obs, loop = self.observations, self.loop
-        self.liveness.check(now, obs.last_accepted)
         self.tuning.between_diagnostics()
-        name = self.get_fully_qualified_name()
-        level, message = inputs_level(has_instruction=bool(self.instruction.version), commands_stopped=loop.stopped,
-                                      stale=loop.stale, failing=loop.failing, on_stale=self.p.on_stale,
-                                      stopped_inputs=self.liveness.stopped_names(),
-                                      has_set=self.mailbox.last_set_ns != 0)
-        sync = obs.sync.counters
-        pairs = input_key_values(
-            now, instruction=self.instruction.text, inference_mode=self.p.inference_mode,
-            commands_published=loop.commands_published, holds_published=loop.holds_published,
-            sets_emitted=sync.sets_emitted, sets_superseded=self.mailbox.superseded, sync_dropped=sync.dropped,
-            joint_lookup_misses=obs.joint_samples.misses, cameras=[c.name for c in self.p.cameras],
-            received=sync.received, last_accepted_ns=obs.last_accepted, faults=self.faults.key_values())
-        array = DiagnosticArray(status=[
-            diagnostic_status(f'{name}: deadline', self._hardware_id, *self.monitor.level(), self.monitor.key_values()),
-            diagnostic_status(f'{name}: inputs', self._hardware_id, level, message, pairs)])
+        array = DiagnosticArray(status=self.diagnostics.statuses(time.monotonic_ns()))
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
+        self.diagnostics_cpu_ns += time.thread_time_ns() - t0
 
 
 def _note_signal(signum: int, _frame: Any) -> None:
