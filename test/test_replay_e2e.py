@@ -27,6 +27,7 @@ exactly once or superseded, and the chunks the node published must equal offline
 the sets it used, each with the node's joint sample and noise draw.
 """
 
+import dataclasses
 import os
 from pathlib import Path
 import signal
@@ -47,6 +48,7 @@ from pi0_trt_ros.bag.report import make_report  # noqa: E402
 from pi0_trt_ros.bag.session import DEFAULT_RECORD_TOPICS, replay_and_record  # noqa: E402
 from pi0_trt_ros.bag.synth import make_bag  # noqa: E402
 from pi0_trt_ros.demo import demo_params  # noqa: E402
+from pi0_trt_ros.errors import Pi0Error  # noqa: E402
 from pi0_trt_ros.node.deadline import STATUS_FIELDS  # noqa: E402
 from pi0_trt_ros.node.params import params_from_yaml  # noqa: E402
 from pi0_trt_ros.runners import make_runner  # noqa: E402
@@ -190,6 +192,15 @@ def test_recorded_commands_equal_the_offline_replay(session, status_rows, offlin
     assert chunks.shape == offline.chunks.shape  # one trajectory per cycle, one offline chunk per used set
     np.testing.assert_array_equal(offline.set_stamps_ns, [c.set_stamp_ns for c in cycles_from_status(status_rows)])
     np.testing.assert_allclose(chunks, offline.chunks, rtol=0, atol=1e-6)
+
+
+def test_offline_replay_refuses_a_configuration_the_policy_does_not_fit_as_the_node_does(session):
+    params = params_from_yaml(session['config'])
+    five_joints = dataclasses.replace(params, joint_names=params.joint_names[:5])
+    with make_runner('onnxruntime', engine_dir=session['bundle'].engine_dir, threads=1) as runner:
+        tokenizer = Pi0Tokenizer.from_path(params.tokenizer, runner.io.token_len)
+        with pytest.raises(Pi0Error, match=r'does not fit the policy:\n  - 5 joint_names but the policy has state_dim'):
+            replay_offline(session['bag'], five_joints, runner, tokenizer)
 
 
 def test_report_files_exist_and_are_not_empty(session, status_rows):

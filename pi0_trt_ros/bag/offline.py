@@ -52,7 +52,7 @@ from pi0_trt_ros.node.faults import BadInput, FaultCounters
 from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.joints import JointPicker
 from pi0_trt_ros.node.observation import ObservationPipeline
-from pi0_trt_ros.node.params import ControlParams
+from pi0_trt_ros.node.params import check_against_policy, ControlParams
 from pi0_trt_ros.runners.base import Runner
 
 
@@ -141,6 +141,7 @@ def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, token
     from pi0_trt_ros.node.instruction import decode_instruction
 
     io, staging = runner.io, runner.staging
+    check_against_policy(params, io)  # the node's start-up check: cameras, joints and chunk settings fit
     cams = {absolute(c.topic): i for i, c in enumerate(params.cameras)}
     joint_topic, instruction_topic = absolute(params.joint_states_topic), absolute(params.instruction_topic)
     decoders = [ImageDecoder(staging.images[io.camera_keys.index(c.key)], c.transport, params.resize_mismatched)
