@@ -18,12 +18,12 @@ A separate process plays the robot (three 640x480 cameras at ``--rate`` Hz, join
 over DDS on loopback, the cameras as ``--transport raw`` (sensor_msgs/Image, bgr8) or ``compressed``
 (sensor_msgs/CompressedImage, JPEG of a textured test scene, quality 90), or ``both`` one after the
 other; the node runs here with a tiny random Pi0 on ONNX Runtime. Per cycle, from the node's
-monotonic stage timestamps (``ControlNode.stages``) and the executor thread's CPU time (this
-script spins the executor itself):
+monotonic stage timestamps (``ControlNode.stages``) and the receiving threads' CPU time (this
+script spins the node's executor itself):
 
-* receive: CPU time of the executor thread per synchronized set, averaged over the second around
-  the cycle (rclpy wait + take + deserialization, the camera/joint callbacks, the synchronizer),
-  i.e. everything before hand-over; the 1 Hz diagnostics timer is reported apart;
+* receive: CPU time per synchronized set of the node's sensor thread plus the executor thread,
+  averaged over the second around the cycle (rmw take, CDR parsing, the camera/joint callbacks,
+  the synchronizer), i.e. everything before hand-over; the 1 Hz diagnostics timer is reported apart;
 * callbacks: the part of it spent inside the node's callbacks;
 * handoff: set handed over -> control thread took it (wake-up latency; not CPU);
 * stage: three frames into staging, state, tokens, noise;
@@ -169,22 +169,26 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
                                                          args=(seconds, rate_hz, ready, domain_id, transport))
     robot.start()
     instruct = node.create_publisher(String, 'instruction', 10)
-    samples: list[tuple[int, int, int]] = []  # (monotonic ns, executor CPU ns so far, sets so far)
+    samples: list[tuple[int, int, int]] = []  # (monotonic ns, receiving CPU ns so far, sets so far)
     stop = threading.Event()
     sync = node.observations.sync.counters
+    executor_cpu = [0]  # executor-thread CPU ns so far, without the 1 Hz diagnostics timer (reported apart)
 
     def spin() -> None:
-        # Executor-thread CPU, without the 1 Hz diagnostics timer (reported apart).
-        cpu = 0
         while not stop.is_set():
             t0 = time.thread_time_ns()
             diagnostics = node.diagnostics_cpu_ns
             executor.spin_once(timeout_sec=0.05)
-            cpu += time.thread_time_ns() - t0 - (node.diagnostics_cpu_ns - diagnostics)
-            samples.append((time.monotonic_ns(), cpu, sync.sets_emitted))
+            executor_cpu[0] += time.thread_time_ns() - t0 - (node.diagnostics_cpu_ns - diagnostics)
+
+    def sample() -> None:
+        while not stop.wait(0.01):
+            samples.append((time.monotonic_ns(), executor_cpu[0] + node.sensors.cpu_ns, sync.sets_emitted))
 
     spinner = threading.Thread(target=spin, daemon=True)
+    sampler = threading.Thread(target=sample, daemon=True)
     spinner.start()
+    sampler.start()
     ready.wait(60)
     while instruct.get_subscription_count() == 0:
         time.sleep(0.05)
@@ -193,6 +197,7 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
     time.sleep(0.5)
     stop.set()
     spinner.join()
+    sampler.join()
     gc.callbacks.remove(watch)
     stages = node.stages.snapshot()
     counts = (f'{sync.sets_emitted} sets, {node.cycles} cycles (the rest superseded while inferring or '

@@ -32,6 +32,7 @@ import pytest
 import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.serialization import serialize_message
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import String
@@ -199,6 +200,23 @@ def test_absurd_joint_state_is_rejected_and_never_commanded(node: Faulty, value:
 def test_joint_states_that_stop_give_hold_then_stop(node: Faulty) -> None:
     hold_then_stop_then_ok(node, lambda: None, 'joint states stopped', skip_joints=True)
     assert counted(node, 'joint_states_stopped') >= 1
+
+
+# -- serialized messages that do not parse ------------------------------------------------------
+@pytest.mark.parametrize('node', ['raw'], indirect=True)
+@pytest.mark.parametrize('topic', ['left_wrist', 'joint_states'])
+def test_a_message_whose_lengths_do_not_fit_its_bytes_is_counted_as_malformed(node: Faulty, topic: str) -> None:
+    def cut(rig: Rig) -> None:  # the serialized message, cut inside its data: a length field runs past the end
+        stamp = rig.now_ns()
+        if topic == 'joint_states':
+            raw = serialize_message(rig.joint_state(stamp))
+            rig.joints.publish(raw[:len(raw) - 20])
+        else:
+            raw = serialize_message(rig.image(topic, stamp))
+            rig.cameras[topic].publish(raw[:len(raw) // 2])
+    send_until_counted(node, 'message_malformed', cut, times=2)
+    source = 'joint_states' if topic == 'joint_states' else f'camera {topic}'
+    assert node.inputs()['bad_input.message_malformed.last'].startswith(f'{source}: ')
 
 
 # -- cameras -------------------------------------------------------------------------------------

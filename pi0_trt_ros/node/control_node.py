@@ -49,10 +49,11 @@ or inference keeps failing) the node holds (or stops, ``on_stale``), and stops c
 synchronizer, hand-over) live in ``observation.py``, shared with offline replay; the rules of the
 control thread in ``control_loop.py``; this module wires them to ROS.
 
-What the node cannot see: a message that DDS or rmw drops before rclpy hands it over (a CDR
-message whose length field does not fit its bytes fails to deserialize below rclpy, and a
-sample lost on a best-effort topic) reaches no callback, so it is neither counted nor logged;
-it shows only as an input that stops (``camera_stopped``/``joint_states_stopped``) if it lasts.
+Camera and joint-state messages arrive serialized (``sensor_input.py``): one whose fields do not
+fit its bytes is counted as ``message_malformed``. What the node cannot see: a sample that DDS
+drops (lost on a best-effort topic, or overwritten in a full history) reaches no callback, so it
+is neither counted nor logged; it shows only as an input that stops
+(``camera_stopped``/``joint_states_stopped``) if it lasts.
 """
 
 from __future__ import annotations
@@ -100,17 +101,14 @@ __all__ = ['ControlNode', 'main', 'STAGES']
 class ControlNode(Node):
     """Runs the Pi0 policy on synchronized cameras + joint states and publishes joint commands.
 
-    Threading: subscriptions, the instruction and the diagnostics timer run in the executor that
-    spins this node (one thread); staging, inference and publishing run in a dedicated control
-    thread. Inference takes most of a cycle and releases the GIL (ONNX Runtime, TensorRT, torch),
-    so callbacks keep draining DDS and the synchronizer keeps forming sets while the policy runs;
-    the newest set waits in a one-slot mailbox (older ones are superseded, not queued). A
-    MultiThreadedExecutor would also keep callbacks flowing, but it dispatches each callback
-    through a thread pool with futures (more per-message overhead on a 2-core robot computer)
-    and gives no single owner to the staging buffers; here only the control thread touches them.
-    rclpy's experimental EventsExecutor (Jazzy 7.1.5) halves the executor's CPU per message, but
-    its ``spin()`` hung when another thread of the process published to one of its subscriptions,
-    so the node stays on the SingleThreadedExecutor.
+    Threading: the camera and joint-state subscriptions are served on a thread of their own
+    (``sensor_input.py``: serialized messages, a node and an executor of their own), which runs the
+    observation pipeline; the instruction, the diagnostics timer and the parameter services run in
+    the executor that spins this node; staging, inference and publishing run in a dedicated
+    control thread. Inference takes most of a cycle and releases the GIL (ONNX Runtime, TensorRT,
+    torch), so the sensor thread keeps draining DDS and the synchronizer keeps forming sets while
+    the policy runs; the newest set waits in a one-slot mailbox (older ones are superseded, not
+    queued). Only the control thread touches the staging buffers.
     """
 
     def __init__(self, **node_kwargs: Any) -> None:
@@ -121,8 +119,7 @@ class ControlNode(Node):
         try:
             self._setup()
         except BaseException:
-            self._release_runner()
-            logging.getLogger(PACKAGE_LOGGER).removeHandler(self._log_handler)
+            self.close()
             raise
 
     # -- start-up --------------------------------------------------------------------------
@@ -188,7 +185,8 @@ class ControlNode(Node):
             ros_now_ns=self._ros_now_ns, info=lambda line: log.info(line, throttle_duration_sec=throttle),
             warn=lambda line: log.warning(line, throttle_duration_sec=throttle),
             after_cycle=self.tuning.after_cycle), clock)
-        self.sensors = SensorInputs(self, p, self.observations, self._ros_now_ns)
+        self.sensors = SensorInputs(self, p, self.observations, self._ros_now_ns,
+                                    lambda line: log.error(line, throttle_duration_sec=throttle))
         self.create_subscription(String, p.instruction_topic, self.instruction.receive, RELIABLE, raw=True)
         self.diagnostics = NodeDiagnostics(
             self.get_fully_qualified_name(), p.hardware_id or f'{p.backend}:{p.engine_dir or p.checkpoint}',
@@ -201,6 +199,7 @@ class ControlNode(Node):
             log.warning(warning)
         self._thread = threading.Thread(target=self._control_loop, name='pi0_control_loop', daemon=True)
         self._thread.start()
+        self.sensors.start()
         deadline = (f'deadline {p.deadline_ms:g} ms' if every_set else
                     f'next chunk asked for {self.monitor.lead_ns / 1e6:.1f} ms before the running one runs out'
                     f'{"" if p.chunk_lead_ms else " (measured latency + margin)"}')
@@ -213,7 +212,13 @@ class ControlNode(Node):
             self.runner = None
 
     def close(self) -> None:
-        """Stop the control thread (and chunk mode's inference thread), then release the runner. Idempotent."""
+        """Stop the inputs, the control thread (and chunk mode's inference thread), then release the runner.
+
+        Idempotent.
+        """
+        sensors = getattr(self, 'sensors', None)
+        if sensors is not None:
+            sensors.close()
         thread = getattr(self, '_thread', None)
         if thread is not None:
             self._stop.set()
