@@ -230,11 +230,13 @@ def test_camera_that_stops_and_resumes_gives_hold_then_stop(node: Faulty) -> Non
 def test_undecodable_jpeg_counts_as_a_stopped_camera(node: Faulty) -> None:
     header = node.jpeg[:node.jpeg.index(b'\xff\xda')]
     node.base_payload = header + bytes(range(256)) * 4 + b'\xff\xd9'  # passes the header check, never decodes
-    try:
+    try:  # rejected on arrival (decoded there): the camera's frames never join a set, so it stops
         wait_for(lambda: node.rig.send_set() and node.inputs().get('level') == 1
-                 and 'image_decode' in node.inputs().get('message', ''), 30.0, 'WARN naming the failing camera')
+                 and node.inputs().get('bad_input.image_decode.last', '').startswith('camera base: '), 30.0,
+                 'WARN, the undecodable frames counted for their camera')
         hold_then_stop_then_ok(node, lambda: None, 'undecodable frames')
         assert counted(node, 'image_decode') > 0
+        assert node.inputs()['bad_input.camera_stopped.last'].startswith('camera base: ')
     finally:
         node.base_payload = None
 

@@ -221,7 +221,7 @@ class ChunkLoop(ControlLoop):
         self._record_stages(slot, run, t_published)
         self.cycles += 1
         self._switched = None
-        slot.images = ()  # release the messages
+        slot.images = ()  # release the frames
 
     def _stop_commanding(self) -> None:
         self.commanding = False

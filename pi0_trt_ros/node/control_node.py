@@ -178,7 +178,7 @@ class ControlNode(Node):
                             noise_seed=p.noise_seed, fixed_noise=p.fixed_noise,
                             crossfade_steps=p.chunk_crossfade_steps)
         self.loop = (ControlLoop if every_set else ChunkLoop)(config, LoopParts(
-            mailbox=self.mailbox, decoders=decoders, sources=self.observations.sources, instruction=self.instruction,
+            mailbox=self.mailbox, decoders=decoders, instruction=self.instruction,
             hold_target=self.hold_target, runner=self.runner,
             sanitizer=ActionSanitizer(p.joint_lower_limits, p.joint_upper_limits, io.chunk_size),
             writer=writer, monitor=self.monitor, faults=self.faults, stages=self.stages, publish_status=status.write,

@@ -12,30 +12,32 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The node's sensor inputs (cameras, joint states): served on a thread of their own, parsed without rclpy messages.
+"""The node's sensor inputs (cameras, joint states): on a thread of their own, read without rclpy messages.
 
-Per camera set the node takes ~7 messages (three frames, ~4 joint states at 100 Hz), and rclpy's
-``SingleThreadedExecutor`` spends ~0.3 ms of CPU per message on a 2-core robot computer (its
-wait set, a task and a future rebuilt in Python per message, for every entity of the node),
-~0.5 ms for a 640x480 frame, which it also copies into an ``array.array`` field by field. So
-the sensor subscriptions live on a node of their own (``<node>_sensors``: no parameter services,
-no rosout, nothing but these subscriptions) spun by its own executor on its own thread, and
-they are ``raw=True``: each callback gets the serialized bytes, which ``cdr.py`` reads in place
-(a frame's pixels stay a view of the received buffer).
+Per camera set the node takes ~7 messages (three frames, ~4 joint states at 100 Hz). rclpy's
+``SingleThreadedExecutor`` rebuilds its wait set, a task and a future in Python per message, for
+every entity of the node it spins: on a 2-core robot computer, with nothing but the sensor
+subscriptions to wait on, that is ~0.3 ms of CPU per joint state and ~0.8 ms per 640x480 frame
+(0.5 ms taken serialized), and the control node's services, timer and publishers' events add to each. So
+the sensor subscriptions live on a node of their own (``<node>_sensors``: no parameter services, no
+rosout, nothing but these subscriptions) spun by its own executor on its own thread, and they are
+``raw=True``: each callback gets the serialized bytes, which the observation pipeline reads in
+place (``cdr.py``: a frame's pixels stay a view of the received buffer).
 
 The executor is rclpy's ``EventsExecutor`` (``rclpy.experimental``): its dispatch is C++, ~0.1 ms
-per joint state and ~0.27 ms per frame (mostly the two copies of the frame's bytes below rclpy).
-Only its ``spin_once`` is used, in a loop: its ``spin()`` hung (one core at 100 %) when another
-thread of the process published to one of its subscriptions, which ``spin_once`` does not.
+per joint state and ~0.27 ms per frame, whose bytes are still copied twice below the callback (into
+rmw's serialized message, then into a Python ``bytes``). Only its ``spin_once`` is used, in a loop:
+its ``spin()`` hung (one core at 100 %) when another thread of the process published to one of its
+subscriptions, which ``spin_once`` does not.
 
-Topic names are resolved by the control node (its namespace and remappings) and the sensor node
-takes no command-line arguments of its own, so ``__node``/``__ns`` remaps rename only the control
-node. Each message goes to the ``ObservationPipeline`` with the control node's clock (ROS time:
-the stamps' clock) and its receive time (monotonic); one that does not parse is counted as
-``message_malformed``. The time spent in the callbacks since the last set handed over is summed
-(``take_callback_ns``), and the thread's CPU time (``cpu_ns``), for the stage timestamps and the
-benchmarks. The joint-state subscription is created first, so that of the messages ready
-together, a joint sample is taken before the frame that completes a set.
+Topic names are resolved by the control node (its namespace and remappings), and the sensor node
+takes no command-line arguments of its own: it is named after the control node (``<name>_sensors``,
+in its namespace), so a ``__node`` remap of the control node does not give two nodes one name. Each
+message goes to the ``ObservationPipeline`` with the control node's clock (ROS time: the stamps'
+clock) and its receive time (monotonic). The time spent in the callbacks since the last set handed
+over is summed (``take_callback_ns``), and the thread's CPU time (``cpu_ns``), for the stage
+timestamps and the benchmarks. The joint-state subscription is created first, so that of the
+messages ready together, a joint sample is taken before the frame that completes a set.
 """
 
 from __future__ import annotations
@@ -49,8 +51,6 @@ from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
-from pi0_trt_ros.node.cdr import CdrError, parse_compressed_image, parse_image, parse_joint_state
-from pi0_trt_ros.node.faults import BadInput
 from pi0_trt_ros.node.observation import ObservationPipeline
 from pi0_trt_ros.node.qos import camera_qos, joint_state_qos
 
@@ -74,14 +74,12 @@ class SensorInputs:
         self._on_error = on_error
         self._callback_ns = 0  # summed callback time since the last set handed over
         self.cpu_ns = 0  # the sensor thread's CPU time so far (benchmarks)
-        self._joint_source = observations.sources[observations.joint_input]
         self.node = Node(f'{parent.get_name()}_sensors', namespace=parent.get_namespace(), context=parent.context,
                          use_global_arguments=False, start_parameter_services=False, enable_rosout=False)
         self.node.create_subscription(JointState, parent.resolve_topic_name(p.joint_states_topic),
                                       self.joint_callback,
                                       joint_state_qos(p.sensor_qos_reliability, p.sensor_qos_depth), raw=True)
         qos = camera_qos(p.sensor_qos_reliability, p.sensor_qos_depth)
-        self._parsers = [parse_image if cam.transport == 'raw' else parse_compressed_image for cam in p.cameras]
         for i, cam in enumerate(p.cameras):
             self.node.create_subscription(Image if cam.transport == 'raw' else CompressedImage,
                                           parent.resolve_topic_name(cam.topic),
@@ -124,24 +122,13 @@ class SensorInputs:
     def camera_callback(self, index: int, raw: bytes) -> None:
         """Feed one serialized frame (sensor_msgs/Image or CompressedImage) to the observation pipeline."""
         t0 = time.monotonic_ns()
-        try:
-            frame = self._parsers[index](raw)
-        except CdrError as err:
-            self.observations.faults.add(self.observations.sources[index], BadInput('message_malformed', str(err)))
-        else:
-            if self.observations.add_frame(index, frame, self._now_ns(), t0):
-                return  # a set was handed over: its callback time is counted up to then
-        self._callback_ns += time.monotonic_ns() - t0
+        if not self.observations.add_serialized_frame(index, raw, self._now_ns(), t0):
+            self._callback_ns += time.monotonic_ns() - t0  # (a set handed over counted its time up to then)
 
     def joint_callback(self, raw: bytes) -> None:
         """Feed one serialized joint state to the observation pipeline (joint ring and hold target)."""
         t0 = time.monotonic_ns()
-        try:
-            msg = parse_joint_state(raw)
-        except CdrError as err:
-            self.observations.faults.add(self._joint_source, BadInput('message_malformed', str(err)))
-        else:
-            self.observations.add_joint_state(msg, self._now_ns(), t0)
+        self.observations.add_serialized_joint_state(raw, self._now_ns(), t0)
         self._callback_ns += time.monotonic_ns() - t0
 
     def take_callback_ns(self) -> int:
