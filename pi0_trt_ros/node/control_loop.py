@@ -276,6 +276,11 @@ class ControlLoop:
         if config.every_set != isinstance(parts.monitor, DeadlineMonitor):
             raise ValueError('every_set mode reports to a DeadlineMonitor, chunk mode to a ChunkMonitor')
 
+    @property
+    def threads(self) -> tuple[threading.Thread, ...]:
+        """Return the loop's own threads, besides the one that calls ``step``: none in this mode."""
+        return ()
+
     def close(self) -> None:
         """Release what the loop holds, after its last ``step``: nothing in this mode (chunk mode: its thread)."""
 

@@ -154,7 +154,7 @@ class ControlNode(Node):
                                                             self.hold_target.update)
         self.liveness = InputLiveness(self.observations.sources, self.observations.joint_input, p.stale_timeout_ms,
                                       self.faults, log.info)
-        self.tuning = RuntimeTuning(p.gc_mode, p.switch_interval_ms, p.tune_malloc)
+        self.tuning = RuntimeTuning(p.gc_mode, p.switch_interval_ms, p.tune_malloc, p.realtime_priority)
         self._stop = threading.Event()
         clock = MonotonicClock(self._stop)
         self.mailbox = Mailbox(dof, clock)
@@ -200,6 +200,8 @@ class ControlNode(Node):
         self._thread = threading.Thread(target=self._control_loop, name='pi0_control_loop', daemon=True)
         self._thread.start()
         self.sensors.start()
+        for warning in self.tuning.realtime([self._thread, self.sensors.thread, *self.loop.threads]):
+            log.warning(warning)
         deadline = (f'deadline {p.deadline_ms:g} ms' if every_set else
                     f'next chunk asked for {self.monitor.lead_ns / 1e6:.1f} ms before the running one runs out'
                     f'{"" if p.chunk_lead_ms else " (measured latency + margin)"}')

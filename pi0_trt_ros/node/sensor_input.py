@@ -89,6 +89,11 @@ class SensorInputs:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, name='pi0_sensor_inputs', daemon=True)
 
+    @property
+    def thread(self) -> threading.Thread:
+        """Return the thread that takes the messages."""
+        return self._thread
+
     def start(self) -> None:
         """Start taking messages."""
         self._thread.start()
