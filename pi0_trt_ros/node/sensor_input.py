@@ -18,14 +18,15 @@ Per camera set the node takes ~7 messages (three frames, ~4 joint states at 100 
 ``SingleThreadedExecutor`` rebuilds its wait set, a task and a future in Python per message, for
 every entity of the node it spins: on a 2-core robot computer, with nothing but the sensor
 subscriptions to wait on, that is ~0.3 ms of CPU per joint state and ~0.8 ms per 640x480 frame
-(0.5 ms taken serialized), and the control node's services, timer and publishers' events add to each. So
-the sensor subscriptions live on a node of their own (``<node>_sensors``: no parameter services, no
-rosout, nothing but these subscriptions) spun by its own executor on its own thread, and they are
-``raw=True``: each callback gets the serialized bytes, which the observation pipeline reads in
-place (``cdr.py``: a frame's pixels stay a view of the received buffer).
+(0.5 ms taken serialized), and the control node's services, timer and publishers' events add to
+each. So the sensor subscriptions live on a node of their own (``<node>_sensors``: no parameter
+services, no type description service, no rosout, nothing but these subscriptions) spun by its own
+executor on its own thread, and they are ``raw=True``: each callback gets the serialized bytes,
+which the observation pipeline reads in place (``cdr.py``: a frame's pixels stay a view of the
+received buffer).
 
 The executor is rclpy's ``EventsExecutor`` (``rclpy.experimental``): its dispatch is C++, ~0.1 ms
-per joint state and ~0.27 ms per frame, whose bytes are still copied twice below the callback (into
+per joint state and ~0.3 ms per frame, whose bytes are still copied twice below the callback (into
 rmw's serialized message, then into a Python ``bytes``). Only its ``spin_once`` is used, in a loop:
 its ``spin()`` hung (one core at 100 %) when another thread of the process published to one of its
 subscriptions, which ``spin_once`` does not.
@@ -49,6 +50,7 @@ from typing import Callable, TYPE_CHECKING
 from rclpy.executors import ExternalShutdownException
 from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
 from pi0_trt_ros.node.observation import ObservationPipeline
@@ -75,7 +77,8 @@ class SensorInputs:
         self._callback_ns = 0  # summed callback time since the last set handed over
         self.cpu_ns = 0  # the sensor thread's CPU time so far (benchmarks)
         self.node = Node(f'{parent.get_name()}_sensors', namespace=parent.get_namespace(), context=parent.context,
-                         use_global_arguments=False, start_parameter_services=False, enable_rosout=False)
+                         use_global_arguments=False, start_parameter_services=False, enable_rosout=False,
+                         parameter_overrides=[Parameter('start_type_description_service', value=False)])
         self.node.create_subscription(JointState, parent.resolve_topic_name(p.joint_states_topic),
                                       self.joint_callback,
                                       joint_state_qos(p.sensor_qos_reliability, p.sensor_qos_depth), raw=True)
