@@ -67,6 +67,7 @@ setup(
     entry_points={
         'console_scripts': [
             'control_node = pi0_trt_ros.node.control_node:main',
+            'fleet_node = pi0_trt_ros.node.fleet_node:main',
             'pi0-trt = pi0_trt_ros.cli:main',
         ],
     },

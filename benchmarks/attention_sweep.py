@@ -68,6 +68,7 @@ def main() -> None:
     }
     print(f'| shape ({torch.cuda.get_device_name()}) | block_m | block_n | chunk | warps | stages | us |')
     print('|---|---|---|---|---|---|---|')
+    best = {}
     for name, (sq, kk, qg, kg) in cases.items():
         q = torch.randn(sq, h * d, device=dev).to(dtype)
         k = torch.randn(1, kk, d, device=dev).to(dtype)
@@ -78,8 +79,10 @@ def main() -> None:
         if name == 'prefix':  # many rows: no split; the tile and the pipeline depth matter
             configs = itertools.product((64, 128), (32, 64), [kk], (4, 8), (2, 3))
         else:  # few rows: the split (a run-time argument) matters
-            configs = itertools.product((16, 32, 64), (32, 64), (kk, 64, 128, 256), (4,), (2,))
+            configs = itertools.product((16, 32, 64), (32, 64), (kk, 64, 128, 256), (4,), (1, 2))
         for bm, bn, chunk, warps, stages in configs:
+            if chunk < bn:
+                continue
             try:
                 def fn(bm=bm, bn=bn, chunk=chunk, warps=warps, stages=stages):
                     attention(q, k, v, qg, kg, out, block_m=bm, block_n=bn, chunk=chunk, num_warps=warps,
@@ -92,6 +95,10 @@ def main() -> None:
                 continue
             flag = '' if err < 2e-2 else f' (max diff {err:.2e})'
             print(f'| {name} | {bm} | {bn} | {chunk} | {warps} | {stages} | {us:.1f}{flag} |')
+            if not flag and us < best.get(name, (float('inf'),))[0]:
+                best[name] = (us, f'block_m {bm}, block_n {bn}, chunk {chunk}, {warps} warps, {stages} stages')
+    for name, (us, config) in best.items():
+        print(f'best {name}: {us:.1f} us with {config}')
 
 
 if __name__ == '__main__':

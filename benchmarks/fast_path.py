@@ -23,9 +23,12 @@ Full-size Pi0 (random weights, real shapes, 3 cameras 640x480, 48 tokens of whic
 * timing: each variant captured into a CUDA graph and replayed on one stream (device time by
   CUDA events, inputs already on the device): the whole call, the vision tower alone, the prefix
   (vision + VLM, KV cache filled) and one denoise step, for the fast path and the plain model;
-  the whole call and one denoise step for each ``expert_gemm``.
+  the whole call and one denoise step for each ``expert_gemm``; with ``--fp8``, the numerics,
+  whole call and prefix with the VLM's GEMMs in e4m3 (``prefix_fp8``);
+* ``--profile DIR``: one replay of the whole call's graph under the torch profiler: a kernel table,
+  the trace, and the kernels' busy time against the span (what kernel boundaries cost).
 
-    python benchmarks/fast_path.py [--iters 200] [--draws 3] [--expert-gemms cublas,mixed]
+    python benchmarks/fast_path.py [--iters 200] [--draws 3] [--expert-gemms cublas,mixed] [--fp8]
 """
 
 import argparse
@@ -50,12 +53,41 @@ def errors(got: torch.Tensor, want: torch.Tensor) -> tuple[float, float]:
     return float(diff.max()), float(diff.mean())
 
 
+def profile_graph(graph: 'torch.cuda.CUDAGraph', folder: Path) -> None:
+    """Profile one replay of ``graph``: kernel table by total time, the trace, and the time between kernels.
+
+    The gaps (one kernel's start minus the previous one's end) are what a call loses to kernel
+    boundaries under a CUDA graph; summed with the kernel times they make the call's device time.
+    """
+    from torch.profiler import profile, ProfilerActivity
+
+    folder.mkdir(parents=True, exist_ok=True)
+    graph.replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        graph.replay()
+        torch.cuda.synchronize()
+    (folder / 'kernels.txt').write_text(prof.key_averages().table(sort_by='cuda_time_total', row_limit=60))
+    prof.export_chrome_trace(str(folder / 'trace.json'))
+    kernels = sorted((e for e in prof.events() if e.device_type.name == 'CUDA'), key=lambda e: e.time_range.start)
+    if not kernels:
+        print('profile: the profiler saw no kernels in the graph replay')
+        return
+    busy = sum(e.time_range.elapsed_us() for e in kernels)
+    span = kernels[-1].time_range.end - kernels[0].time_range.start
+    print(f'profile: {len(kernels)} kernels, busy {busy / 1e3:.3f} ms of a {span / 1e3:.3f} ms span '
+          f'({(span - busy) / len(kernels):.2f} us between kernels on average)')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--iters', type=int, default=200)
     parser.add_argument('--draws', type=int, default=3, help='noise draws for the numerics')
     parser.add_argument('--json', type=Path, help='write the figures here')
-    parser.add_argument('--profile', type=Path, help='write a per-kernel table of one fast call (torch profiler)')
+    parser.add_argument('--profile', type=Path,
+                        help='write per-kernel tables of one fast call replayed from its CUDA graph into this folder')
+    parser.add_argument('--fp8', action='store_true',
+                        help='also the prefix in e4m3 (prefix_fp8): numerics, whole call and prefix timing')
     parser.add_argument('--expert-gemms', default=','.join(EXPERT_GEMMS),
                         help=f'comma-separated expert_gemm values to compare (of {EXPERT_GEMMS}); the first is '
                              'used for the stage rows')
@@ -88,6 +120,11 @@ def main() -> None:
         for gemm in gemms:
             fast.expert_gemm = gemm
             got[f'fast path bf16, expert_gemm={gemm}'] = [fast(*frames, state, tokens, mask, z) for z in noises]
+        if args.fp8:
+            fast.expert_gemm, fast.prefix_fp8 = gemms[0], True
+            got[f'fast path bf16, expert_gemm={gemms[0]}, prefix e4m3'] = [
+                fast(*frames, state, tokens, mask, z) for z in noises]
+            fast.prefix_fp8 = False
         got['plain model bf16 (previous path)'] = [plain(*frames, state, tokens, mask, z) for z in noises]
     fast.expert_gemm = gemms[0]
     figures: dict = {'gpu': gpu, 'torch': torch.__version__, 'numerics': {}, 'timing_ms': {}}
@@ -143,14 +180,7 @@ def main() -> None:
         x_t.add_(v_t[0], alpha=-0.1)
 
     if args.profile:
-        from torch.profiler import profile, ProfilerActivity
-
-        fast_call()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            fast_call()
-            torch.cuda.synchronize()
-        args.profile.write_text(prof.key_averages().table(sort_by='cuda_time_total', row_limit=40))
+        profile_graph(capture_cuda_graph(fast_call), args.profile)
 
     rows = {}
 
@@ -162,6 +192,11 @@ def main() -> None:
             figures['timing_ms'][f'{label}: {stage}'] = {'p50': float(np.percentile(ms, 50)),
                                                          'p99': float(np.percentile(ms, 99))}
 
+    if args.fp8:
+        fast.expert_gemm, fast.prefix_fp8 = gemms[0], True
+        time_graphs(f'fast, expert_gemm={gemms[0]}, prefix e4m3', (fast_call, fast_prefix),
+                    ('whole call', 'prefix (vision + VLM)'))
+        fast.prefix_fp8 = False
     for gemm in gemms[1:]:
         fast.expert_gemm = gemm
         time_graphs(f'fast, expert_gemm={gemm}', (fast_call, fast_prefix, fast_step),

@@ -2,8 +2,9 @@
 # GPU checks and the full-size torch benchmarks, for a CUDA machine with PyTorch and Triton (e.g. an H200):
 #   bash benchmarks/gpu_torch.sh [OUT_DIR]
 # 1. the GPU tests (cuda-python buffers; torch CUDA-graph parity, fast path included; allocation checks);
-# 2. benchmarks/fast_path.py: numerics of the fast path and of the plain bf16 model against the fp32
-#    model, and the per-stage device-time breakdown (vision, prefix, one denoise step) of both;
+# 2. benchmarks/fast_path.py: numerics of the fast path (with and without the e4m3 prefix) and of the
+#    plain bf16 model against the fp32 model, and the per-stage device-time breakdown (vision, prefix,
+#    one denoise step) of both;
 # 3. benchmarks/gemm_floor.py: the GEMM-only floor of the same shapes (bf16, and e4m3 for vision/prefix);
 # 4. `pi0-trt bench --random-full-size` end to end (staged host input -> host actions) for the fast path
 #    and the previous paths, each row labelled with the GPU it ran on;
@@ -21,9 +22,9 @@ python3 -c 'import torch, triton; print("torch", torch.__version__, "cuda", torc
 python3 -m pytest -q -s -p no:cacheprovider test/test_cuda_buffers.py test/test_torch_cuda.py 2>&1 \
   | grep -v 'Warning:\|_warn_once' | tee "$out/gpu_tests.txt"
 [ "${SWEEP:-0}" = 1 ] && python3 benchmarks/attention_sweep.py 2>&1 | tee "$out/attention_sweep.txt"
-python3 benchmarks/fast_path.py --iters 200 --json "$out/fast_path.json" 2>&1 | grep '|' | tee "$out/fast_path.txt"
+python3 benchmarks/fast_path.py --iters 200 --fp8 --json "$out/fast_path.json" 2>&1 | grep '|' | tee "$out/fast_path.txt"
 python3 benchmarks/gemm_floor.py --fp8 2>&1 | grep '|' | tee "$out/gemm_floor.txt"
-IFS=';' read -ra cases <<< "${CASES:-bf16 cuda_graph --fast;fp16 cuda_graph --fast;bf16 cuda_graph --compile;bf16 cuda_graph}"
+IFS=';' read -ra cases <<< "${CASES:-bf16 cuda_graph --fast;bf16 cuda_graph --fast --prefix-fp8;fp16 cuda_graph --fast;bf16 cuda_graph --compile;bf16 cuda_graph}"
 for case in "${cases[@]}"; do
   set -- $case
   dtype=$1 mode=$2; shift 2

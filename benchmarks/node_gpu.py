@@ -65,10 +65,12 @@ def ros_prefix_env(prefix: Path) -> dict[str, str]:
 
 
 def write_checkpoint(out: Path, tiny: bool, device: str) -> Path:
-    """Write the policy as a LeRobot checkpoint directory; returns it."""
+    """Write the policy as a LeRobot checkpoint directory (kept for the next run in ``out``); returns it."""
     from pi0_trt_ros.testing.tiny import make_tiny_checkpoint, tiny_io
 
-    ckpt = out / 'checkpoint'
+    ckpt = out / ('checkpoint_tiny' if tiny else 'checkpoint')
+    if (ckpt / 'config.json').exists():  # written by an earlier run in this work directory
+        return ckpt
     if tiny:
         return make_tiny_checkpoint(ckpt)
     from pi0_trt_ros.bench import random_full_size_policy
@@ -122,7 +124,9 @@ def main() -> int:
     """Write the inputs, run the node cold then warm, print the start-up times and the warm run's report."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--seconds', type=float, default=60.0, help='replay length of the warm run (s)')
-    parser.add_argument('--cold-seconds', type=float, default=15.0, help='replay length of the cold run (s)')
+    parser.add_argument('--cold-seconds', type=float, default=15.0,
+                        help='replay length of the cold run (s); 0: no cold run (a second configuration in the same '
+                             'work directory finds the Triton cache filled anyway)')
     parser.add_argument('--out', type=Path, default=Path('/tmp/node_gpu'), help='work directory')
     parser.add_argument('--tiny', action='store_true', help='tiny random Pi0 instead of the full-size one')
     parser.add_argument('--device', default='cuda', help='where the random weights are built')
@@ -166,7 +170,8 @@ def main() -> int:
     config.write_text(yaml.safe_dump(doc))
     env = dict(os.environ, TRITON_CACHE_DIR=str(out / 'triton_cache'))
     results = []
-    for name, seconds in (('cold', args.cold_seconds), ('warm', args.seconds)):
+    runs = ((('cold', args.cold_seconds),) if args.cold_seconds > 0 else ()) + (('warm', args.seconds),)
+    for name, seconds in runs:
         r = run_node(name, out, config, bag, seconds, env, args.domain_id)
         results.append(r)
         first = r['start_to_first_command_s']

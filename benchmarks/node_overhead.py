@@ -187,7 +187,7 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
 
     def sample() -> None:
         while not stop.wait(0.01):
-            samples.append((time.monotonic_ns(), executor_cpu[0] + node.sensors.cpu_ns, sync.sets_emitted))
+            samples.append((time.monotonic_ns(), executor_cpu[0] + node.robot.sensors.cpu_ns, sync.sets_emitted))
 
     spinner = threading.Thread(target=spin, daemon=True)
     sampler = threading.Thread(target=sample, daemon=True)

@@ -24,38 +24,24 @@ under a namespace.
 
 The launch ends when the node does, and its exit status says how the node ended: 0 after a clean
 shutdown, non-zero when the node failed (a "start-up failed:" line above says why), so scripts
-and supervisors can tell. ``ros2 launch`` (launch 3.x, Jazzy) returns non-zero only when an
-exception reaches its event loop, so the exit handler raises one naming the node's exit code; the
-launch service logs it as the shutdown reason.
+and supervisors can tell (``pi0_trt_ros/launching.py``).
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, Shutdown
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
 from launch.event_handlers import OnProcessExit
-from launch.events.process import ProcessExited
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from pi0_trt_ros.launching import on_node_exit
 from pi0_trt_ros.node.param_specs import launch_arguments
 
 # name -> description: the node parameters marked ``launch`` in param_specs.py, and use_sim_time.
 OVERRIDABLE = {spec.name: spec.description for spec in launch_arguments()}
 OVERRIDABLE['use_sim_time'] = 'true to follow /clock (bag replay)'
-
-
-class NodeFailed(RuntimeError):
-    """The control node exited with a non-zero code: raised to make ``ros2 launch`` exit non-zero."""
-
-
-def _on_node_exit(event: ProcessExited, context: LaunchContext) -> list:
-    """Shut the launch down with the node; fail it when the node failed."""
-    if event.returncode != 0:
-        raise NodeFailed(f'{event.process_name} exited with code {event.returncode} (see its log above); '
-                         'shutting down the launch with an error')
-    return [] if context.is_shutdown else [Shutdown(reason=f'{event.process_name} exited')]
 
 
 def _control_node(context: LaunchContext) -> list:
@@ -74,7 +60,7 @@ def _control_node(context: LaunchContext) -> list:
         output='screen',
         emulate_tty=True,
     )
-    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=_on_node_exit))]
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_node_exit))]
 
 
 def generate_launch_description() -> LaunchDescription:

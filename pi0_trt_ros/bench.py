@@ -17,6 +17,10 @@
 The timed region is exactly what the node's cycle pays for inference: `runner.infer()` on the
 staged observation (host-to-device copies, the policy, the chunk back to host, one sync).
 Each iteration draws fresh noise into the staging buffer outside the timed region.
+
+``--batch 1,2,4,8`` (``run_batch_benchmark``) times `runner.infer_batch(n)` of one batched runner
+at each size instead, every row a different observation: p50/p99 latency of the batched call and
+observations per second (n / mean latency), the figure batched serving of n robots is about.
 """
 
 from __future__ import annotations
@@ -85,10 +89,10 @@ def capture_cuda_graph(fn: Callable[[], object]) -> Any:
     return graph
 
 
-def stage_random_observation(runner: Runner, seed: int = 0) -> np.random.Generator:
-    """Fill staging with a plausible observation (noise frames, a 12-token instruction)."""
+def stage_random_observation(runner: Runner, seed: int = 0, row: int = 0) -> np.random.Generator:
+    """Fill staging (of batch row ``row``) with a plausible observation (noise frames, a 12-token instruction)."""
     rng = np.random.default_rng(seed)
-    st = runner.staging
+    st = runner.row(row)
     for img in st.images:
         img[...] = rng.integers(0, 256, img.shape, dtype=np.uint8)
     st.state[:] = rng.normal(size=st.state.shape).astype(np.float32)
@@ -129,6 +133,18 @@ def device_name() -> str | None:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
 
+def _run_facts(activate_s: float, device_peak_mib: float | None, finite: bool) -> dict[str, Any]:
+    """Return what every benchmark record states besides its timings: start-up, peak memory, sanity, machine."""
+    return {
+        'activate_s': activate_s,
+        'peak_host_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        'peak_device_mib': device_peak_mib,
+        'actions_finite': finite,
+        'host': platform.node(),
+        'gpu': device_name(),
+    }
+
+
 def run_benchmark(runner: Runner, iters: int = 200, warmup: int = 20, seed: int = 0) -> dict[str, Any]:
     """Time ``iters`` calls of ``runner.infer()`` (after ``warmup`` untimed ones); returns figures."""
     t0 = time.monotonic()
@@ -157,13 +173,68 @@ def run_benchmark(runner: Runner, iters: int = 200, warmup: int = 20, seed: int 
         'min_ms': float(ms.min()), 'p50_ms': float(np.percentile(ms, 50)), 'p95_ms': float(np.percentile(ms, 95)),
         'p99_ms': float(np.percentile(ms, 99)), 'max_ms': float(ms.max()), 'mean_ms': float(ms.mean()),
         'throughput_hz': float(1000.0 / ms.mean()),
-        'activate_s': activate_s,
-        'peak_host_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        'peak_device_mib': device_peak,
-        'actions_finite': finite,
-        'host': platform.node(),
-        'gpu': device_name(),
+        **_run_facts(activate_s, device_peak, finite),
     }
+
+
+def _draw_noise(rngs: list[np.random.Generator], noise: list[np.ndarray]) -> None:
+    """Fresh flow-matching noise into each row's staging, from that row's generator."""
+    for rng, buf in zip(rngs, noise):
+        rng.standard_normal(out=buf, dtype=np.float32)
+
+
+def run_batch_benchmark(runner: Runner, iters: int = 200, warmup: int = 20, seed: int = 0) -> dict[str, Any]:
+    """Time ``iters`` calls of ``runner.infer_batch(n)`` for each of the runner's batch sizes n.
+
+    Every row holds its own observation; fresh noise is drawn into the n rows outside the timed
+    region. Returns the run's figures with ``sizes``: one entry per batch size.
+    """
+    t0 = time.monotonic()
+    runner.activate()
+    activate_s = time.monotonic() - t0
+    sizes = []
+    try:
+        rngs = [stage_random_observation(runner, seed + row, row) for row in range(runner.max_batch)]
+        finite = True
+        for n in runner.batch_sizes:
+            noise = [runner.row(row).noise for row in range(n)]
+            for _ in range(warmup):
+                _draw_noise(rngs, noise)
+                runner.infer_batch(n)
+            times_ns = np.zeros(iters, dtype=np.int64)
+            for i in range(iters):
+                _draw_noise(rngs, noise)
+                start = time.perf_counter_ns()
+                actions = runner.infer_batch(n)
+                times_ns[i] = time.perf_counter_ns() - start
+            finite = finite and bool(np.isfinite(actions).all())
+            ms = times_ns / 1e6
+            sizes.append({'batch': n, 'p50_ms': float(np.percentile(ms, 50)), 'p99_ms': float(np.percentile(ms, 99)),
+                          'mean_ms': float(ms.mean()), 'obs_per_s': float(n * 1000.0 / ms.mean())})
+    finally:
+        device_peak = device_memory_peak_mib()
+        runner.deactivate()
+    for entry in sizes:
+        entry['throughput_x'] = entry['obs_per_s'] / sizes[0]['obs_per_s']
+    return {
+        'backend': runner.name,
+        'iters': iters,
+        'sizes': sizes,
+        **_run_facts(activate_s, device_peak, finite),
+    }
+
+
+def format_batch_table(results: dict[str, Any], label: str) -> str:
+    """Markdown table of ``run_batch_benchmark``'s figures, one row per batch size."""
+    if results.get('gpu'):
+        label = f'{label} ({results["gpu"]})'
+    lines = [f'{label}: {results["iters"]} calls per batch size', '',
+             '| batch | p50 ms | p99 ms | mean ms | observations/s | throughput vs first size |',
+             '|---:|---:|---:|---:|---:|---:|']
+    for e in results['sizes']:
+        lines.append(f'| {e["batch"]} | {e["p50_ms"]:.2f} | {e["p99_ms"]:.2f} | {e["mean_ms"]:.2f} | '
+                     f'{e["obs_per_s"]:.1f} | {e["throughput_x"]:.2f}x |')
+    return '\n'.join(lines)
 
 
 def format_table(results: dict[str, Any], label: str) -> str:

@@ -61,15 +61,17 @@ def load_observation(obs_path: Path, io: Any, instruction: str | None, tokenizer
 def runner_from_args(args: argparse.Namespace) -> Any:
     from pi0_trt_ros.runners import make_runner
 
+    batch_sizes = getattr(args, 'batch', None) or (1,)
     if args.backend == 'torch':
         options = {'device': args.device or _default_torch_device(), 'dtype': args.dtype or 'fp32',
                    'mode': getattr(args, 'mode', 'cuda_graph'), 'compiled': getattr(args, 'compile', False),
-                   'fast': getattr(args, 'fast', False)}
-        return make_runner('torch', checkpoint=args.checkpoint, arch=args.arch, **options)
+                   'fast': getattr(args, 'fast', False), 'expert_gemm': getattr(args, 'expert_gemm', 'mixed'),
+                   'prefix_fp8': getattr(args, 'prefix_fp8', False)}
+        return make_runner('torch', checkpoint=args.checkpoint, arch=args.arch, batch_sizes=batch_sizes, **options)
     if args.engine_dir is None:
         raise Pi0Error(f'--backend {args.backend} needs --engine-dir (create it with `pi0-trt export`)')
     options = {'device': args.device} if args.backend == 'onnxruntime' and args.device else {}
-    return make_runner(args.backend, engine_dir=args.engine_dir, **options)
+    return make_runner(args.backend, engine_dir=args.engine_dir, batch_sizes=batch_sizes, **options)
 
 
 def _default_torch_device() -> str:
@@ -100,8 +102,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from pi0_trt_ros.export.onnx import export_policy
 
-    out = export_policy(args.checkpoint, args.out, arch=args.arch, precision=args.precision)
-    print(f'exported {args.checkpoint} -> {out} ({args.precision})')
+    out = export_policy(args.checkpoint, args.out, arch=args.arch, precision=args.precision,
+                        batch_sizes=args.batch_sizes)
+    sizes = ','.join(map(str, args.batch_sizes))
+    batched = f', batched graph for batch sizes {sizes}' if args.batch_sizes != (1,) else ''
+    print(f'exported {args.checkpoint} -> {out} ({args.precision}{batched})')
     return 0
 
 
@@ -119,16 +124,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     from pi0_trt_ros.export.engine import build_engines
 
     plan = build_engines(args.engine_dir, runtime=args.runtime, workspace_gib=args.workspace_gib,
-                         compute_capabilities=args.compute_capability)
+                         compute_capabilities=args.compute_capability, batched=args.batched)
     print(f'built {plan}')
     return 0
 
 
 # -- bench -------------------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pi0_trt_ros.bench import random_full_size_policy, report, run_benchmark
+    from pi0_trt_ros.bench import (format_batch_table, random_full_size_policy, report, run_batch_benchmark,
+                                   run_benchmark)
     from pi0_trt_ros.manifest import PolicyIO
 
+    batch_sizes = args.batch or (1,)
     if args.random_full_size:
         from pi0_trt_ros.runners.torch import TorchRunner
         from pi0_trt_ros.testing.tiny import CAMERA_KEYS
@@ -142,14 +149,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         device = args.device or 'cuda'
         runner = TorchRunner(policy=random_full_size_policy(io, device=device), io=io, device=device,
                              dtype=args.dtype or 'bf16', mode=args.mode, compiled=args.compile, fast=args.fast,
-                             expert_gemm=args.expert_gemm)
-        variant = ' compiled' if args.compile else f' fast ({args.expert_gemm} expert GEMMs)' if args.fast else ''
+                             expert_gemm=args.expert_gemm, prefix_fp8=args.prefix_fp8, batch_sizes=batch_sizes)
+        fp8 = ', e4m3 prefix' if args.prefix_fp8 else ''
+        variant = ' compiled' if args.compile else f' fast ({args.expert_gemm} expert GEMMs{fp8})' if args.fast else ''
+        if args.fast and runner.batched:
+            variant += ' at batch 1, plain model at larger batches'
         label = f'pi0 full-size random, torch {args.dtype or "bf16"} {runner.mode}{variant}, 3x{h}x{w}'
     else:
         runner = runner_from_args(args)
         label = f'{args.checkpoint or args.engine_dir}, {runner.name}'
-    results = run_benchmark(runner, iters=args.iters, warmup=args.warmup)
-    text = report(results, label)
+    if args.batch:
+        results = run_batch_benchmark(runner, iters=args.iters, warmup=args.warmup)
+        text = format_batch_table(results, label) + '\n' + json.dumps({'case': label, **results})
+    else:
+        results = run_benchmark(runner, iters=args.iters, warmup=args.warmup)
+        text = report(results, label)
     print(text)
     if args.json:
         args.json.write_text(json.dumps({'case': label, **results}, indent=1))
@@ -204,6 +218,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- argument parsing ----------------------------------------------------------------------------
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    """Argparse type of '1,2,4,8'."""
+    from pi0_trt_ros.batch_sizes import parse_batch_sizes
+
+    try:
+        return parse_batch_sizes(text)
+    except Pi0Error as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--backend', default='torch', choices=tuple(BACKENDS), help=describe_backends())
     p.add_argument('--checkpoint', type=Path, help='LeRobot pi0 checkpoint directory (torch backend)')
@@ -233,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--arch', type=Path)
     p.add_argument('--out', type=Path, required=True, help='ENGINE_DIR to write')
     p.add_argument('--precision', choices=('fp16', 'fp32'), default='fp16')
+    p.add_argument('--batch-sizes', type=_batch_sizes, default=(1,), metavar='1,2,4,8',
+                   help='batch sizes of batched serving: beyond 1, also write the dynamic-batch graph (default: 1)')
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser('convert', help='write any loadable checkpoint (LeRobot <= 0.3, base lerobot/pi0 + '
@@ -252,17 +278,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--workspace-gib', type=float, default=8.0)
     p.add_argument('--compute-capability', action='append', metavar='CC',
                    help='TensorRT-RTX target GPU (e.g. 8.6, 12.0, current); repeatable; default: portable plan')
+    p.add_argument('--batched', action='store_true',
+                   help="build the export's dynamic-batch graph, one optimization profile per batch size")
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser('bench', help='latency of one batch-1 policy call (table + JSON)')
+    p = sub.add_parser('bench', help='latency of one batch-1 policy call, or of batched calls (table + JSON)')
     add_backend_args(p)
+    p.add_argument('--batch', type=_batch_sizes, metavar='1,2,4,8',
+                   help='time batched calls at these batch sizes: p50/p99 latency and observations/s per size '
+                   '(engine backends need an export made with --batch-sizes)')
     p.add_argument('--random-full-size', action='store_true', help='full-size Pi0 with random weights (GPU)')
     p.add_argument('--camera-hw', type=int, nargs=2, default=(480, 640), metavar=('H', 'W'))
     p.add_argument('--mode', choices=('eager', 'cuda_graph'), default='cuda_graph', help='torch backend mode')
     p.add_argument('--compile', action='store_true', help='torch backend: torch.compile the hot functions')
     p.add_argument('--fast', action='store_true', help='torch backend: the fused Triton-kernel fast path')
-    p.add_argument('--expert-gemm', choices=TORCH_EXPERT_GEMMS, default='cublas',
+    p.add_argument('--expert-gemm', choices=TORCH_EXPERT_GEMMS, default='mixed',
                    help="with --fast: how the denoise steps' GEMMs run (see the torch backend's expert_gemm)")
+    p.add_argument('--prefix-fp8', action='store_true',
+                   help="with --fast --dtype bf16: the VLM prefix's GEMMs in FP8 e4m3 (the torch backend's prefix_fp8)")
     p.add_argument('--iters', type=int, default=200)
     p.add_argument('--warmup', type=int, default=20)
     p.add_argument('--json', type=Path, help='also write the figures to this JSON file')

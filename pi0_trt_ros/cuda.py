@@ -160,15 +160,15 @@ class DeviceBuffer:
         self.nbytes = int(nbytes)
         self.ptr = int(cuda_call(cudart().cudaMalloc(max(self.nbytes, 1)), f'cudaMalloc({self.nbytes} bytes)'))
 
-    def upload(self, src: PinnedBuffer, stream: 'Stream') -> None:
-        """Enqueue a host-to-device copy of all of ``src`` on ``stream``."""
+    def upload(self, src: PinnedBuffer, stream: 'Stream', nbytes: int | None = None) -> None:
+        """Enqueue a host-to-device copy of all of ``src`` (or its first ``nbytes``) on ``stream``."""
         _same_size('upload', src.nbytes, self.nbytes)
-        memcpy_htod_async(self.ptr, src.ptr, self.nbytes, stream)
+        memcpy_htod_async(self.ptr, src.ptr, _prefix('upload', nbytes, self.nbytes), stream)
 
-    def download(self, dst: PinnedBuffer, stream: 'Stream') -> None:
-        """Enqueue a device-to-host copy into all of ``dst`` on ``stream``."""
+    def download(self, dst: PinnedBuffer, stream: 'Stream', nbytes: int | None = None) -> None:
+        """Enqueue a device-to-host copy into all of ``dst`` (or its first ``nbytes``) on ``stream``."""
         _same_size('download', dst.nbytes, self.nbytes)
-        memcpy_dtoh_async(dst.ptr, self.ptr, self.nbytes, stream)
+        memcpy_dtoh_async(dst.ptr, self.ptr, _prefix('download', nbytes, self.nbytes), stream)
 
     def free(self) -> None:
         if self.ptr:
@@ -185,6 +185,15 @@ class DeviceBuffer:
 def _same_size(what: str, host: int, device: int) -> None:
     if host != device:
         raise RunnerError(f'{what}: host buffer has {host} bytes, device buffer {device}')
+
+
+def _prefix(what: str, nbytes: int | None, size: int) -> int:
+    """Bytes to copy: all ``size`` by default, else the first ``nbytes`` (the leading rows of a batch)."""
+    if nbytes is None:
+        return size
+    if not 0 < nbytes <= size:
+        raise RunnerError(f'{what}: {nbytes} bytes asked of a {size}-byte buffer')
+    return nbytes
 
 
 # -- streams and copies ------------------------------------------------------------------------

@@ -20,6 +20,9 @@ which refuses unreadable JSON, another ``FORMAT_VERSION`` and missing or mistype
 the command that fixes them; ``verify_graph`` checks the ONNX files against ``onnx_sha256``, so
 a corrupted or replaced graph is refused before a parser sees it.
 
+A batched export adds ``batched`` (``BatchedGraph``): a second graph whose batch axis is
+dynamic, the batch sizes it is meant for, and its own TensorRT plans.
+
 ``PolicyIO`` (the shapes of one batch-1 policy call) lives here too: the checkpoint reader, the
 exporter, every runner and the node size their buffers from it. This module is the ground floor
 of the package: it imports nothing of it but ``errors``.
@@ -66,19 +69,19 @@ class PolicyIO:
     def num_cameras(self) -> int:
         return len(self.camera_keys)
 
-    def input_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """Graph input name -> (shape, dtype), in graph order."""
+    def input_specs(self, batch: int = 1) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Graph input name -> (shape, dtype), in graph order; ``batch`` leads every shape (-1: dynamic)."""
         specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         for i, (h, w) in enumerate(self.camera_hw):
-            specs[f'image_{i}'] = ((1, h, w, 3), np.dtype(np.uint8))
-        specs['state'] = ((1, self.state_dim), np.dtype(np.float32))
-        specs['tokens'] = ((1, self.token_len), np.dtype(np.int64))
-        specs['token_mask'] = ((1, self.token_len), np.dtype(np.bool_))
-        specs['noise'] = ((1, self.chunk_size, self.max_action_dim), np.dtype(np.float32))
+            specs[f'image_{i}'] = ((batch, h, w, 3), np.dtype(np.uint8))
+        specs['state'] = ((batch, self.state_dim), np.dtype(np.float32))
+        specs['tokens'] = ((batch, self.token_len), np.dtype(np.int64))
+        specs['token_mask'] = ((batch, self.token_len), np.dtype(np.bool_))
+        specs['noise'] = ((batch, self.chunk_size, self.max_action_dim), np.dtype(np.float32))
         return specs
 
-    def output_specs(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        return {'actions': ((1, self.chunk_size, self.action_dim), np.dtype(np.float32))}
+    def output_specs(self, batch: int = 1) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        return {'actions': ((batch, self.chunk_size, self.action_dim), np.dtype(np.float32))}
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -115,6 +118,17 @@ class EngineRecord(TypedDict):
     plan_bytes: int
     build_seconds: float
     built_at: str  # ISO 8601, UTC
+    batch_sizes: NotRequired[list[int]]  # batched plans: optimization profile i serves batch_sizes[i]
+
+
+class BatchedGraph(TypedDict):
+    """The dynamic-batch graph of a batched export (``batched`` in ``pi0_export.json``)."""
+
+    graph: str  # ONNX file name, in the export directory; dim 0 of every I/O tensor is 'batch'
+    external_data: str | None
+    onnx_sha256: str  # of graph + external data, concatenated
+    batch_sizes: list[int]  # what runners and TensorRT profiles serve (sorted)
+    engines: dict[str, EngineRecord]  # runtime -> plan record (one optimization profile per batch size)
 
 
 class ExportManifest(TypedDict):
@@ -134,6 +148,7 @@ class ExportManifest(TypedDict):
     torch_version: NotRequired[str]
     export_seconds: NotRequired[float]
     engines: dict[str, EngineRecord]  # runtime -> plan record
+    batched: NotRequired[BatchedGraph]  # with `pi0-trt export --batch-sizes`
 
 
 # Fields every reader relies on, and their JSON types.
@@ -187,7 +202,7 @@ def policy_io(manifest: ExportManifest) -> PolicyIO:
     return PolicyIO.from_json(manifest['io'])
 
 
-def graph_files(engine_dir: str | Path, manifest: ExportManifest) -> list[Path]:
+def graph_files(engine_dir: str | Path, manifest: ExportManifest | BatchedGraph) -> list[Path]:
     """Return the ONNX graph and its external data file (when it has one), in hashing order."""
     engine_dir = Path(engine_dir)
     files = [engine_dir / manifest['graph']]
@@ -196,22 +211,43 @@ def graph_files(engine_dir: str | Path, manifest: ExportManifest) -> list[Path]:
     return files
 
 
-def verify_graph(engine_dir: str | Path, manifest: ExportManifest) -> Path:
+def batched_graph(engine_dir: str | Path, manifest: ExportManifest,
+                  batch_sizes: tuple[int, ...] | None = None) -> BatchedGraph:
+    """Return the manifest's ``batched`` record, checked to serve ``batch_sizes`` when given.
+
+    Raises ExportError with the export command that writes one when the export has no batched
+    graph, or one exported for smaller batches.
+    """
+    sizes = ','.join(map(str, batch_sizes or (1, 2, 4, 8)))
+    fix = f're-export with `pi0-trt export --checkpoint DIR --out {engine_dir} --batch-sizes {sizes}`'
+    record = manifest.get('batched')
+    if not isinstance(record, dict) or not isinstance(record.get('graph'), str):
+        raise ExportError(f'{engine_dir} has no batched graph: {fix}')
+    exported = record.get('batch_sizes') or []
+    if batch_sizes and max(batch_sizes) > max(exported, default=0):
+        raise ExportError(f'{engine_dir}: the batched graph was exported for batch sizes '
+                          f'{",".join(map(str, exported))}, not {sizes}: {fix}')
+    return record
+
+
+def verify_graph(engine_dir: str | Path, manifest: ExportManifest, batched: bool = False) -> Path:
     """Check the ONNX files against the manifest's ``onnx_sha256``; return the graph's path.
 
+    ``batched``: the ``batched`` graph instead (its record must exist: see ``batched_graph``).
     Hashes the whole graph (about 1 s per GB): a truncated or bit-flipped file is refused here
     with advice, rather than by the parser with a traceback, or not at all.
     """
-    files = graph_files(engine_dir, manifest)
+    record: Any = manifest['batched'] if batched else manifest
+    files = graph_files(engine_dir, record)
     fix = REEXPORT.format(engine_dir=engine_dir)
     for path in files:
         if not path.is_file():
             raise ExportError(f'{path} is recorded in {EXPORT_METADATA} but missing: {fix}')
     digest = file_sha256(*files)
-    if digest != manifest['onnx_sha256']:
+    if digest != record['onnx_sha256']:
         names = ' + '.join(p.name for p in files)
         raise ExportError(f'{names} has sha256 {digest[:12]}... but {EXPORT_METADATA} records '
-                          f'{manifest["onnx_sha256"][:12]}...: the graph is corrupted or was replaced: {fix}')
+                          f'{record["onnx_sha256"][:12]}...: the graph is corrupted or was replaced: {fix}')
     return files[0]
 
 

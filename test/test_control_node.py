@@ -558,7 +558,7 @@ def test_the_sensor_node_follows_the_control_nodes_name_namespace_and_remappings
     try:
         node = ControlNode(context=ctx, parameter_overrides=node_parameters(bundle))
         try:
-            sensors = node.sensors.node
+            sensors = node.robot.sensors.node
             names = node.get_fully_qualified_name(), sensors.get_fully_qualified_name()
             assert names == ('/cell/arm', '/cell/arm_sensors')
             assert sorted(s.topic_name for s in sensors.subscriptions) == [

@@ -40,3 +40,16 @@ def test_exported_tiny_pi0_builds_with_tensorrt_rtx(tmp_path, precision, capsys)
     assert record['precision'] == precision
     assert record['onnx_sha256'] == read_manifest(engine_dir)['onnx_sha256']
     print(json.dumps({k: record[k] for k in ('plan', 'tensorrt_version', 'gpu', 'plan_bytes', 'build_seconds')}))
+
+
+def test_batched_export_builds_with_one_profile_per_batch_size(tmp_path):
+    engine_dir = tmp_path / 'engine'
+    assert cli_main(['export', '--checkpoint', str(FIXTURE / 'policy'), '--out', str(engine_dir),
+                     '--precision', 'fp16', '--batch-sizes', '1,2,4,8']) == 0
+    assert cli_main(['build', str(engine_dir), '--runtime', 'tensorrt_rtx', '--workspace-gib', '1', '--batched']) == 0
+    meta = read_manifest(engine_dir)
+    record = meta['batched']['engines']['tensorrt_rtx']
+    assert record['plan'] == 'policy_fp16.batched.tensorrt_rtx.plan' and record['batch_sizes'] == [1, 2, 4, 8]
+    assert (engine_dir / record['plan']).stat().st_size > 1 << 20
+    assert record['onnx_sha256'] == meta['batched']['onnx_sha256'] != meta['onnx_sha256']
+    assert meta['engines'] == {}  # the single-robot plan is built (or not) on its own

@@ -68,12 +68,17 @@ def tiny_policy() -> Pi0Policy:
                      0.1 * torch.randn(6, generator=g), 0.5 + torch.rand(6, generator=g)).eval()
 
 
-def test_bf16_fast_path_error_against_fp32_is_bounded_like_the_plain_bf16_model():
-    g = torch.Generator().manual_seed(4)
-    frames = [torch.randint(0, 256, (1, 96, 128, 3), dtype=torch.uint8, generator=g)]  # one camera, resized
+def random_inputs(seed: int) -> tuple:
+    """One camera (resized by the policy), a right-padded 9-token instruction (padded prefix keys masked)."""
+    g = torch.Generator().manual_seed(seed)
+    frames = [torch.randint(0, 256, (1, 96, 128, 3), dtype=torch.uint8, generator=g)]
     tokens = torch.randint(3, 1000, (1, 48), generator=g)
-    mask = torch.arange(48)[None] < 9  # right-padded instruction: padded prefix keys are masked
-    inputs = (*frames, torch.randn(1, 6, generator=g), tokens, mask, torch.randn(1, 50, 32, generator=g))
+    mask = torch.arange(48)[None] < 9
+    return (*frames, torch.randn(1, 6, generator=g), tokens, mask, torch.randn(1, 50, 32, generator=g))
+
+
+def test_bf16_fast_path_error_against_fp32_is_bounded_like_the_plain_bf16_model():
+    inputs = random_inputs(4)
     fp32 = tiny_policy()
     plain = copy.deepcopy(fp32)
     cast_matmul_weights(plain, torch.bfloat16)
@@ -86,3 +91,23 @@ def test_bf16_fast_path_error_against_fp32_is_bounded_like_the_plain_bf16_model(
     for err in fast_err.values():
         assert err <= 5e-2
         assert err <= 1.25 * plain_err + 5e-3  # no worse than the previous path, up to rounding luck
+
+
+def test_fp8_prefix_error_against_fp32_is_bounded_and_reported_beside_bf16():
+    inputs = random_inputs(5)
+    fp32 = tiny_policy()
+    plain = copy.deepcopy(fp32)
+    cast_matmul_weights(plain, torch.bfloat16)
+    with torch.no_grad():
+        want = fp32(*inputs)
+        bf16 = FastPi0Policy(plain)(*inputs)
+        fp8 = FastPi0Policy(plain, prefix_fp8=True)(*inputs)
+    bf16_err, fp8_err = (float((got - want).abs().max()) for got in (bf16, fp8))
+    print(f'max abs error vs fp32: fast path bf16 {bf16_err:.2e}, with the prefix in e4m3 {fp8_err:.2e}')
+    assert not torch.equal(fp8, bf16)  # the e4m3 GEMMs ran
+    assert fp8_err <= 3 * bf16_err + 2e-2
+
+
+def test_fp8_prefix_needs_a_bf16_model():
+    with pytest.raises(Exception, match='prefix_fp8 needs the model in bf16'):
+        FastPi0Policy(tiny_policy(), prefix_fp8=True)

@@ -36,16 +36,14 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
-from pi0_trt_ros.bag.offline import cycles_from_status, NodeCycle
 from pi0_trt_ros.node.actions import ActionSanitizer, CommandWriter
 from pi0_trt_ros.node.chunk_loop import ChunkLoop
 from pi0_trt_ros.node.chunk_monitor import ChunkMonitor
-from pi0_trt_ros.node.control_loop import ControlLoop, HoldTarget, LoopConfig, LoopParts, Mailbox, SetSlot, StageRing
-from pi0_trt_ros.node.deadline import DeadlineMonitor, STATUS_FIELDS
+from pi0_trt_ros.node.control_loop import ControlLoop, HoldTarget, LoopConfig, LoopParts, Mailbox, StageRing
+from pi0_trt_ros.node.deadline import DeadlineMonitor
 from pi0_trt_ros.node.faults import FaultCounters
 from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.instruction import InstructionBox
-from pi0_trt_ros.node.status import StatusWriter
 from pi0_trt_ros.testing.faults import FaultInjectingRunner
 from pi0_trt_ros.testing.tiny import CAMERA_KEYS, JOINT_NAMES, make_tiny_bundle, tiny_io
 
@@ -549,25 +547,3 @@ def test_a_new_instruction_drops_the_running_chunk_and_the_one_inferred_for_the_
     assert not [t for t in command_times(rig) if t_change <= t < first_new]  # ... and nothing old published
     assert first_new - t_change >= 60 * MS  # the first new chunk comes from a set staged after the change
     assert rig.loop.commanding and len(rig.status) == len(rig.trajectories)
-
-
-# -- status ----------------------------------------------------------------------------------------
-def test_a_status_row_reads_back_as_the_cycle_it_describes() -> None:
-    rows = []
-    writer = StatusWriter(lambda data: rows.append(list(deserialize_message(data, Float64MultiArray).data)),
-                          cycles=lambda: 3, superseded=lambda: 2)
-    slot = SetSlot(len(JOINT_NAMES))
-    slot.newest_stamp_ns = 1_700_000_123_456_789_012
-    slot.joint_stamp_ns = slot.newest_stamp_ns - 4_000_000
-    writer.write(True, 12_500_000, 30_000_000, 9_000_000, slot, math.nan, 0, math.nan)
-    writer.write(False, 1_000_000, 2_000_000, 500_000, slot, -2_500_000.0, 7, 1.0)
-    first, second = (dict(zip(STATUS_FIELDS, row)) for row in rows)
-    nan = {'chunk_slack_ms', 'ticks_missed'}
-    assert {k: v for k, v in first.items() if k not in nan} == {
-        'cycle_index': 3.0, 'compute_ms': 12.5, 'obs_age_ms': 30.0, 'deadline_missed': 1.0, 'inference_ms': 9.0,
-        'set_stamp_sec': 1_700_000_123.0, 'set_stamp_nanosec': 456_789_012.0, 'joint_offset_ms': -4.0,
-        'sets_superseded': 2.0, 'switch_index': 0.0}
-    assert all(math.isnan(first[k]) for k in nan)
-    assert (second['chunk_slack_ms'], second['switch_index'], second['ticks_missed']) == (-2.5, 7.0, 1.0)
-    # offline replay reads the set, its joint sample and the noise draw back, to the nanosecond
-    assert cycles_from_status(np.array(rows)) == [NodeCycle(slot.newest_stamp_ns, slot.joint_stamp_ns, 3)] * 2

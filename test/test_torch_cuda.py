@@ -49,27 +49,38 @@ def test_cuda_graph_fp32_matches_lerobot(root, variant):
     err = np.abs(actions - expected).max()
     print(f'{root.name}: torch cuda_graph fp32 ({variant}) vs LeRobot max abs error {err:.2e}')
     assert err <= 1e-4
-    np.testing.assert_array_equal(actions, again)
+    if variant == 'fast':  # the split-K GEMMs add into the residual stream by atomics, in no fixed order
+        np.testing.assert_allclose(actions, again, rtol=0, atol=1e-5)
+    else:
+        np.testing.assert_array_equal(actions, again)
 
 
-@pytest.mark.parametrize('fast', [False, True], ids=['plain', 'fast'])
+VARIANTS = {'plain': {}, 'fast': {'fast': True}, 'fast_fp8_prefix': {'fast': True, 'prefix_fp8': True}}
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
 @pytest.mark.parametrize('dtype,bound', [('fp16', 2e-2), ('bf16', 1e-1)])
-def test_reduced_precision_error_is_bounded(dtype, bound, fast):
+def test_reduced_precision_error_is_bounded(dtype, bound, variant):
+    if VARIANTS[variant].get('prefix_fp8'):
+        if dtype != 'bf16':
+            pytest.skip('the e4m3 prefix writes bf16: bf16 models only')
+        bound = 0.35  # e4m3 keeps 3 mantissa bits: ~3x the bf16 path's error (0.25 against 0.045 on the H200)
     *inputs, expected = fixture_inputs(FIXTURES[0])
     with TorchRunner(FIXTURES[0] / 'policy', FIXTURES[0] / 'hf_configs.json', device='cuda', dtype=dtype,
-                     fast=fast) as runner:
+                     **VARIANTS[variant]) as runner:
         runner.stage(*inputs)
         err = float(np.abs(runner.infer() - expected).max())
-    print(f'torch cuda_graph {dtype} (fast={fast}) vs LeRobot fp32: max abs error {err:.2e}')
+    print(f'torch cuda_graph {dtype} ({variant}) vs LeRobot fp32: max abs error {err:.2e}')
     assert err <= bound
 
 
-@pytest.mark.parametrize('fast', [False, True], ids=['plain', 'fast'])
-def test_hot_path_makes_no_device_allocation(fast):
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_hot_path_makes_no_device_allocation(variant):
     *inputs, _ = fixture_inputs(FIXTURES[0])
     rng = np.random.default_rng(0)
-    with TorchRunner(FIXTURES[0] / 'policy', FIXTURES[0] / 'hf_configs.json', device='cuda', dtype='fp16',
-                     fast=fast) as runner:
+    dtype = 'bf16' if VARIANTS[variant].get('prefix_fp8') else 'fp16'
+    with TorchRunner(FIXTURES[0] / 'policy', FIXTURES[0] / 'hf_configs.json', device='cuda', dtype=dtype,
+                     **VARIANTS[variant]) as runner:
         runner.stage(*inputs)
         runner.infer()
         torch.cuda.synchronize()
@@ -83,3 +94,27 @@ def test_hot_path_makes_no_device_allocation(fast):
     print(f'device allocations over 200 cycles: {allocs}')
     assert allocs == 0
     assert stats1['reserved_bytes.all.current'] == stats0['reserved_bytes.all.current']
+
+
+@pytest.mark.parametrize('fast', [False, True], ids=['plain', 'fast'])
+def test_batched_cuda_graphs_give_each_row_its_batch_1_chunk(fast):
+    """One CUDA graph per batch size over buffers for the largest: rows equal the batch-1 calls (fp32)."""
+    images, state, tokens, mask, noise, _ = fixture_inputs(FIXTURES[0])
+    rng = np.random.default_rng(3)
+    obs = [(images, (state + 0.3 * rng.standard_normal(state.shape)).astype(np.float32), tokens, mask,
+            rng.standard_normal(noise.shape, dtype=np.float32)) for _ in range(4)]
+    args = (FIXTURES[0] / 'policy', FIXTURES[0] / 'hf_configs.json')
+    with TorchRunner(*args, device='cuda', dtype='fp32', fast=fast) as runner:
+        want = []
+        for o in obs:
+            runner.stage(*o)
+            want.append(runner.infer().copy())
+    with TorchRunner(*args, device='cuda', dtype='fp32', fast=fast, batch_sizes=(1, 2, 4)) as runner:
+        for n in (4, 3, 1):  # full, padded to 4, batch 1 (the fast path's graph when fast)
+            for row, o in enumerate(obs[:n]):
+                runner.stage(*o, row=row)
+            got = runner.infer_batch(n)
+            for row in range(n):
+                err = float(np.abs(got[row] - want[row]).max())
+                print(f'batched graphs (fast={fast}) batch {n} row {row}: max abs diff {err:.2e}')
+                assert err <= 1e-4

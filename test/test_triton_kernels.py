@@ -30,6 +30,7 @@ pytest.importorskip('triton')
 
 from pi0_trt_ros.kernels import interpreted  # noqa: E402
 from pi0_trt_ros.kernels.attention import attention, HIDDEN_GROUP  # noqa: E402
+from pi0_trt_ros.kernels.fp8 import E4M3, E4M3_MAX, quantize_weight, scaled_linear  # noqa: E402
 from pi0_trt_ros.kernels.geglu import geglu  # noqa: E402
 from pi0_trt_ros.kernels.norm import add_norm  # noqa: E402
 from pi0_trt_ros.kernels.rope import rope_qkv  # noqa: E402
@@ -107,6 +108,54 @@ def test_geglu_matches_gemma_mlp_activation(dtype):
     torch.testing.assert_close(out.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
 
 
+def quantized_like_fp8_module(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize rows of y float32 [M, C] to e4m3 with one scale per row, as `pi0_trt_ros.kernels.fp8` does."""
+    scale = y.abs().amax(dim=1).clamp_min(1e-12) / E4M3_MAX
+    return (y / scale[:, None]).to(E4M3), scale
+
+
+def test_add_norm_writes_e4m3_rows_with_their_scales():
+    g = gen(8)
+    m, w = 13, 96
+    x = torch.randn(m, w, generator=g) * 3
+    delta = torch.randn(m, w, generator=g).to(torch.bfloat16)
+    norm = GemmaRMSNorm(w, eps=1e-6)
+    norm.weight.data = 0.1 * torch.randn(w, generator=g)
+    want_x = x + delta.float()
+    want_q, want_scale = quantized_like_fp8_module(norm(want_x))
+    out, scale = torch.empty(m, w, dtype=E4M3), torch.full((m,), float('nan'))
+    add_norm(x, delta, norm.weight.data, None, norm.eps, out, scale)
+    torch.testing.assert_close(x, want_x, rtol=0, atol=0)
+    torch.testing.assert_close(scale, want_scale, rtol=1e-6, atol=0)
+    assert int((out.float() != want_q.float()).sum()) <= m * w // 100  # rounding ties of y / scale may flip
+    torch.testing.assert_close(out.float() * scale[:, None], norm(want_x), rtol=0.07, atol=1e-3)
+
+
+def test_geglu_writes_e4m3_rows_with_their_scales():
+    g = gen(9)
+    m, f = 19, 300
+    gate_up = (torch.randn(m, 2 * f, generator=g) * 3).to(torch.bfloat16)
+    want = geglu(gate_up, torch.empty(m, f, dtype=torch.bfloat16)).float()  # the bf16 kernel's rounding
+    want_q, want_scale = quantized_like_fp8_module(want)
+    out, scale = torch.empty(m, f, dtype=E4M3), torch.full((m,), float('nan'))
+    geglu(gate_up, out, scale)
+    torch.testing.assert_close(scale, want_scale, rtol=1e-6, atol=0)
+    assert int((out.float() != want_q.float()).sum()) <= m * f // 100
+    torch.testing.assert_close(out.float() * scale[:, None], want, rtol=0.07, atol=1e-3)
+
+
+def test_scaled_linear_of_quantized_operands_approximates_the_bf16_product():
+    g = gen(10)
+    a, w = torch.randn(21, 64, generator=g), torch.randn(48, 64, generator=g) * 0.05
+    a_q, a_scale = quantized_like_fp8_module(a)
+    w_q, w_scale = quantize_weight(w)
+    torch.testing.assert_close(w_q.float() * w_scale[:, None], w, rtol=0.07, atol=1e-4)
+    got = scaled_linear(a_q, a_scale, w_q, w_scale)
+    assert got.dtype == torch.bfloat16
+    want = a @ w.T
+    assert float((got.float() - want).abs().max()) <= 0.1 * float(want.abs().max())
+
+
 @pytest.mark.parametrize('dtype', DTYPES, ids=str)
 def test_skinny_linear_with_rms_norm_prologue_matches_norm_then_linear(dtype):
     g = gen(7)
@@ -153,7 +202,7 @@ def test_skinny_linear_residual_epilogue_adds_split_k_partials_into_the_stream(d
 
 
 @pytest.mark.parametrize('dtype', DTYPES, ids=str)
-def test_skinny_linear_geglu_prologue_is_gemma_mlp_down_added_into_the_stream(dtype):
+def test_geglu_then_split_k_down_is_gemma_mlp_down_added_into_the_stream(dtype):
     g = gen(10)
     m, f, n = 13, 200, 24  # the down projection: K = F in two splits of whole tiles, the second one short
     gate_up = (torch.randn(m, 2 * f, generator=g) * 3).to(dtype)  # the gate/up GEMM's output [M, 2F]
@@ -161,7 +210,7 @@ def test_skinny_linear_geglu_prologue_is_gemma_mlp_down_added_into_the_stream(dt
     x = torch.randn(m, n, generator=g)
     hidden = gelu_tanh(gate_up[:, :f]) * gate_up[:, f:]  # rounded as GemmaMLP rounds it
     want = x + torch.nn.functional.linear(hidden.float(), w.float())  # accumulated in float32, as the kernel does
-    skinny_linear(gate_up, w, x, gate_up_input=True, residual=True)
+    skinny_linear(geglu(gate_up, torch.empty(m, f, dtype=dtype)), w, x, residual=True)  # the 'mixed' MLP
     # The interpreter casts float32 -> bf16 by truncation (the GPU rounds to nearest): each of the 200 rounded
     # products may be off by one bf16 step, so the bound is relative to the output's scale.
     torch.testing.assert_close(x, want, rtol=TOL[dtype], atol=TOL[dtype] * float(want.abs().max()))
@@ -173,8 +222,6 @@ def test_skinny_linear_refuses_shapes_it_cannot_fuse():
         skinny_linear(torch.zeros(65, 16), w, torch.zeros(65, 8))
     with pytest.raises(ValueError, match='float32 residual'):
         skinny_linear(torch.zeros(4, 16), w, torch.zeros(4, 8, dtype=torch.bfloat16), residual=True)
-    with pytest.raises(ValueError, match='do not combine'):
-        skinny_linear(torch.zeros(4, 32), w, torch.zeros(4, 8), gate_up_input=True, norm_weight=torch.zeros(16))
 
 
 def suffix_groups(p: int, valid: int, s: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

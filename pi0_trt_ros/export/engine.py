@@ -29,6 +29,12 @@ compute capabilities in ``targets`` with the same TensorRT-RTX version. ``load_e
 refuses a plan whose bytes, recorded version, GPU or ONNX hash differ from what is here now, with
 the command that rebuilds it.
 
+Batched exports (``pi0-trt export --batch-sizes``): ``build_engines(..., batched=True)`` builds the
+dynamic-batch graph into ``policy_<precision>.batched.<runtime>.plan`` with one optimization profile
+per exported batch size (min = opt = max = that size, so each size gets kernels tuned for it, as
+the static batch-1 plan does) and records it under ``batched.engines[<runtime>]``, with the
+profile order in ``batch_sizes``. The weights are in the plan once, whatever the number of sizes.
+
 Runtimes: ``tensorrt`` (module ``tensorrt``) and ``tensorrt_rtx`` (module
 ``tensorrt_rtx_bindings``); both are imported lazily.
 """
@@ -50,8 +56,8 @@ import numpy as np
 
 from pi0_trt_ros.cuda import cudart, current_gpu, GpuIdentity
 from pi0_trt_ros.errors import BackendUnavailableError, EngineError, ExportError
-from pi0_trt_ros.manifest import (EngineRecord, EXPORT_METADATA, ExportManifest, policy_io, PolicyIO,
-                                  read_manifest, write_manifest)
+from pi0_trt_ros.manifest import (batched_graph, EngineRecord, EXPORT_METADATA, ExportManifest, policy_io,
+                                  PolicyIO, read_manifest, write_manifest)
 
 LOG = logging.getLogger(__name__)
 
@@ -67,19 +73,20 @@ CPU_BUILD = 'none (CPU build)'
 RTX_DEFAULT_TARGETS = ('8.0', '8.6', '8.9', '12.0', '12.1')
 TIMING_CACHE = 'timing.cache'
 GIB = 1 << 30
+DYNAMIC = -1  # TensorRT's size of a dynamic dimension (the batched graph's batch axis)
 
 # (mode, shape, dtype) of one I/O tensor: mode 'input' or 'output'; dtype a numpy dtype, or the
 # TensorRT type's name where numpy has none (bf16, fp8).
 TensorSpec = tuple[str, tuple[int, ...], Any]
 
 
-def plan_name(precision: str, runtime: str) -> str:
-    """File name of the plan for ``precision`` built by ``runtime``."""
-    return f'policy_{precision}.{runtime}.plan'
+def plan_name(precision: str, runtime: str, batched: bool = False) -> str:
+    """File name of the plan for ``precision`` built by ``runtime`` (``batched``: from the dynamic-batch graph)."""
+    return f'policy_{precision}.{"batched." if batched else ""}{runtime}.plan'
 
 
-def rebuild_hint(engine_dir: Path, runtime: str) -> str:
-    return f'rebuild it: pi0-trt build {engine_dir} --runtime {runtime}'
+def rebuild_hint(engine_dir: Path, runtime: str, batched: bool = False) -> str:
+    return f'rebuild it: pi0-trt build {engine_dir} --runtime {runtime}{" --batched" if batched else ""}'
 
 
 def import_tensorrt(runtime: str) -> ModuleType:
@@ -181,10 +188,13 @@ def engine_tensors(trt: ModuleType, engine: Any) -> dict[str, TensorSpec]:
     return specs
 
 
-def check_tensors(io: PolicyIO, found: Mapping[str, TensorSpec], where: str) -> None:
-    """Raise EngineError naming the first tensor of ``found`` that differs from ``io``'s table."""
+def check_tensors(io: PolicyIO, found: Mapping[str, TensorSpec], where: str, batch: int = 1) -> None:
+    """Raise EngineError naming the first tensor of ``found`` that differs from ``io``'s table.
+
+    ``batch``: the leading dimension every tensor must have (``DYNAMIC`` for the batched graph).
+    """
     want: dict[str, TensorSpec] = {}
-    for mode, specs in (('input', io.input_specs()), ('output', io.output_specs())):
+    for mode, specs in (('input', io.input_specs(batch)), ('output', io.output_specs(batch))):
         for name, (shape, dtype) in specs.items():
             want[name] = (mode, shape, dtype)
     for name, (mode, shape, dtype) in want.items():
@@ -218,7 +228,8 @@ def builder_config(trt: ModuleType, builder: Any, runtime: str, precision: str, 
                    timing_cache: Path | None, targets: Sequence[Any]) -> tuple[Any, dict[str, Any]]:
     """Builder config: workspace limit, TF32 off for fp32, timing cache, RTX targets.
 
-    Returns (config, summary for the log). Shapes are static, so no optimization profile.
+    Returns (config, summary for the log). The batch-1 graph's shapes are static, so no optimization
+    profile; a batched build adds its profiles with ``add_batch_profiles``.
     """
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * GIB))
@@ -242,6 +253,16 @@ def builder_config(trt: ModuleType, builder: Any, runtime: str, precision: str, 
                 raise EngineError(f'builder config: set_compute_capability({cap}, {i}) failed')
         summary['targets'] = [str(c) for c in targets]
     return config, summary
+
+
+def add_batch_profiles(builder: Any, config: Any, io: PolicyIO, batch_sizes: Sequence[int]) -> None:
+    """Add one optimization profile per batch size (min = opt = max), in ``batch_sizes`` order."""
+    for batch in batch_sizes:
+        profile = builder.create_optimization_profile()
+        for name, (shape, _) in io.input_specs(batch).items():
+            profile.set_shape(name, shape, shape, shape)
+        if config.add_optimization_profile(profile) < 0:
+            raise EngineError(f'builder config: the optimization profile for batch {batch} was refused')
 
 
 def serialize_network(trt: ModuleType, builder: Any, network: Any, config: Any, what: str) -> bytes:
@@ -270,10 +291,13 @@ def save_timing_cache(config: Any, path: Path) -> None:
         _write_atomic(path, bytes(cache.serialize()))
 
 
-def record_engine(engine_dir: Path, runtime: str, record: EngineRecord) -> None:
-    """Store ``record`` as ``engines[runtime]`` in ``pi0_export.json`` (read-modify-write, atomic)."""
+def record_engine(engine_dir: Path, runtime: str, record: EngineRecord, batched: bool = False) -> None:
+    """Store ``record`` as ``engines[runtime]`` (or ``batched.engines[runtime]``) in ``pi0_export.json``.
+
+    Read-modify-write, atomic.
+    """
     meta = read_manifest(engine_dir)
-    meta['engines'][runtime] = record
+    (meta['batched']['engines'] if batched else meta['engines'])[runtime] = record
     write_manifest(engine_dir, meta)
 
 
@@ -284,17 +308,24 @@ def _export_meta(engine_dir: Path) -> tuple[ExportManifest, PolicyIO]:
 
 # -- build -------------------------------------------------------------------------------------
 def build_engines(engine_dir: str | Path, runtime: str = 'tensorrt', workspace_gib: float = 8.0,
-                  timing_cache: bool = True, compute_capabilities: Sequence[str] | None = None) -> Path:
+                  timing_cache: bool = True, compute_capabilities: Sequence[str] | None = None,
+                  batched: bool = False) -> Path:
     """Build the export's graph with ``runtime``, save the plan, record it; returns the plan path.
 
     ``compute_capabilities`` (TensorRT-RTX only) picks the GPUs the plan targets, e.g.
     ``['8.6']`` or ``['current']`` (needs a GPU); by default TensorRT-RTX builds one portable plan
     for 8.0/8.6/8.9/12.x without a GPU. ``timing_cache`` reuses ``ENGINE_DIR/timing.cache`` with
-    TensorRT; TensorRT-RTX ignores timing caches (deprecated no-ops since 1.2).
+    TensorRT; TensorRT-RTX ignores timing caches (deprecated no-ops since 1.2). ``batched`` builds
+    the dynamic-batch graph instead, one optimization profile per exported batch size.
     """
     engine_dir = Path(engine_dir)
     meta, io = _export_meta(engine_dir)
-    graph = engine_dir / meta['graph']
+    source: Any = meta
+    batch_sizes: list[int] = []
+    if batched:
+        source = batched_graph(engine_dir, meta)
+        batch_sizes = list(source['batch_sizes'])
+    graph = engine_dir / source['graph']
     if not graph.is_file():
         raise ExportError(f'{graph} not found: re-export with `pi0-trt export --out {engine_dir}`')
     trt = import_tensorrt(runtime)
@@ -310,15 +341,18 @@ def build_engines(engine_dir: str | Path, runtime: str = 'tensorrt', workspace_g
     use_cache = timing_cache and runtime == 'tensorrt'
     if timing_cache and not use_cache:
         LOG.info('timing cache: not used with TensorRT-RTX (a deprecated no-op there)')
-    plan_path = engine_dir / plan_name(meta['precision'], runtime)
-    what = f'{graph.name} ({meta["precision"]})'
+    plan_path = engine_dir / plan_name(meta['precision'], runtime, batched)
+    what = f'{graph.name} ({meta["precision"]}{", batch sizes " + ",".join(map(str, batch_sizes)) if batched else ""})'
 
     t0 = time.monotonic()
     builder = trt.Builder(trt_logger(trt))
     network, parser = network_from_onnx(trt, builder, graph)
-    check_tensors(io, network_tensors(trt, network), f'ONNX graph {graph.name}')
+    check_tensors(io, network_tensors(trt, network), f'ONNX graph {graph.name}', DYNAMIC if batched else 1)
     config, summary = builder_config(trt, builder, runtime, meta['precision'], workspace_gib,
                                      engine_dir / TIMING_CACHE if use_cache else None, targets)
+    if batched:
+        add_batch_profiles(builder, config, io, batch_sizes)
+        summary['batch_profiles'] = batch_sizes
     LOG.info('building %s with %s %s on %s: %s (%d layers)', what, runtime, trt.__version__,
              f'{gpu.name} (sm {gpu.cc})' if gpu else 'CPU', summary, network.num_layers)
     plan = serialize_network(trt, builder, network, config, what)
@@ -328,21 +362,24 @@ def build_engines(engine_dir: str | Path, runtime: str = 'tensorrt', workspace_g
     save_plan(plan_path, plan)
     if use_cache:
         save_timing_cache(config, engine_dir / TIMING_CACHE)
-    record_engine(engine_dir, runtime, {
+    record: EngineRecord = {
         'plan': plan_path.name,
         'runtime': runtime,
         'tensorrt_version': trt.__version__,
         'gpu': gpu.name if gpu else CPU_BUILD,
         'compute_capability': gpu.cc if gpu else None,
         'targets': _recorded_targets(runtime, gpu, targets),
-        'onnx_sha256': meta['onnx_sha256'],
+        'onnx_sha256': source['onnx_sha256'],
         'plan_sha256': hashlib.sha256(plan).hexdigest(),
         'precision': meta['precision'],
         'workspace_gib': workspace_gib,
         'plan_bytes': len(plan),
         'build_seconds': round(build_seconds, 3),
         'built_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-    })
+    }
+    if batched:
+        record['batch_sizes'] = batch_sizes  # profile i serves batch_sizes[i]
+    record_engine(engine_dir, runtime, record, batched)
     LOG.info('built %s in %.1f s: %s (%.1f MB)', what, build_seconds, plan_path, len(plan) / 1e6)
     return plan_path
 
@@ -371,7 +408,7 @@ def check_engine_record(record: Mapping[str, Any], engine_dir: Path, runtime: st
     this machine and the current export.
     """
     plan = record.get('plan', '?')
-    hint = rebuild_hint(engine_dir, runtime)
+    hint = rebuild_hint(engine_dir, runtime, batched='batch_sizes' in record)
     built = record.get('tensorrt_version')
     if built != trt_version:
         raise EngineError(f'{plan} was built with {runtime} {built} but {runtime} {trt_version} is installed: {hint}')
@@ -406,8 +443,8 @@ class LoadedEngine:
     gpu: GpuIdentity
 
 
-def load_engine(engine_dir: str | Path, runtime: str = 'tensorrt') -> LoadedEngine:
-    """Deserialize ``engines[runtime]`` of ``engine_dir`` on the current CUDA device, checked.
+def load_engine(engine_dir: str | Path, runtime: str = 'tensorrt', batched: bool = False) -> LoadedEngine:
+    """Deserialize ``engines[runtime]`` (``batched``: ``batched.engines[runtime]``) on the current CUDA device, checked.
 
     Checks, in order: the plan is recorded, present and has the recorded sha256 (a corrupted plan
     never reaches the deserializer); TensorRT version, ONNX hash and GPU match
@@ -416,13 +453,15 @@ def load_engine(engine_dir: str | Path, runtime: str = 'tensorrt') -> LoadedEngi
     """
     engine_dir = Path(engine_dir)
     meta, io = _export_meta(engine_dir)
-    hint = rebuild_hint(engine_dir, runtime)
-    record = meta['engines'].get(runtime)
+    hint = rebuild_hint(engine_dir, runtime, batched)
+    source: Any = batched_graph(engine_dir, meta) if batched else meta
+    record = source['engines'].get(runtime)
+    where = f'batched.engines[{runtime!r}]' if batched else f'engines[{runtime!r}]'
     if record is None:
-        raise EngineError(f'{engine_dir} has no {runtime} engine yet: build it with '
-                          f'`pi0-trt build {engine_dir} --runtime {runtime}`')
+        raise EngineError(f'{engine_dir} has no {"batched " if batched else ""}{runtime} engine yet: build it with '
+                          f'`pi0-trt build {engine_dir} --runtime {runtime}{" --batched" if batched else ""}`')
     if not isinstance(record, dict) or not isinstance(record.get('plan'), str):
-        raise EngineError(f'engines[{runtime!r}] in {engine_dir / EXPORT_METADATA} names no plan file: {hint}')
+        raise EngineError(f'{where} in {engine_dir / EXPORT_METADATA} names no plan file: {hint}')
     plan_path = engine_dir / record['plan']
     if not plan_path.is_file():
         raise EngineError(f'{plan_path} is recorded in {EXPORT_METADATA} but missing: {hint}')
@@ -434,7 +473,7 @@ def load_engine(engine_dir: str | Path, runtime: str = 'tensorrt') -> LoadedEngi
     trt = import_tensorrt(runtime)
     cudart()  # the runner's buffers need cuda-python; fail here with the install hint
     gpu = current_gpu()
-    check_engine_record(record, engine_dir, runtime, trt.__version__, meta['onnx_sha256'], gpu)
+    check_engine_record(record, engine_dir, runtime, trt.__version__, source['onnx_sha256'], gpu)
     assert gpu is not None  # check_engine_record refuses a machine without one
 
     logger = trt_logger(trt)
@@ -450,7 +489,7 @@ def load_engine(engine_dir: str | Path, runtime: str = 'tensorrt') -> LoadedEngi
     if engine is None:
         errors = '; '.join(logger.errors[start:]) or 'TensorRT logged no error'
         raise EngineError(f'could not deserialize {plan_path.name} ({errors}): {hint}')
-    check_tensors(io, engine_tensors(trt, engine), f'engine {plan_path.name}')
+    check_tensors(io, engine_tensors(trt, engine), f'engine {plan_path.name}', DYNAMIC if batched else 1)
     LOG.info('loaded %s (%s %s, %.1f MB) on %s (sm %s)', plan_path.name, runtime, trt.__version__,
              len(plan) / 1e6, gpu.name, gpu.cc)
     return LoadedEngine(trt=trt, runtime=trt_runtime, engine=engine, io=io, plan_path=plan_path,

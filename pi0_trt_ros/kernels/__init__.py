@@ -22,9 +22,34 @@ kernel module imports ``triton``.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
+from typing import Any
 
 from pi0_trt_ros.errors import BackendUnavailableError
+
+# Programmatic dependent launch (Hopper and later): a kernel launched with it may start while the kernel
+# before it finishes; it calls `gdc_wait` before touching anything an earlier kernel writes, and its
+# predecessor calls `gdc_launch_dependents` once it has loaded what it needs, so the next kernel's launch
+# and set-up overlap this one's tail. Both are no-ops without PDL. PI0_TRT_ROS_PDL=0 turns it off.
+try:
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait  # noqa: F401
+    _HAVE_GDC = True
+except ImportError:  # a Triton without grid dependency control: PDL stays off, these are never traced
+    _HAVE_GDC = False
+    try:
+        import triton
+
+        @triton.jit
+        def gdc_wait():  # noqa: D103
+            pass
+
+        @triton.jit
+        def gdc_launch_dependents():  # noqa: D103
+            pass
+    except ImportError:  # no Triton at all: require_triton() says how to get it
+        pass
 
 
 def require_triton() -> None:
@@ -39,3 +64,20 @@ def require_triton() -> None:
 def interpreted() -> bool:
     """Whether Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get('TRITON_INTERPRET', '0') not in ('', '0')
+
+
+@functools.lru_cache(maxsize=None)
+def _pdl_supported(device_index: int) -> bool:
+    if os.environ.get('PI0_TRT_ROS_PDL', '1') == '0' or not _HAVE_GDC:
+        return False
+    import torch
+    from triton.backends.nvidia.compiler import CUDAOptions
+
+    if 'launch_pdl' not in {f.name for f in dataclasses.fields(CUDAOptions)}:
+        return False
+    return torch.cuda.get_device_capability(device_index) >= (9, 0)
+
+
+def pdl(tensor: Any) -> bool:
+    """Whether kernels on ``tensor``'s device launch with programmatic dependent launch (CUDA, sm90+)."""
+    return bool(tensor.is_cuda) and not interpreted() and _pdl_supported(tensor.device.index or 0)

@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from pi0_trt_ros.kernels import interpreted
+from pi0_trt_ros.kernels import gdc_launch_dependents, gdc_wait, interpreted, pdl
 
 HIDDEN_GROUP = 1 << 30  # key group that no query reaches (padded keys)
 
@@ -47,7 +47,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
                       stride_q, stride_kn, stride_kk, stride_vn, stride_vk, stride_o,
                       D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                       MASKED: tl.constexpr, SPLIT: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                      DOT_PRECISION: tl.constexpr):
+                      DOT_PRECISION: tl.constexpr, PDL: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # row r = g * S + s
     n = tl.program_id(1)
     split = tl.program_id(2)
@@ -56,6 +56,8 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
     head = n * G + rows // S
     d = tl.arange(0, BLOCK_D)
     d_ok = d < D
+    if PDL:
+        gdc_wait()
     q = tl.load(q_ptr + s[:, None] * stride_q + head[:, None] * D + d[None, :],
                 mask=row_ok[:, None] & d_ok[None, :], other=0.0)
     if UPCAST_DOT:
@@ -87,6 +89,8 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
             v = v.to(tl.float32)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
+    if PDL:
+        gdc_launch_dependents()
     if SPLIT:  # partial [splits, N, G*S, BLOCK_D], stats [splits, N, G*S, 2] (max, sum)
         rows_total = G * S
         at = (split * tl.num_programs(1) + n) * rows_total + rows
@@ -101,7 +105,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
 
 @triton.jit
 def _merge_kernel(part_ptr, stat_ptr, out_ptr, S, G, splits, stride_o, D: tl.constexpr, BLOCK_D: tl.constexpr,
-                  ROWS: tl.constexpr, COLS: tl.constexpr):
+                  ROWS: tl.constexpr, COLS: tl.constexpr, PDL: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     n = tl.program_id(1)
     d = tl.program_id(2) * COLS + tl.arange(0, COLS)  # a slice of the head dim: more programs in flight
@@ -109,6 +113,8 @@ def _merge_kernel(part_ptr, stat_ptr, out_ptr, S, G, splits, stride_o, D: tl.con
     rows_total = G * S
     row_ok = rows < rows_total
     m = tl.full([ROWS], float('-inf'), tl.float32)
+    if PDL:
+        gdc_wait()
     for split in range(0, splits):
         at = (split * n_kv + n) * rows_total + rows
         m = tl.maximum(m, tl.load(stat_ptr + at * 2, mask=row_ok, other=0.0))
@@ -119,6 +125,8 @@ def _merge_kernel(part_ptr, stat_ptr, out_ptr, S, G, splits, stride_o, D: tl.con
         w = tl.exp2(tl.load(stat_ptr + at * 2, mask=row_ok, other=0.0) - m)
         total += w * tl.load(stat_ptr + at * 2 + 1, mask=row_ok, other=0.0)
         acc += w[:, None] * tl.load(part_ptr + at[:, None] * BLOCK_D + d[None, :], mask=row_ok[:, None], other=0.0)
+    if PDL:
+        gdc_launch_dependents()
     s = rows % S
     head = n * G + rows // S
     tl.store(out_ptr + s[:, None] * stride_o + head[:, None] * D + d[None, :],
@@ -152,8 +160,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: to
     if not q.is_cuda:  # the interpreter pays per program and per loop trip: few, large tiles
         block_m, block_n = block_m or 256, block_n or 256
         chunk = chunk or kk
-    elif rows <= 1024:  # few query rows (the expert's suffix): split the keys (H200 sweep: 16 x 64, 256 keys)
-        block_m, block_n, chunk = block_m or 16, block_n or (32 if fp32 else 64), chunk or 256
+    elif rows <= 1024:  # few query rows (the expert's suffix): split the keys (H200 sweep: 32 x 64, 128 keys)
+        block_m, block_n, chunk = block_m or 32, block_n or (32 if fp32 else 64), chunk or 128
     else:  # the prefix: one pass (H200 sweep: 64 x 64 tiles, 4 warps, 3 stages)
         block_m, block_n, chunk = block_m or 64, block_n or (32 if fp32 else 64), chunk or kk
         num_stages = num_stages or (2 if fp32 else 3)
@@ -168,11 +176,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: to
         q.stride(0), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), D=d, BLOCK_D=block_d,
         BLOCK_M=block_m, BLOCK_N=block_n, MASKED=masked, SPLIT=splits > 1,
         UPCAST_DOT=interpreted() and k.dtype == torch.bfloat16,  # Triton 3.9's interpreter mis-computes bf16 dots
-        DOT_PRECISION='ieee' if fp32 else 'tf32', num_warps=num_warps or (4 if block_m <= 64 else 8),
-        num_stages=num_stages or 2)
+        DOT_PRECISION='ieee' if fp32 else 'tf32', PDL=pdl(q), launch_pdl=pdl(q),
+        num_warps=num_warps or (4 if block_m <= 64 else 8), num_stages=num_stages or 2)
     if splits > 1:
         merge_rows, merge_cols = 16 if q.is_cuda else 256, min(64, block_d)
         _merge_kernel[(triton.cdiv(rows, merge_rows), n, block_d // merge_cols)](
             part, stat, out, s, g, splits, out.stride(0), D=d, BLOCK_D=block_d, ROWS=merge_rows, COLS=merge_cols,
-            num_warps=4)
+            PDL=pdl(q), launch_pdl=pdl(q), num_warps=4)
     return out

@@ -27,21 +27,27 @@ import torch
 import triton
 import triton.language as tl
 
+from pi0_trt_ros.kernels import gdc_launch_dependents, gdc_wait, pdl
+
 
 @triton.jit
 def _rope_qkv_kernel(qkv_ptr, cos_ptr, sin_ptr, q_ptr, k_ptr, v_ptr, S, H, N, stride_qkv, stride_cs,
                      stride_q, stride_kn, stride_ks, stride_vn, stride_vs, scale,
-                     HALF: tl.constexpr, ROWS: tl.constexpr, BLOCK_HALF: tl.constexpr):
+                     HALF: tl.constexpr, ROWS: tl.constexpr, BLOCK_HALF: tl.constexpr, PDL: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     head = tl.program_id(1)  # 0..H-1 query heads, H..H+N-1 key heads (each with its value head)
     j = tl.arange(0, BLOCK_HALF)
     ok = (rows < S)[:, None] & (j < HALF)[None, :]
     row_in = qkv_ptr + rows[:, None] * stride_qkv + j[None, :]
+    cs = rows[:, None] * stride_cs + j[None, :]
+    if PDL:
+        gdc_wait()
     x1 = tl.load(row_in + head * 2 * HALF, mask=ok, other=0.0).to(tl.float32)
     x2 = tl.load(row_in + head * 2 * HALF + HALF, mask=ok, other=0.0).to(tl.float32)
-    cs = rows[:, None] * stride_cs + j[None, :]
     c = tl.load(cos_ptr + cs, mask=ok, other=0.0)
     s = tl.load(sin_ptr + cs, mask=ok, other=0.0)
+    if PDL:
+        gdc_launch_dependents()
     o1 = x1 * c - x2 * s
     o2 = x2 * c + x1 * s
     if head < H:
@@ -76,4 +82,5 @@ def rope_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads:
     _rope_qkv_kernel[(triton.cdiv(s, rows), num_heads + n)](
         qkv, cos, sin, q, k_cache, v_cache, s, num_heads, n, qkv.stride(0), cos.stride(0), q.stride(0),
         k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), scale,
-        HALF=d // 2, ROWS=rows, BLOCK_HALF=triton.next_power_of_2(d // 2), num_warps=1 if d <= 128 else 2)
+        HALF=d // 2, ROWS=rows, BLOCK_HALF=triton.next_power_of_2(d // 2), PDL=pdl(qkv), launch_pdl=pdl(qkv),
+        num_warps=1 if d <= 128 else 2)

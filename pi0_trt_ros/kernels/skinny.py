@@ -25,15 +25,13 @@ around the GEMM ride along instead of launching kernels of their own:
   applied to the accumulator at the end. Needs the whole of K in one program (no split-K).
 * ``geglu``: w is the fused [gate; up] matrix [2F, K]; each program accumulates the same F
   columns of both halves and writes ``gelu_tanh(gate) * up`` [M, F], rounded like `GemmaMLP`.
-* ``gate_up_input``: a is the fused gate/up GEMM's output [M, 2K]; the prologue forms the GeGLU
-  ``gelu_tanh(gate) * up`` of each K tile (rounded like `GemmaMLP`), so the MLP's down projection
-  reads gate/up straight and no GeGLU kernel runs between the two GEMMs. Split-K friendly.
 * ``residual``: out is the float32 residual stream and receives ``out += a @ w^T`` by atomic
   adds, so split-K needs no reduction kernel and the residual add costs nothing. The order of
   the adds varies from run to run (float32 rounding, ~1e-7 relative).
 
-On the H200 (triton 3.6) the denoise step on these kernels took 1.22 ms against 0.95 ms on cuBLAS
-(`benchmarks/fast_path.py`), so the fast path uses them only with ``expert_gemm='triton'``.
+On the H200 (triton 3.6) the split-K residual GEMMs beat cuBLAS at the expert's o_proj and down
+shapes (4.3 and 5.3 us against 6.9 and 8.2), which is what ``expert_gemm='mixed'`` uses; with
+every fused op the step took 1.12 ms against 0.94 ms on cuBLAS (``expert_gemm='triton'``).
 On CUDA the tile sizes are autotuned per shape on the first call (results cached on disk where
 Triton supports it); under the interpreter one large tile keeps the program count small.
 """
@@ -46,7 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-from pi0_trt_ros.kernels import interpreted
+from pi0_trt_ros.kernels import gdc_launch_dependents, gdc_wait, interpreted, pdl
 
 MAX_ROWS = 64  # one row block: the expert's 51 suffix tokens
 EPILOGUE_STORE, EPILOGUE_GEGLU, EPILOGUE_RESIDUAL = 0, 1, 2
@@ -61,9 +59,9 @@ def _gelu_tanh(x):
 
 @triton.jit
 def _skinny_gemm_kernel(a_ptr, w_ptr, g_ptr, out_ptr, M, N, K, stride_a, stride_w, stride_o, eps,
-                        RMS_NORM: tl.constexpr, GEGLU_IN: tl.constexpr, EPILOGUE: tl.constexpr, BLOCK_M: tl.constexpr,
+                        RMS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-                        UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                        UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, PDL: tl.constexpr):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # output columns (F columns for GeGLU)
     split = tl.program_id(1)
     rows = tl.arange(0, BLOCK_M)
@@ -73,16 +71,14 @@ def _skinny_gemm_kernel(a_ptr, w_ptr, g_ptr, out_ptr, M, N, K, stride_a, stride_
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     ssq = tl.zeros([BLOCK_M], tl.float32)
+    if PDL:
+        gdc_wait()
     for k0 in range(split * k_len, tl.minimum(K, (split + 1) * k_len), BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
         a_at = a_ptr + rows[:, None] * stride_a + ks[None, :]
         a_ok = row_ok[:, None] & k_ok[None, :]
         a = tl.load(a_at, mask=a_ok, other=0.0)
-        if GEGLU_IN:  # a = gelu_tanh(gate) * up, rounded as GemmaMLP rounds it
-            gate = a.to(tl.float32)
-            up = tl.load(a_at + K, mask=a_ok, other=0.0).to(tl.float32)
-            a = (_gelu_tanh(gate).to(w_ptr.dtype.element_ty).to(tl.float32) * up)
         if RMS_NORM:
             a = a.to(tl.float32)
             ssq += tl.sum(a * a, axis=1)
@@ -100,6 +96,8 @@ def _skinny_gemm_kernel(a_ptr, w_ptr, g_ptr, out_ptr, M, N, K, stride_a, stride_
             if UPCAST_DOT:
                 wu = wu.to(tl.float32)
             acc_up = tl.dot(a, wu, acc_up, input_precision=DOT_PRECISION)
+    if PDL:
+        gdc_launch_dependents()
     if RMS_NORM:
         rstd = tl.rsqrt(ssq / K + eps)
         acc = acc * rstd[:, None]
@@ -128,7 +126,7 @@ def _autotune(configs: list[triton.Config], **kwargs: object) -> triton.runtime.
     """Autotune the kernel over ``configs``, keyed by shape and fused ops, results cached on disk if supported."""
     if 'cache_results' in inspect.signature(triton.autotune).parameters:
         kwargs['cache_results'] = True
-    return triton.autotune(configs, key=['M', 'N', 'K', 'RMS_NORM', 'GEGLU_IN', 'EPILOGUE'], **kwargs)(
+    return triton.autotune(configs, key=['M', 'N', 'K', 'RMS_NORM', 'EPILOGUE'], **kwargs)(
         _skinny_gemm_kernel)
 
 
@@ -137,33 +135,28 @@ _SPLIT_K = _autotune(_configs((4, 8)), restore_value=['out_ptr'])  # atomics int
 
 
 def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, norm_weight: torch.Tensor | None = None,
-                  eps: float = 1e-6, geglu: bool = False, gate_up_input: bool = False,
-                  residual: bool = False) -> torch.Tensor:
+                  eps: float = 1e-6, geglu: bool = False, residual: bool = False) -> torch.Tensor:
     """``out = a @ weight^T`` for M <= 64 rows, with the fused ops above; returns ``out``.
 
-    a [M, K] (float32 residual stream when ``norm_weight`` is given; [M, 2K] gate then up with
-    ``gate_up_input``; else the GEMM dtype), weight [N, K] ([2F, K] gate then up with ``geglu``),
-    norm_weight [K] (RMSNorm gain g, scale 1 + g), out [M, N] ([M, F] with ``geglu``; float32
-    [M, N] accumulated into with ``residual``). Rows may be strided; the last dims are contiguous.
+    a [M, K] (float32 residual stream when ``norm_weight`` is given; else the GEMM dtype), weight
+    [N, K] ([2F, K] gate then up with ``geglu``), norm_weight [K] (RMSNorm gain g, scale 1 + g), out
+    [M, N] ([M, F] with ``geglu``; float32 [M, N] accumulated into with ``residual``). Rows may be
+    strided; the last dims are contiguous.
     """
     m, k = a.shape
-    k = k // 2 if gate_up_input else k
     n = weight.shape[0] // 2 if geglu else weight.shape[0]
     if m > MAX_ROWS or weight.shape[1] != k or out.shape != (m, n):
         raise ValueError(f'skinny_linear: a {tuple(a.shape)}, weight {tuple(weight.shape)}, out {tuple(out.shape)} '
-                         f'(geglu={geglu}, gate_up_input={gate_up_input}) do not describe a GEMM of at most '
-                         f'{MAX_ROWS} rows')
+                         f'(geglu={geglu}) do not describe a GEMM of at most {MAX_ROWS} rows')
     if residual and (geglu or norm_weight is not None or out.dtype != torch.float32):
         raise ValueError('skinny_linear: residual accumulates a plain GEMM into a float32 residual stream')
-    if gate_up_input and norm_weight is not None:
-        raise ValueError('skinny_linear: the GeGLU prologue and the RMSNorm prologue do not combine')
     epilogue = EPILOGUE_RESIDUAL if residual else EPILOGUE_GEGLU if geglu else EPILOGUE_STORE
     args = (a, weight, weight if norm_weight is None else norm_weight, out, m, n, k, a.stride(0), weight.stride(0),
             out.stride(0), eps)
-    fixed = {'RMS_NORM': norm_weight is not None, 'GEGLU_IN': gate_up_input, 'EPILOGUE': epilogue,
+    fixed = {'RMS_NORM': norm_weight is not None, 'EPILOGUE': epilogue,
              'BLOCK_M': max(16, triton.next_power_of_2(m)),
              'UPCAST_DOT': interpreted() and weight.dtype == torch.bfloat16,  # the interpreter's bf16 dot is wrong
-             'DOT_PRECISION': 'ieee' if weight.dtype == torch.float32 else 'tf32'}
+             'DOT_PRECISION': 'ieee' if weight.dtype == torch.float32 else 'tf32', 'PDL': pdl(a)}
     if not a.is_cuda:  # interpreter: few, large programs; split K in two where allowed (exercises the atomics)
         split = 2 if residual else 1
         block_n, block_k = (max(16, min(128, triton.next_power_of_2(v))) for v in (n, k))
@@ -171,5 +164,5 @@ def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, n
         _skinny_gemm_kernel[grid](*args, **fixed, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split)
         return out
     tuned = _SPLIT_K if residual else _FULL_K
-    tuned[lambda meta: (triton.cdiv(n, meta['BLOCK_N']), meta['SPLIT_K'])](*args, **fixed)
+    tuned[lambda meta: (triton.cdiv(n, meta['BLOCK_N']), meta['SPLIT_K'])](*args, **fixed, launch_pdl=fixed['PDL'])
     return out

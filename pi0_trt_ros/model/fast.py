@@ -22,17 +22,22 @@ out for a GPU at batch 1:
   GEMM, a residual-add + RMSNorm kernel, one gate/up GEMM, a GeGLU kernel and the down GEMM,
   whose residual add is folded into the next norm kernel;
 * ``expert_gemm`` chooses how the action expert's GEMMs (51 rows per denoise step) run:
-  'cublas' as above; 'triton' as fused skinny Triton GEMMs (`pi0_trt_ros.kernels.skinny`: QKV
-  with the input RMSNorm in its prologue, gate/up with the RMSNorm and GeGLU, o_proj and down
-  accumulated into the residual stream by split-K atomic adds); 'mixed' keeps QKV and gate/up on
-  cuBLAS and runs o_proj and down (with the GeGLU in its prologue) as split-K Triton GEMMs, the
-  two shapes whose 1024 output columns leave cuBLAS few thread blocks;
+  'mixed' (default) keeps QKV and gate/up on cuBLAS and runs o_proj and down as split-K Triton
+  GEMMs (`pi0_trt_ros.kernels.skinny`) that add into the residual stream: the two shapes whose
+  1024 output columns leave cuBLAS few thread blocks (H200: 4.3 and 5.3 us against cuBLAS's 6.9
+  and 8.2); 'cublas' as in the first point; 'triton' all four as fused skinny GEMMs (QKV with the
+  input RMSNorm in its prologue, gate/up with the RMSNorm and GeGLU);
+* the vision tower's patch embedding (a stride-14 convolution) runs as one GEMM over the unfolded
+  patches;
 * the expert's KV cache is one [L, N, P + S, D] buffer per call: the prefix writes its part once,
   each denoise step overwrites the suffix rows in place (no concatenation per layer per step);
 * the action-time MLP's time half (a constant of the fixed Euler schedule) is precomputed per
   step; the state token is projected once per call;
 * the cameras go through SigLIP as one batch, with PyTorch's fused attention (no mask there);
-* the VLM's last layer stops after its K/V: its attention output and MLP feed nothing.
+* the VLM's last layer stops after its K/V: its attention output and MLP feed nothing;
+* ``prefix_fp8``: the VLM's QKV, gate/up and down GEMMs in e4m3 (`pi0_trt_ros.kernels.fp8`:
+  weights scaled per output channel, quantized once; activations per token, by the norm and
+  GeGLU kernels that produce them), bf16 out; an explicit option, as it trades accuracy for speed.
 
 Weights are shared with the reference: the fused QKV and gate/up matrices are built once and the
 reference's q/k/v, gate/up (and SigLIP q/k/v) parameters become views into them. Intermediate
@@ -50,6 +55,7 @@ import torch.nn.functional as F
 
 from pi0_trt_ros.errors import RunnerError
 from pi0_trt_ros.kernels.attention import attention, HIDDEN_GROUP
+from pi0_trt_ros.kernels.fp8 import E4M3, quantize_weight, scaled_linear
 from pi0_trt_ros.kernels.geglu import geglu
 from pi0_trt_ros.kernels.norm import add_norm
 from pi0_trt_ros.kernels.rope import rope_qkv
@@ -89,19 +95,33 @@ class _GemmaWeights:
             self.gate_up.append(_fuse_rows([mlp.gate_proj, mlp.up_proj])[0])
 
 
-EXPERT_GEMMS = ('cublas', 'mixed', 'triton')
+class _Fp8Weights:
+    """Per-layer e4m3 copies (with their per-channel scales) of a Gemma stack's QKV, gate/up and down."""
+
+    def __init__(self, stack: _GemmaWeights) -> None:
+        if stack.qkv[0].dtype != torch.bfloat16:
+            raise RunnerError(f'fast path: prefix_fp8 needs the model in bf16 (its GEMMs write bf16), '
+                              f'got {stack.qkv[0].dtype}')
+        self.qkv = [quantize_weight(w) for w in stack.qkv]
+        # The prefix's last layer stops after its K/V: its MLP is never run.
+        self.gate_up = [quantize_weight(w) for w in stack.gate_up[:-1]]
+        self.down = [quantize_weight(layer.mlp.down_proj.weight) for layer in stack.stack.layers[:-1]]
+
+
+EXPERT_GEMMS = ('mixed', 'cublas', 'triton')
 
 
 class FastPi0Policy(nn.Module):
     """Drop-in for a `Pi0Policy` at batch 1 (same inputs, same outputs), on Triton kernels.
 
-    ``expert_gemm``: 'cublas' (default) runs the denoise steps' GEMMs on cuBLAS with separate
-    norm/GeGLU kernels; 'triton' on fused skinny Triton GEMMs (`pi0_trt_ros.kernels.skinny`: RMSNorm
-    prologue, GeGLU and residual-add epilogues); 'mixed' QKV and gate/up on cuBLAS, o_proj and down
-    on split-K skinny GEMMs that add into the residual stream (down with the GeGLU prologue).
+    ``expert_gemm``: 'mixed' (default) QKV and gate/up on cuBLAS, o_proj and down on split-K
+    skinny GEMMs that add into the residual stream; 'cublas' all the denoise steps' GEMMs on cuBLAS
+    with separate norm/GeGLU kernels; 'triton' all on fused skinny Triton GEMMs
+    (`pi0_trt_ros.kernels.skinny`: RMSNorm prologue, GeGLU and residual-add epilogues).
+    ``prefix_fp8``: the VLM's QKV, gate/up and down GEMMs in e4m3 (bf16 models only).
     """
 
-    def __init__(self, policy: Pi0Policy, expert_gemm: str = 'cublas') -> None:
+    def __init__(self, policy: Pi0Policy, expert_gemm: str = 'mixed', prefix_fp8: bool = False) -> None:
         super().__init__()
         if expert_gemm not in EXPERT_GEMMS:
             raise RunnerError(f'fast path: expert_gemm must be one of {EXPERT_GEMMS}, got {expert_gemm!r}')
@@ -111,6 +131,10 @@ class FastPi0Policy(nn.Module):
         self.cfg = model.config
         self.vlm = _GemmaWeights(model.vlm)
         self.expert = _GemmaWeights(model.expert)
+        self.vlm_fp8: _Fp8Weights | None = None
+        self.prefix_fp8 = prefix_fp8
+        patch = model.vision.patch_embedding  # Conv2d [Wv, 3, P, P] -> the same weights as a [Wv, 3*P*P] matrix
+        self.patch_weight = patch.weight.detach().reshape(patch.weight.shape[0], -1).contiguous()
         self.siglip_qkv = []
         for layer in model.vision.layers:
             assert isinstance(layer, SiglipLayer)
@@ -125,6 +149,15 @@ class FastPi0Policy(nn.Module):
             time_bias = time_emb @ mlp_in.weight[:, width:].float().T + mlp_in.bias.float()  # [n_steps, W]
             self.register_buffer('time_bias', time_bias.to(mlp_in.weight.dtype), persistent=False)
         self._cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def prefix_fp8(self) -> bool:
+        """Whether the VLM's GEMMs run in e4m3; setting it quantizes the weights (once) or drops the copies."""
+        return self.vlm_fp8 is not None
+
+    @prefix_fp8.setter
+    def prefix_fp8(self, on: bool) -> None:
+        self.vlm_fp8 = (self.vlm_fp8 or _Fp8Weights(self.vlm)) if on else None
 
     # -- buffers ---------------------------------------------------------------------------
     def _kv_cache(self, prefix_len: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,11 +175,14 @@ class FastPi0Policy(nn.Module):
         """Images [C, 3, 224, 224] in [-1, 1] -> projected image tokens float32 [C * 256, W_vlm]."""
         tower = self.policy.model.vision
         spec = tower.spec
-        w = tower.patch_embedding.weight
-        x = tower.patch_embedding(images.to(w.dtype))  # [C, Wv, 16, 16]
-        c = x.shape[0]
-        x = (x.flatten(2).transpose(1, 2).float() + tower.position_embedding.weight.float()[None])
-        x = x.reshape(c * spec.num_patches, spec.width).contiguous()  # residual stream float32 [C*256, Wv]
+        w = self.patch_weight
+        c, size, ps = images.shape[0], images.shape[2], spec.patch_size
+        side = size // ps  # patches per side: 16
+        # The patch embedding (a stride-P convolution) as one GEMM over the unfolded patches.
+        patches = images.to(w.dtype).reshape(c, 3, side, ps, side, ps).permute(0, 2, 4, 1, 3, 5)
+        x = F.linear(patches.reshape(c * side * side, 3 * ps * ps), w, tower.patch_embedding.bias)  # [C*256, Wv]
+        x = x.float().view(c, spec.num_patches, spec.width) + tower.position_embedding.weight.float()[None]
+        x = x.view(c * spec.num_patches, spec.width)  # the residual stream, float32 [C*256, Wv]
         h = torch.empty(x.shape, device=x.device, dtype=w.dtype)
         heads, head_dim = spec.num_heads, spec.width // spec.num_heads
         delta = None
@@ -164,33 +200,44 @@ class FastPi0Policy(nn.Module):
 
     def _gemma_layers(self, stack: _GemmaWeights, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                       k_cache: torch.Tensor, v_cache: torch.Tensor, rows: slice, query_group: torch.Tensor,
-                      key_group: torch.Tensor, keys: int, final_norm: torch.Tensor | None) -> torch.Tensor | None:
+                      key_group: torch.Tensor, keys: int, final_norm: torch.Tensor | None,
+                      fp8: _Fp8Weights | None = None) -> torch.Tensor | None:
         """Run a Gemma stack on x float32 [S, W] (in place), writing its K/V to cache rows ``rows``.
 
         Attention of layer i reads cache rows [0, keys). With ``final_norm``, returns the final
-        norm of the output; without, the last layer stops after writing its K/V.
+        norm of the output; without, the last layer stops after writing its K/V. With ``fp8``,
+        the QKV, gate/up and down GEMMs run in e4m3 on those weights.
         """
         spec = stack.spec
         s = x.shape[0]
         dtype = stack.qkv[0].dtype
-        h = torch.empty(x.shape, device=x.device, dtype=dtype)
+        act = E4M3 if fp8 is not None else dtype  # what the norms and the GeGLU write: the GEMMs' inputs
+        h = torch.empty(x.shape, device=x.device, dtype=act)
         q = torch.empty((s, spec.num_heads * spec.head_dim), device=x.device, dtype=dtype)
         att = torch.empty_like(q)
-        mlp_out = torch.empty((s, spec.mlp_dim), device=x.device, dtype=dtype)
+        mlp_out = torch.empty((s, spec.mlp_dim), device=x.device, dtype=act)
+        h_scale = mlp_scale = None  # float32 [S]: the e4m3 rows' scales
+        if fp8 is not None:
+            h_scale = torch.empty(s, device=x.device, dtype=torch.float32)
+            mlp_scale = torch.empty(s, device=x.device, dtype=torch.float32)
         delta = None
         last = len(stack.stack.layers) - 1
         for i, layer in enumerate(stack.stack.layers):
             ln1 = layer.input_layernorm
-            add_norm(x, delta, ln1.weight, None, ln1.eps, h)
-            qkv = F.linear(h, stack.qkv[i])
+            add_norm(x, delta, ln1.weight, None, ln1.eps, h, h_scale)
+            qkv = F.linear(h, stack.qkv[i]) if fp8 is None else scaled_linear(h, h_scale, *fp8.qkv[i])
             rope_qkv(qkv, cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i, :, rows], v_cache[i, :, rows])
             if i == last and final_norm is None:
                 return None
             attention(q, k_cache[i, :, :keys], v_cache[i, :, :keys], query_group, key_group, att)
             ln2 = layer.post_attention_layernorm
-            add_norm(x, layer.self_attn.o_proj(att), ln2.weight, None, ln2.eps, h)
-            delta = layer.mlp.down_proj(geglu(F.linear(h, stack.gate_up[i]), mlp_out))
-        assert final_norm is not None
+            add_norm(x, layer.self_attn.o_proj(att), ln2.weight, None, ln2.eps, h, h_scale)
+            if fp8 is None:
+                delta = layer.mlp.down_proj(geglu(F.linear(h, stack.gate_up[i]), mlp_out))
+            else:
+                geglu(scaled_linear(h, h_scale, *fp8.gate_up[i]), mlp_out, mlp_scale)
+                delta = scaled_linear(mlp_out, mlp_scale, *fp8.down[i])
+        assert final_norm is not None and fp8 is None  # e4m3 serves the prefix only
         add_norm(x, delta, final_norm, None, spec.rms_eps, h)
         return h
 
@@ -228,13 +275,14 @@ class FastPi0Policy(nn.Module):
         """`_gemma_layers` for at most 64 rows, o_proj and down as split-K GEMMs into x; returns the final norm.
 
         Per layer: RMSNorm, QKV GEMM (cuBLAS), RoPE + KV write, attention, o_proj added into x,
-        RMSNorm, gate/up GEMM (cuBLAS), down with the GeGLU prologue added into x.
+        RMSNorm, gate/up GEMM (cuBLAS), GeGLU, down added into x.
         """
         spec = stack.spec
         dtype = stack.qkv[0].dtype
         h = torch.empty(x.shape, device=x.device, dtype=dtype)
         q = torch.empty((x.shape[0], spec.num_heads * spec.head_dim), device=x.device, dtype=dtype)
         att = torch.empty_like(q)
+        mlp_out = torch.empty((x.shape[0], spec.mlp_dim), device=x.device, dtype=dtype)
         for i, layer in enumerate(stack.stack.layers):
             ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
             add_norm(x, None, ln1.weight, None, ln1.eps, h)
@@ -243,7 +291,7 @@ class FastPi0Policy(nn.Module):
             attention(q, k_cache[i, :, :keys], v_cache[i, :, :keys], query_group, key_group, att)
             skinny_linear(att, layer.self_attn.o_proj.weight, x, residual=True)
             add_norm(x, None, ln2.weight, None, ln2.eps, h)
-            skinny_linear(F.linear(h, stack.gate_up[i]), layer.mlp.down_proj.weight, x, gate_up_input=True,
+            skinny_linear(geglu(F.linear(h, stack.gate_up[i]), mlp_out), layer.mlp.down_proj.weight, x,
                           residual=True)
         add_norm(x, None, final_norm, None, spec.rms_eps, h)
         return h
@@ -262,7 +310,8 @@ class FastPi0Policy(nn.Module):
         frames: C x uint8 [1, H, W, 3]; tokens int64 [1, L]; token_mask bool [1, L].
         """
         if tokens.shape[0] != 1:
-            raise RunnerError(f'the fast path runs batch 1; got batch {tokens.shape[0]}')
+            raise RunnerError(f'the fast path runs batch 1; got batch {tokens.shape[0]} (a batched torch runner '
+                              'runs its larger batches on the plain Pi0Policy)')
         policy, model, cfg = self.policy, self.policy.model, self.cfg
         dev = tokens.device
         images = torch.cat(policy.preprocess_images(frames))  # [C, 3, 224, 224]: all cameras in one batch
@@ -274,7 +323,7 @@ class FastPi0Policy(nn.Module):
         prefix_group = torch.where(pad, 0, HIDDEN_GROUP).to(torch.int32)  # [P]
         k_cache, v_cache = self._kv_cache(p, dev, self.vlm.qkv[0].dtype)
         self._gemma_layers(self.vlm, x, cos, sin, k_cache, v_cache, slice(0, p),
-                           torch.zeros(p, dtype=torch.int32, device=dev), prefix_group, p, None)
+                           torch.zeros(p, dtype=torch.int32, device=dev), prefix_group, p, None, self.vlm_fp8)
         # What the suffix needs, constant across the Euler steps.
         suffix_group = model.suffix_ar_cumsum.to(torch.int32)  # [S]: state 1, actions 2
         s = suffix_group.shape[0]

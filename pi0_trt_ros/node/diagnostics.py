@@ -14,28 +14,20 @@
 
 """What the node reports on ``/diagnostics``: input liveness, the inputs' level and key/values, the statuses.
 
-``NodeDiagnostics`` gathers plain values (counters, flags, receive times) from the node's parts
-once per diagnostics period and passes them to the functions here, so every rule (which input
-counts as stopped, which condition wins the inputs' level, how each value is written) is a
-function of those values and a given time, testable without a node or DDS. Only the message
-types are ROS here.
+The node gathers plain values (counters, flags, receive times) from its parts once per
+diagnostics period and passes them here, so every rule (which input counts as stopped, which
+condition wins the inputs' level, how each value is written) is a function of those values and
+a given time, testable without a node or DDS. Only the message types are ROS here.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, TYPE_CHECKING
+from typing import Callable, Sequence
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 from pi0_trt_ros.node.deadline import Level
 from pi0_trt_ros.node.faults import BadInput, FaultCounters
-
-if TYPE_CHECKING:
-    from pi0_trt_ros.node.chunk_monitor import ChunkMonitor
-    from pi0_trt_ros.node.control_loop import ControlLoop, Mailbox
-    from pi0_trt_ros.node.deadline import DeadlineMonitor
-    from pi0_trt_ros.node.instruction import InstructionBox
-    from pi0_trt_ros.node.observation import ObservationPipeline
 
 KeyValues = list[tuple[str, str]]
 
@@ -125,46 +117,3 @@ def diagnostic_status(name: str, hardware_id: str, level: Level, message: str, p
     status = DiagnosticStatus(level=bytes([int(level)]), name=name, message=message, hardware_id=hardware_id)
     status.values = [KeyValue(key=k, value=v) for k, v in pairs]
     return status
-
-
-class NodeDiagnostics:
-    """The node's two statuses, ``<node>: deadline`` and ``<node>: inputs``, read from its parts.
-
-    Runs in the diagnostics timer's thread; the parts are written by the sensor and control
-    threads, and a status reads each counter once (a period's values may be a message apart).
-    """
-
-    def __init__(self, name: str, hardware_id: str, *, inference_mode: str, on_stale: str, cameras: Sequence[str],
-                 observations: ObservationPipeline, liveness: InputLiveness, loop: ControlLoop, mailbox: Mailbox,
-                 instruction: InstructionBox, monitor: DeadlineMonitor | ChunkMonitor, faults: FaultCounters) -> None:
-        self.name = name  # the node's fully qualified name, prefix of both status names
-        self.hardware_id = hardware_id
-        self.inference_mode = inference_mode
-        self.on_stale = on_stale
-        self.cameras = tuple(cameras)  # camera names, configured order
-        self.observations = observations
-        self.liveness = liveness
-        self.loop = loop
-        self.mailbox = mailbox
-        self.instruction = instruction
-        self.monitor = monitor
-        self.faults = faults
-
-    def statuses(self, now_ns: int) -> list[DiagnosticStatus]:
-        """Update input liveness at ``now_ns`` (monotonic) and return [deadline status, inputs status]."""
-        obs, loop = self.observations, self.loop
-        self.liveness.check(now_ns, obs.last_accepted)
-        level, message = inputs_level(has_instruction=bool(self.instruction.version), commands_stopped=loop.stopped,
-                                      stale=loop.stale, failing=loop.failing, on_stale=self.on_stale,
-                                      stopped_inputs=self.liveness.stopped_names(),
-                                      has_set=self.mailbox.last_set_ns != 0)
-        sync = obs.sync.counters
-        pairs = input_key_values(
-            now_ns, instruction=self.instruction.text, inference_mode=self.inference_mode,
-            commands_published=loop.commands_published, holds_published=loop.holds_published,
-            sets_emitted=sync.sets_emitted, sets_superseded=self.mailbox.superseded, sync_dropped=sync.dropped,
-            joint_lookup_misses=obs.joint_samples.misses, cameras=self.cameras, received=sync.received,
-            last_accepted_ns=obs.last_accepted, faults=self.faults.key_values())
-        return [diagnostic_status(f'{self.name}: deadline', self.hardware_id, *self.monitor.level(),
-                                  self.monitor.key_values()),
-                diagnostic_status(f'{self.name}: inputs', self.hardware_id, level, message, pairs)]

@@ -35,7 +35,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import ParameterException
@@ -114,17 +114,30 @@ class ControlParams:
     realtime_priority: int
 
 
-def declare_and_read(node: Node) -> ControlParams:
+def declare_and_read(node: Node, defaults: Mapping[str, Any] | None = None) -> ControlParams:
     """Declare every parameter on ``node`` (read-only, described, constraint stated), read and validate them.
 
-    Raises Pi0Error listing every invalid parameter and what is expected.
+    ``defaults`` (parameter name -> value, e.g. ``camera.base.topic``, as ``declared_values``
+    returns them) replace the table's defaults: a robot of a fleet takes the fleet node's values
+    wherever its own parameters set nothing. Raises Pi0Error listing every invalid parameter and
+    what is expected.
     """
+    given = defaults or {}
     problems: list[str] = []
-    raw: dict[str, Any] = {spec.name: _declare(node, spec, spec.name, spec.default, '', problems)
+    raw: dict[str, Any] = {spec.name: _declare(node, spec, spec.name, given.get(spec.name, spec.default), '',
+                                               problems)
                            for spec in PARAMETERS}
     raw['cameras'] = _cameras(raw['cameras'], lambda cam, spec, default: _declare(
-        node, spec, f'camera.{cam}.{spec.name}', default, f'{cam}: ', problems))
+        node, spec, f'camera.{cam}.{spec.name}', given.get(f'camera.{cam}.{spec.name}', default), f'{cam}: ',
+        problems))
     return _build_or_raise(raw, problems)
+
+
+def declared_values(node: Node, params: ControlParams) -> dict[str, Any]:
+    """Return the values of the parameters ``declare_and_read`` declared on ``node``, by parameter name."""
+    names = [spec.name for spec in PARAMETERS]
+    names += [f'camera.{c.name}.{spec.name}' for c in params.cameras for spec in CAMERA_FIELDS]
+    return {name: node.get_parameter(name).value for name in names}
 
 
 def default_params_file() -> Path:

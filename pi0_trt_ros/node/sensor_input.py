@@ -51,10 +51,10 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.experimental import EventsExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
 from pi0_trt_ros.node.observation import ObservationPipeline
-from pi0_trt_ros.node.qos import camera_qos, joint_state_qos
 
 if TYPE_CHECKING:
     from pi0_trt_ros.node.params import ControlParams
@@ -69,8 +69,8 @@ class SensorInputs:
     ``on_error``: where a callback's exception is reported (the thread goes on).
     """
 
-    def __init__(self, parent: Node, p: ControlParams, observations: ObservationPipeline,
-                 now_ns: Callable[[], int], on_error: Callable[[str], object]) -> None:
+    def __init__(self, parent: Node, p: ControlParams, observations: ObservationPipeline, camera_qos: QoSProfile,
+                 joint_qos: QoSProfile, now_ns: Callable[[], int], on_error: Callable[[str], object]) -> None:
         self.observations = observations
         self._now_ns = now_ns  # the control node's clock (ROS time), ns
         self._on_error = on_error
@@ -80,13 +80,11 @@ class SensorInputs:
                          use_global_arguments=False, start_parameter_services=False, enable_rosout=False,
                          parameter_overrides=[Parameter('start_type_description_service', value=False)])
         self.node.create_subscription(JointState, parent.resolve_topic_name(p.joint_states_topic),
-                                      self.joint_callback,
-                                      joint_state_qos(p.sensor_qos_reliability, p.sensor_qos_depth), raw=True)
-        qos = camera_qos(p.sensor_qos_reliability, p.sensor_qos_depth)
+                                      self.joint_callback, joint_qos, raw=True)
         for i, cam in enumerate(p.cameras):
             self.node.create_subscription(Image if cam.transport == 'raw' else CompressedImage,
                                           parent.resolve_topic_name(cam.topic),
-                                          lambda raw, i=i: self.camera_callback(i, raw), qos, raw=True)
+                                          lambda raw, i=i: self.camera_callback(i, raw), camera_qos, raw=True)
         self._executor = EventsExecutor(context=parent.context)
         self._executor.add_node(self.node)
         self._stop = threading.Event()

@@ -57,6 +57,24 @@ def usage_text(prog: str = 'control_node') -> str:
     return '\n'.join(lines) + '\n'
 
 
+def fleet_usage_text(prog: str = 'fleet_node') -> str:
+    """Return the fleet node's usage text: how to run it, its own parameters, and where the others are."""
+    from pi0_trt_ros.node.fleet_params import FLEET_PARAMETERS  # rclpy: only when this text is asked for
+
+    lines = [
+        f'usage: ros2 run pi0_trt_ros {prog} --ros-args --params-file control.yaml --params-file fleet.yaml',
+        '       ros2 launch pi0_trt_ros fleet.launch.py robots:=[robot_a,robot_b] [device:=cuda:N] [config:=FILE]',
+        '',
+        'Several robots served by one batched Pi0 policy: each robot a namespace with the topics and',
+        'parameters of the control node (<robot>/pi0_control; `control_node --help` lists them).',
+        '',
+        'fleet parameters (default, description, allowed values):',
+    ]
+    for spec in FLEET_PARAMETERS:
+        lines += _entry(spec.name, spec)
+    return '\n'.join(lines) + '\n'
+
+
 def _entry(name: str, spec: ParamSpec) -> list[str]:
     """Two or three lines: name (default), description, and the constraint if there is one."""
     lines = [f'  {name} ({spec.show_default()})', f'      {spec.description}']

@@ -22,8 +22,9 @@ backend never imports torch, and a missing backend fails with a message naming w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TYPE_CHECKING
+from typing import Any, Sequence, TYPE_CHECKING
 
+from pi0_trt_ros.batch_sizes import SINGLE
 from pi0_trt_ros.errors import RunnerError
 from pi0_trt_ros.runners.registry import BACKENDS, get_backend
 
@@ -34,12 +35,14 @@ __all__ = ['BACKENDS', 'make_runner']
 
 
 def make_runner(backend: str, *, engine_dir: str | Path | None = None, checkpoint: str | Path | None = None,
-                arch: str | Path | None = None, **options: Any) -> Runner:
+                arch: str | Path | None = None, batch_sizes: Sequence[int] = SINGLE, **options: Any) -> Runner:
     """Create (not activate) a runner.
 
     onnxruntime / tensorrt / tensorrt_rtx read an export directory (``engine_dir``, from
     `pi0-trt export`); torch reads a checkpoint directory. ``options`` go to the backend, checked
     against ``registry.BACKENDS[backend].options`` (unknown names and wrong types raise RunnerError).
+    ``batch_sizes`` beyond (1,) makes a batched runner (see ``pi0_trt_ros.batch_sizes``); engine
+    backends then need an export made with ``--batch-sizes``.
     """
     spec = get_backend(backend)
     options = spec.check_options(options)
@@ -47,5 +50,5 @@ def make_runner(backend: str, *, engine_dir: str | Path | None = None, checkpoin
         if engine_dir is None:
             raise RunnerError(f'the {backend} backend needs an export directory (--engine-dir): '
                               f'create one with `pi0-trt export --checkpoint DIR --out ENGINE_DIR`')
-        return spec.runner_class()(engine_dir, **spec.fixed, **options)
-    return spec.runner_class()(checkpoint, arch, **spec.fixed, **options)
+        return spec.runner_class()(engine_dir, **spec.fixed, **options, batch_sizes=batch_sizes)
+    return spec.runner_class()(checkpoint, arch, **spec.fixed, **options, batch_sizes=batch_sizes)

@@ -18,6 +18,12 @@ On CUDA, staging buffers are pinned host memory allocated once with ``cudaHostAl
 cuda-python (the same primary context PyTorch uses) and the whole cycle (host-to-device copies,
 the policy call, device-to-host copy of the chunk) is captured once into a CUDA graph, so a
 cycle is one graph launch and one stream synchronization. On CPU it runs eagerly.
+
+Batched (``batch_sizes`` beyond (1,)): host and device buffers are allocated once for the largest
+size, and each size gets its own CUDA graph (own memory pool: graphs never share intermediates)
+over the first rows of those buffers; on CPU the same per-size views run eagerly. The fast path
+(``fast``, fused Triton kernels) is batch 1 only: with it, batch 1 runs the fast path and every
+larger size the plain `Pi0Policy` over the same weights.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
+from pi0_trt_ros.batch_sizes import SINGLE
 from pi0_trt_ros.errors import BackendUnavailableError, RunnerError
 from pi0_trt_ros.manifest import PolicyIO
 from pi0_trt_ros.runners.base import Runner, Staging
@@ -53,11 +60,14 @@ class TorchRunner(Runner):
     def __init__(self, checkpoint: str | Path | None = None, arch: str | Path | None = None, *,
                  policy: Any = None, io: PolicyIO | None = None, device: str = 'cuda', dtype: str = 'fp16',
                  mode: str = 'cuda_graph', warmup: int = 3, compiled: bool = False, fast: bool = False,
-                 expert_gemm: str = 'cublas') -> None:
+                 expert_gemm: str = 'mixed', prefix_fp8: bool = False, batch_sizes: Sequence[int] = SINGLE) -> None:
         if dtype not in TORCH_DTYPES or mode not in TORCH_MODES:
             raise RunnerError(f'torch runner: dtype must be one of {TORCH_DTYPES}, mode one of {TORCH_MODES}')
         if fast and compiled:
             raise RunnerError('torch runner: choose the fast path (Triton kernels) or torch.compile, not both')
+        if prefix_fp8 and not (fast and dtype == 'bf16'):
+            raise RunnerError('torch runner: prefix_fp8 (e4m3 prefix GEMMs) is part of the fast path in bf16: '
+                              'set fast: true and dtype: bf16')
         if device == 'cpu' and mode == 'cuda_graph':
             mode = 'eager'
         if policy is None:
@@ -75,19 +85,22 @@ class TorchRunner(Runner):
             if io is None:
                 raise RunnerError('torch runner: a policy object needs its PolicyIO')
             self._source = policy
-        super().__init__(io)
+        super().__init__(io, batch_sizes)
         self.device, self.dtype, self.mode, self.warmup = device, dtype, mode, warmup
         self.compiled = compiled  # torch.compile the vision tower, the prefix and the denoise step
-        self.fast = fast  # run `FastPi0Policy` (fused Triton kernels) over the same weights
+        self.fast = fast  # run `FastPi0Policy` (fused Triton kernels, batch 1) over the same weights
         self.expert_gemm = expert_gemm  # fast path's denoise-step GEMMs: one of model/fast.py's EXPERT_GEMMS
+        self.prefix_fp8 = prefix_fp8  # fast path's VLM GEMMs in e4m3
         self.warmup_seconds = 0.0
-        self._policy: Any = None
-        self._host: dict[str, Any] = {}
-        self._dev: dict[str, Any] = {}
-        self._host_out: Any = None
-        self._out_view: np.ndarray | None = None
+        self._policy: Any = None  # the plain `Pi0Policy`
+        self._fast_policy: Any = None  # `FastPi0Policy` over the same weights, when ``fast``
+        self._host: dict[str, Any] = {}  # input name -> host tensor [max_batch, ...]
+        self._dev: dict[str, Any] = {}  # input name -> device tensor [max_batch, ...] (CPU: the host tensor)
+        self._host_out: Any = None  # [max_batch, chunk, action_dim]
+        self._views: dict[int, tuple[list[Any], list[Any], Any]] = {}  # batch -> (host in, device in, host out)
+        self._out_views: dict[int, np.ndarray] = {}  # batch -> numpy view [batch, chunk, action_dim]
         self._pinned: list[Any] = []
-        self._graph: Any = None
+        self._graphs: dict[int, Any] = {}  # batch -> CUDAGraph of its whole cycle
         self._stream: Any = None
 
     def _activate_impl(self) -> Staging:
@@ -116,34 +129,43 @@ class TorchRunner(Runner):
             require_triton()
             from pi0_trt_ros.model.fast import FastPi0Policy
 
-            self._policy = FastPi0Policy(self._policy, expert_gemm=self.expert_gemm)
+            self._fast_policy = FastPi0Policy(self._policy, expert_gemm=self.expert_gemm, prefix_fp8=self.prefix_fp8)
         cuda = self.device.startswith('cuda')
-        for name, (shape, dtype) in self.io.input_specs().items():
+        for name, (shape, dtype) in self.io.input_specs(self.max_batch).items():
             self._host[name] = self._host_tensor(shape, dtype, cuda)
             self._dev[name] = torch.zeros_like(self._host[name], device=self.device) if cuda else self._host[name]
-        (out_shape, out_dtype), = self.io.output_specs().values()
+        (out_shape, out_dtype), = self.io.output_specs(self.max_batch).values()
         self._host_out = self._host_tensor(out_shape, out_dtype, cuda)
-        self._out_view = self._host_out.numpy()[0]
+        for batch in self.batch_sizes:  # views of the first rows, made once: the cycle slices nothing
+            self._views[batch] = ([t[:batch] for t in self._host.values()], [t[:batch] for t in self._dev.values()],
+                                  self._host_out[:batch])
+            self._out_views[batch] = self._host_out.numpy()[:batch]
         staging = Staging.over(self.io, {n: t.numpy() for n, t in self._host.items()})
-        staging.token_mask[0] = True  # a valid prefix for warm-up and capture
+        staging.buffers['token_mask'][:, 0] = True  # a valid prefix for warm-up and capture
         t0 = time.monotonic()
         if cuda:
             self._stream = torch.cuda.Stream(device=self.device)
             with torch.cuda.stream(self._stream):
-                for _ in range(self.warmup):
-                    self._cycle()
+                for batch in self.batch_sizes:
+                    for _ in range(self.warmup):
+                        self._cycle(batch)
             self._stream.synchronize()
             if self.mode == 'cuda_graph':
-                self._graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(self._graph, stream=self._stream):
-                    self._cycle()
+                for batch in self.batch_sizes:
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, stream=self._stream):
+                        self._cycle(batch)
+                    self._graphs[batch] = graph
         else:
-            for _ in range(self.warmup):
-                self._cycle()
+            for batch in self.batch_sizes:
+                for _ in range(self.warmup):
+                    self._cycle(batch)
         self.warmup_seconds = time.monotonic() - t0
-        staging.token_mask[0] = False
-        LOG.info('torch %s %s %s%s ready; warm-up%s %.2f s', self.device, self.dtype, self.mode,
-                 ' fast' if self.fast else '', ' + capture' if self._graph is not None else '', self.warmup_seconds)
+        staging.buffers['token_mask'][:, 0] = False
+        LOG.info('torch %s %s %s%s ready (batch sizes %s%s); warm-up%s %.2f s', self.device, self.dtype, self.mode,
+                 ' fast' if self.fast else '', ','.join(map(str, self.batch_sizes)),
+                 '; the fast path serves batch 1, larger batches run the plain model' if self.fast and self.batched
+                 else '', ' + capture' if self._graphs else '', self.warmup_seconds)
         return staging
 
     def _compile_hot_functions(self, torch: Any) -> None:
@@ -171,38 +193,42 @@ class TorchRunner(Runner):
             raise RunnerError('cudaHostAlloc memory is not seen as pinned by PyTorch (another CUDA context?)')
         return tensor
 
-    def _cycle(self) -> None:
-        """Copy inputs in, run the policy, copy the chunk out (all on the current stream)."""
+    def _cycle(self, batch: int) -> None:
+        """Copy the first ``batch`` rows in, run the policy, copy their chunks out (all on the current stream)."""
         torch = _torch()
+        host, dev, host_out = self._views[batch]
+        policy = self._fast_policy if self._fast_policy is not None and batch == 1 else self._policy
         with torch.inference_mode():
-            for name, dev in self._dev.items():
-                if dev is not self._host[name]:  # CPU: device tensors are the staging tensors
-                    dev.copy_(self._host[name], non_blocking=True)
-            out = self._policy(*self._dev.values())
-            self._host_out.copy_(out, non_blocking=True)
+            if self._stream is not None:  # on CPU the device tensors are the staging tensors: nothing to copy
+                for d, h in zip(dev, host):
+                    d.copy_(h, non_blocking=True)
+            out = policy(*dev)
+            host_out.copy_(out, non_blocking=True)
 
     def _deactivate_impl(self) -> None:
-        self._graph = None
+        self._graphs.clear()
         self._policy = None
+        self._fast_policy = None
+        self._views.clear()
+        self._out_views.clear()
         self._host.clear()
         self._dev.clear()
         self._host_out = None
-        self._out_view = None
         self._stream = None
         for buf in self._pinned:
             buf.free()
         self._pinned.clear()
 
-    def _infer_impl(self) -> np.ndarray:
+    def _infer_impl(self, batch: int) -> np.ndarray:
         if self._stream is not None:
             torch = _torch()
             with torch.cuda.stream(self._stream):  # CUDAGraph.replay launches on the current stream
-                if self._graph is not None:
-                    self._graph.replay()
+                graph = self._graphs.get(batch)
+                if graph is not None:
+                    graph.replay()
                 else:
-                    self._cycle()
+                    self._cycle(batch)
             self._stream.synchronize()
         else:
-            self._cycle()
-        assert self._out_view is not None
-        return self._out_view
+            self._cycle(batch)
+        return self._out_views[batch]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -103,13 +103,16 @@ class TinyBundle:
 
 
 def make_tiny_bundle(root: str | Path, seed: int = 0, precision: str = 'fp32',
-                     io: PolicyIO | None = None) -> TinyBundle:
-    """Create ROOT/checkpoint, ROOT/tokenizer.json and ROOT/engine (ONNX export) for a tiny random Pi0."""
+                     io: PolicyIO | None = None, batch_sizes: Sequence[int] = (1,)) -> TinyBundle:
+    """Create ROOT/checkpoint, ROOT/tokenizer.json and ROOT/engine (ONNX export) for a tiny random Pi0.
+
+    ``batch_sizes`` beyond 1 adds the batched graph (``pi0-trt export --batch-sizes``), for a fleet.
+    """
     from pi0_trt_ros.export.onnx import export_policy
     from pi0_trt_ros.testing.tiny_tokenizer import build_tiny_tokenizer_json
 
     root = Path(root)
     ckpt = make_tiny_checkpoint(root / 'checkpoint', seed=seed, io=io)
     tokenizer = build_tiny_tokenizer_json(root / 'tokenizer.json')
-    engine_dir = export_policy(ckpt, root / 'engine', precision=precision)
+    engine_dir = export_policy(ckpt, root / 'engine', precision=precision, batch_sizes=batch_sizes)
     return TinyBundle(checkpoint=ckpt, tokenizer=Path(tokenizer), engine_dir=engine_dir)

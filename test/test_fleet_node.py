@@ -1,0 +1,339 @@
+# Copyright 2026 The pi0_trt_ros Authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The fleet node over real DDS (loopback): three robots, one batched tiny Pi0 on ONNX Runtime.
+
+The fleet runs in this process (its executor thread, the robots' own) next to one "rig" node per
+robot that plays that robot in its namespace: cameras, joint states and an instruction in,
+commands, trajectories and status out. Each robot's commands must equal what the single-robot
+path gives for its inputs and noise, and one robot's camera dropout must leave the others
+commanding. Sequences and counts are checked, with generous waits; no timing is asserted.
+"""
+
+import array
+import os
+from pathlib import Path
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+from diagnostic_msgs.msg import DiagnosticArray
+import numpy as np
+import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from trajectory_msgs.msg import JointTrajectory
+
+from pi0_trt_ros.errors import Pi0Error
+from pi0_trt_ros.node.fleet_node import FleetNode
+from pi0_trt_ros.testing.dds import domain_id
+from pi0_trt_ros.testing.tiny import CAMERA_KEYS, JOINT_NAMES, make_tiny_bundle, tiny_io
+
+DOMAIN_ID = domain_id(52)  # this module's own DDS domain; rclpy.init below gets it explicitly too
+os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+
+H, W = 96, 128
+CAMERAS = {'left_wrist': CAMERA_KEYS[1], 'base': CAMERA_KEYS[0], 'right_wrist': CAMERA_KEYS[2]}
+ROBOTS = ('robot_a', 'robot_b', 'robot_c')
+INSTRUCTIONS = {'robot_a': 'pick up the red block', 'robot_b': 'open the drawer', 'robot_c': 'stack the cups'}
+REPO = Path(__file__).resolve().parents[1]
+WAIT_S = 60.0  # generous: the machine is loaded; nothing is asserted about how long it took
+ATOL = 1e-5  # batched rows against batch-1 calls (test_fleet_batcher measures ~1e-6)
+
+
+@pytest.fixture(scope='module')
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return make_tiny_bundle(tmp_path_factory.mktemp('tiny'), seed=3, io=tiny_io(camera_hw=(H, W)),
+                            batch_sizes=(1, 2, 4))
+
+
+@pytest.fixture(scope='module')
+def context() -> Iterator[Context]:
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)
+
+
+def fleet_parameters(bundle: Any, **overrides: Any) -> list[Parameter]:
+    values = {
+        'engine_dir': str(bundle.engine_dir), 'tokenizer': str(bundle.tokenizer), 'backend': 'onnxruntime',
+        'sensor_qos_reliability': 'reliable', 'warmup_iterations': 1,
+        'joint_lower_limits': [-100.0] * 6, 'joint_upper_limits': [100.0] * 6, 'cameras': list(CAMERAS),
+        'diagnostics_period_sec': 0.5, 'robots': list(ROBOTS), 'batch_sizes': [1, 2, 4],
+    }
+    for name, key in CAMERAS.items():
+        values[f'camera.{name}.topic'] = f'{name}/image_raw'
+        values[f'camera.{name}.key'] = key
+    values.update(overrides)
+    return [Parameter(k, value=v) for k, v in values.items()]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f'timed out after {timeout} s waiting for {what}')
+        time.sleep(0.01)
+
+
+class Rig:
+    """One robot in its namespace: publishes cameras, joint states, the instruction; records commands."""
+
+    def __init__(self, context: Context, namespace: str, seed: int) -> None:
+        self.node = Node('rig', namespace=namespace, context=context)
+        self.cameras = {name: self.node.create_publisher(Image, f'{name}/image_raw', 10) for name in CAMERAS}
+        self.joints = self.node.create_publisher(JointState, 'joint_states', 50)
+        self.instruction = self.node.create_publisher(String, 'instruction', 10)
+        self.commands: list[list[float]] = []
+        self.trajectories: list[JointTrajectory] = []
+        self.status: list[list[float]] = []
+        self._subs = [
+            self.node.create_subscription(Float64MultiArray, 'forward_position_controller/commands',
+                                          lambda m: self.commands.append(list(m.data)), 100),
+            self.node.create_subscription(JointTrajectory, 'joint_trajectory_controller/joint_trajectory',
+                                          self.trajectories.append, 100),
+            self.node.create_subscription(Float64MultiArray, 'pi0_control/status',
+                                          lambda m: self.status.append(list(m.data)), 100),
+        ]
+        rng = np.random.default_rng(seed)
+        self.frames = {name: rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for name in CAMERAS}
+        self.positions = [float(v) for v in rng.uniform(-1.0, 1.0, 6)]
+
+    def connected(self) -> bool:
+        pubs = list(self.cameras.values()) + [self.joints, self.instruction]
+        return (all(p.get_subscription_count() > 0 for p in pubs)
+                and all(s.get_publisher_count() > 0 for s in self._subs))
+
+    def send_set(self, skip_cameras: bool = False) -> None:
+        stamp = self.node.get_clock().now().nanoseconds
+        joint = JointState(name=list(JOINT_NAMES), position=self.positions)
+        joint.header.stamp.sec, joint.header.stamp.nanosec = divmod(stamp, 10**9)
+        self.joints.publish(joint)
+        if skip_cameras:
+            return
+        for name, pub in self.cameras.items():
+            frame = self.frames[name]
+            msg = Image(height=H, width=W, encoding='rgb8', step=W * 3)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
+            msg.data = array.array('B', frame.tobytes())
+            pub.publish(msg)
+
+    def send_bad_set(self) -> None:
+        """Publish a set the robot must reject: a NaN joint state and frames in an unknown encoding."""
+        stamp = self.node.get_clock().now().nanoseconds
+        joint = JointState(name=list(JOINT_NAMES), position=[float('nan')] * 6)
+        joint.header.stamp.sec, joint.header.stamp.nanosec = divmod(stamp, 10**9)
+        self.joints.publish(joint)
+        for name, pub in self.cameras.items():
+            msg = Image(height=H, width=W, encoding='yuv422', step=W * 3)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
+            msg.data = array.array('B', self.frames[name].tobytes())
+            pub.publish(msg)
+
+    def instruct(self, text: str) -> None:
+        self.instruction.publish(String(data=text))
+
+
+class Running:
+    """A FleetNode spinning in its own thread, one rig per robot, and a /diagnostics listener."""
+
+    def __init__(self, context: Context, bundle: Any, robot_overrides: dict[str, list[Parameter]],
+                 **overrides: Any) -> None:
+        self.fleet = FleetNode(robot_overrides=robot_overrides, context=context,
+                               parameter_overrides=fleet_parameters(bundle, **overrides))
+        self.robots = {r.get_namespace().strip('/'): r for r in self.fleet.robots}
+        self.rigs = {name: Rig(context, f'/{name}', seed=20 + i) for i, name in enumerate(ROBOTS)}
+        self.listener = Node('diagnostics_listener', context=context)
+        self.diagnostics: list[DiagnosticArray] = []
+        self.listener.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, 50)
+        self.executor = SingleThreadedExecutor(context=context)  # the fleet node, as main() spins it
+        self.executor.add_node(self.fleet)
+        self.rig_executor = SingleThreadedExecutor(context=context)
+        for node in [rig.node for rig in self.rigs.values()] + [self.listener]:
+            self.rig_executor.add_node(node)
+        self._threads = [threading.Thread(target=e.spin, daemon=True) for e in (self.executor, self.rig_executor)]
+        for t in self._threads:
+            t.start()
+        wait_for(lambda: all(rig.connected() for rig in self.rigs.values()), WAIT_S, 'discovery')
+
+    def latest_status(self, name: str) -> dict[str, str]:
+        for msg in reversed(self.diagnostics):
+            for s in msg.status:
+                if s.name == name:
+                    return {'level': s.level[0], 'message': s.message, **{kv.key: kv.value for kv in s.values}}
+        return {}
+
+    def instruct_all(self) -> None:
+        for name, rig in self.rigs.items():
+            rig.instruct(INSTRUCTIONS[name])
+        wait_for(lambda: all(r.robot.instruction.version == 1 for r in self.robots.values()), WAIT_S,
+                 'the instructions')
+
+    def close(self) -> None:
+        self.rig_executor.shutdown()
+        for node in [rig.node for rig in self.rigs.values()] + [self.listener]:
+            node.destroy_node()
+        self.fleet.close()
+        self.executor.shutdown()
+        self.fleet.destroy_node()
+
+
+@pytest.fixture
+def start(context: Context, bundle: Any) -> Iterator[Callable[..., Running]]:
+    running: list[Running] = []
+
+    def _start(robot_overrides: dict[str, list[Parameter]] | None = None, **overrides: Any) -> Running:
+        running.append(Running(context, bundle, robot_overrides or {}, **overrides))
+        return running[-1]
+
+    yield _start
+    for r in running:
+        r.close()
+
+
+def single_robot_chunk(bundle: Any, frames: dict[str, np.ndarray], positions: list[float], noise: np.ndarray,
+                       text: str) -> np.ndarray:
+    """Return what the single-robot path (a batch-1 runner, as the control node has) gives for this observation."""
+    from pi0_trt_ros.runners import make_runner
+    from pi0_trt_ros.tokenizer import Pi0Tokenizer
+
+    with make_runner('onnxruntime', engine_dir=bundle.engine_dir) as runner:
+        staging = runner.staging
+        for name, key in CAMERAS.items():
+            np.copyto(staging.images[runner.io.camera_keys.index(key)], frames[name])
+        staging.state[:] = np.asarray(positions, np.float32)
+        Pi0Tokenizer.from_path(bundle.tokenizer, runner.io.token_len).encode_into(text, staging.tokens,
+                                                                                  staging.token_mask)
+        np.copyto(staging.noise, noise)
+        return runner.infer().astype(np.float64)
+
+
+def test_each_robot_commands_what_the_single_robot_path_gives(start: Callable[..., Running], bundle: Any) -> None:
+    seeds = {'robot_a': 7, 'robot_b': 8, 'robot_c': 9}  # each robot its own noise, as its own node would draw
+    r = start({name: [Parameter('noise_seed', value=seed)] for name, seed in seeds.items()},
+              inference_mode='every_set', stale_timeout_ms=600_000.0,  # no hold while references are computed
+              max_observation_age_ms=0.0,  # nor a set dropped as too old on a loaded machine
+              max_wait_ms=600_000.0)  # every batch waits for the whole fleet: all three rows every time
+    r.instruct_all()
+    noise = {name: np.random.default_rng(seed) for name, seed in seeds.items()}  # inference k uses draw k
+    for k in range(2):
+        if k == 1:  # robot_b's bad inputs are rejected by robot_b alone: no set, no inference, no effect elsewhere
+            faults = r.robots['robot_b'].robot.faults
+            r.rigs['robot_b'].send_bad_set()
+            wait_for(lambda: faults.count('joint_nonfinite') == 1 and faults.count('image_encoding') == 3, WAIT_S,
+                     "robot_b's bad inputs counted")
+        for i, (name, rig) in enumerate(r.rigs.items()):
+            rig.positions = [p + 0.1 * (k + 1) * (i + 1) for p in rig.positions]
+            rig.frames = {cam: np.roll(frame, 5 * k + 3 * i, axis=1) for cam, frame in rig.frames.items()}
+            rig.send_set()
+        wait_for(lambda: all(len(rig.commands) == k + 1 and len(rig.trajectories) == k + 1
+                             for rig in r.rigs.values()), WAIT_S, f'command {k} of every robot')
+        chunks = {}
+        for name, rig in r.rigs.items():
+            chunks[name] = single_robot_chunk(bundle, rig.frames, rig.positions,
+                                              noise[name].standard_normal((50, 32), dtype=np.float32),
+                                              INSTRUCTIONS[name])
+            np.testing.assert_allclose(rig.commands[k], chunks[name][0], rtol=0, atol=ATOL, err_msg=name)
+            trajectory = np.array([list(p.positions) for p in rig.trajectories[k].points])
+            np.testing.assert_allclose(trajectory, chunks[name], rtol=0, atol=ATOL, err_msg=name)
+        assert np.abs(chunks['robot_a'] - chunks['robot_b']).max() > 1e-2  # the robots' chunks really differ
+    assert r.fleet.batcher.stats().histogram == {3: 2}  # both rounds ran as one batch of three (padded to 4)
+    for name, rig in r.rigs.items():
+        wait_for(lambda: len(rig.status) == 2, WAIT_S, f'status of {name}')
+        assert [s[0] for s in rig.status] == [0.0, 1.0]
+        assert r.robots[name].robot.loop.holds_published == 0
+        if name != 'robot_b':
+            assert r.robots[name].robot.faults.counts() == {}, name
+
+
+def stream(r: Running, until: Callable[[], bool], what: str, dropped: str = '') -> None:
+    """Send sets to every robot at ~20 Hz (no cameras for ``dropped``) until ``until()`` holds."""
+    end = time.monotonic() + WAIT_S
+    while not until():
+        if time.monotonic() > end:
+            raise AssertionError(f'timed out after {WAIT_S} s waiting for {what}')
+        for name, rig in r.rigs.items():
+            rig.send_set(skip_cameras=name == dropped)
+        time.sleep(0.05)
+
+
+def test_a_robots_camera_dropout_leaves_the_others_commanding(start: Callable[..., Running]) -> None:
+    r = start(stale_timeout_ms=2000.0, stop_timeout_ms=500.0, control_rate_hz=50.0)  # chunk mode, the default
+    r.instruct_all()
+    rigs, robots = r.rigs, r.robots
+    stream(r, lambda: all(len(rig.commands) >= 5 for rig in rigs.values()), 'commands of every robot')
+    dropped = robots['robot_b'].robot.loop
+    stream(r, lambda: dropped.stopped, 'robot_b to stop after its cameras stopped', dropped='robot_b')
+    wait_for(lambda: len(rigs['robot_b'].commands) == dropped.commands_published + dropped.holds_published,
+             WAIT_S, "robot_b's last commands")
+    n_b = len(rigs['robot_b'].commands)
+    others = {name: robots[name].robot.loop for name in ('robot_a', 'robot_c')}
+    policy_commands = {name: loop.commands_published for name, loop in others.items()}
+    stream(r, lambda: all(loop.commands_published > policy_commands[name] + 50 for name, loop in others.items()),
+           'robot_a and robot_c to keep commanding the policy while robot_b has no cameras', dropped='robot_b')
+    assert dropped.stopped and len(rigs['robot_b'].commands) == n_b  # still stopped, nothing commanded
+    stream(r, lambda: len(rigs['robot_b'].commands) > n_b, 'robot_b to command again with its cameras back')
+
+    fleet = '/pi0_fleet'
+    wait_for(lambda: int(r.latest_status(f'{fleet}: batcher').get('observations', 0)) > 0, WAIT_S,
+             'fleet diagnostics')
+    batcher = r.latest_status(f'{fleet}: batcher')
+    assert batcher['robots'] == '/robot_a,/robot_b,/robot_c' and batcher['batch_sizes'] == '1,2,4'
+    assert sum(int(batcher.get(f'batch_size.{n}', 0)) * n for n in (1, 2, 3)) == int(batcher['observations'])
+    for name in ROBOTS:
+        assert int(batcher[f'robot.{name}.chunks']) > 0 and float(batcher[f'robot.{name}.chunk_latency_ms_p99']) > 0
+    gpu = r.latest_status(f'{fleet}: gpu')
+    assert gpu['message'] == 'runner on cpu: no GPU to report' and gpu['nvml'] == 'unavailable'
+    assert 'utilization_percent' not in gpu  # no figure is made up
+    wait_for(lambda: r.latest_status('/robot_b/pi0_control: inputs').get('level') == 0, WAIT_S,
+             "robot_b's inputs OK again")
+    assert int(r.latest_status('/robot_b/pi0_control: inputs')['bad_input.camera_stopped']) == 3
+
+
+@pytest.mark.parametrize('robot_overrides,overrides,match', [
+    ({'robot_b': [Parameter('backend', value='torch')]}, {},
+     r"/robot_b/pi0_control: backend must be the same for every robot of a fleet(.|\n)*'torch' for /robot_b"),
+    ({}, {'robots': [], 'max_wait_ms': -1.0}, r'robots is empty(.|\n)*max_wait_ms must be >= 0'),
+    ({'robot_z': [Parameter('noise_seed', value=1)]}, {}, r"parameters given for \['robot_z'\]"),
+    ({}, {'device': 'gpu0'}, 'device must be cpu, cuda or cuda:N'),
+])
+def test_start_up_errors_say_what_to_change(context: Context, bundle: Any, robot_overrides: dict,
+                                            overrides: dict, match: str) -> None:
+    with pytest.raises(Pi0Error, match=match):
+        FleetNode(robot_overrides=robot_overrides, context=context,
+                  parameter_overrides=fleet_parameters(bundle, **overrides))
+
+
+def test_help_and_a_failed_start_as_processes(bundle: Any) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED='1')
+    done = subprocess.run([sys.executable, '-m', 'pi0_trt_ros.node.fleet_node', '--help'], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith('usage: ros2 run pi0_trt_ros fleet_node')
+    assert all(f'  {name} (' in done.stdout for name in ('robots', 'batch_sizes', 'max_wait_ms', 'device'))
+    failed = subprocess.run([sys.executable, '-m', 'pi0_trt_ros.node.fleet_node', '--ros-args', '-p',
+                             f'engine_dir:={bundle.engine_dir}', '-p', f'tokenizer:={bundle.tokenizer}', '-p',
+                             'backend:=onnxruntime'], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = failed.stdout + failed.stderr
+    assert failed.returncode == 1 and 'start-up failed' in out and 'robots:=[robot_a, robot_b]' in out, out
+    assert 'Traceback' not in out, out
