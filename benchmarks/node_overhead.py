@@ -18,18 +18,21 @@ A separate process plays the robot (three 640x480 cameras at ``--rate`` Hz, join
 over DDS on loopback, the cameras as ``--transport raw`` (sensor_msgs/Image, bgr8) or ``compressed``
 (sensor_msgs/CompressedImage, JPEG of a textured test scene, quality 90), or ``both`` one after the
 other; the node runs here with a tiny random Pi0 on ONNX Runtime. Per cycle, from the node's
-monotonic stage timestamps (``ControlNode.stages``) and the executor thread's CPU time (this
-script spins the executor itself):
+monotonic stage timestamps (``ControlNode.stages``) and the receiving threads' CPU time (this
+script spins the node's executor itself):
 
-* receive: CPU time of the executor thread per synchronized set, averaged over the second around
-  the cycle (rclpy wait + take + deserialization, the camera/joint callbacks, the synchronizer),
-  i.e. everything before hand-over; the 1 Hz diagnostics timer is reported apart;
+* receive: CPU time per synchronized set of the node's sensor thread plus the executor thread,
+  averaged over the second around the cycle (rmw take, CDR parsing, the camera/joint callbacks,
+  the synchronizer), i.e. everything before hand-over; the 1 Hz diagnostics timer is reported apart;
 * callbacks: the part of it spent inside the node's callbacks;
 * handoff: set handed over -> control thread took it (wake-up latency; not CPU);
 * stage: three frames into staging, state, tokens, noise;
 * publish: sanitize the chunk, publish command + trajectory;
 * overhead = receive + stage + publish (the target: p99 <= 2 ms on a 2-core CPU);
 * node_code = callbacks + stage + publish: the node's own code, without rclpy's executor;
+* latency = (set's last message taken -> handed over) + stage + publish: the wall time a set spends
+  on the node's own path, without inference and without waiting for the previous cycle (a
+  compressed set's last frame is decoded in it);
 * inference, and compute (set complete -> published), for reference.
 
 Garbage collection: ``--gc-mode both`` runs once with the node's ``gc_mode: tuned`` (freeze
@@ -135,7 +138,7 @@ class GcWatch:
 
 
 def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interval_ms: float,
-        domain_id: int, transport: str) -> dict[str, Any]:
+        domain_id: int, transport: str, realtime_priority: int = 0) -> dict[str, Any]:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
@@ -149,6 +152,7 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
         'backend_options': '{"threads": 1}', 'inference_mode': 'every_set', 'sensor_qos_reliability': 'reliable',
         'joint_lower_limits': [-100.0] * 6, 'joint_upper_limits': [100.0] * 6, 'gc_mode': gc_mode,
         'deadline_window': 100000, 'max_observation_age_ms': 0.0, 'switch_interval_ms': switch_interval_ms,
+        'realtime_priority': realtime_priority,
     }
     for name, key in zip(('base', 'left_wrist', 'right_wrist'),
                          ('observation.images.base_0_rgb', 'observation.images.left_wrist_0_rgb',
@@ -169,22 +173,26 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
                                                          args=(seconds, rate_hz, ready, domain_id, transport))
     robot.start()
     instruct = node.create_publisher(String, 'instruction', 10)
-    samples: list[tuple[int, int, int]] = []  # (monotonic ns, executor CPU ns so far, sets so far)
+    samples: list[tuple[int, int, int]] = []  # (monotonic ns, receiving CPU ns so far, sets so far)
     stop = threading.Event()
     sync = node.observations.sync.counters
+    executor_cpu = [0]  # executor-thread CPU ns so far, without the 1 Hz diagnostics timer (reported apart)
 
     def spin() -> None:
-        # Executor-thread CPU, without the 1 Hz diagnostics timer (reported apart).
-        cpu = 0
         while not stop.is_set():
             t0 = time.thread_time_ns()
             diagnostics = node.diagnostics_cpu_ns
             executor.spin_once(timeout_sec=0.05)
-            cpu += time.thread_time_ns() - t0 - (node.diagnostics_cpu_ns - diagnostics)
-            samples.append((time.monotonic_ns(), cpu, sync.sets_emitted))
+            executor_cpu[0] += time.thread_time_ns() - t0 - (node.diagnostics_cpu_ns - diagnostics)
+
+    def sample() -> None:
+        while not stop.wait(0.01):
+            samples.append((time.monotonic_ns(), executor_cpu[0] + node.robot.sensors.cpu_ns, sync.sets_emitted))
 
     spinner = threading.Thread(target=spin, daemon=True)
+    sampler = threading.Thread(target=sample, daemon=True)
     spinner.start()
+    sampler.start()
     ready.wait(60)
     while instruct.get_subscription_count() == 0:
         time.sleep(0.05)
@@ -193,6 +201,7 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
     time.sleep(0.5)
     stop.set()
     spinner.join()
+    sampler.join()
     gc.callbacks.remove(watch)
     stages = node.stages.snapshot()
     counts = (f'{sync.sets_emitted} sets, {node.cycles} cycles (the rest superseded while inferring or '
@@ -213,6 +222,8 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
         'inference': (s['inferred'] - s['staged'])[warm] / 1e6,
         'publish': (s['published'] - s['inferred'])[warm] / 1e6,
         'compute': (s['published'] - s['sync'])[warm] / 1e6,
+        'latency': ((s['sync'] - s['recv']) + (s['staged'] - s['start'])
+                    + (s['published'] - s['inferred']))[warm] / 1e6,
         'gc_pauses': watch.pauses,
         'counts': counts,
         'diagnostics_ms': diagnostics_ms,
@@ -233,8 +244,8 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
 def report(result: dict[str, Any], gc_mode: str, transport: str) -> tuple[float, float]:
     print(f'\ntransport={transport} gc_mode={gc_mode}: {result["counts"]}')
     print(f'{"stage":<10} {"p50 ms":>8} {"p99 ms":>8} {"max ms":>8} {"mean ms":>8}')
-    for name in ('receive', 'callbacks', 'handoff', 'stage', 'publish', 'overhead', 'node_code', 'inference',
-                 'compute'):
+    for name in ('receive', 'callbacks', 'handoff', 'stage', 'publish', 'overhead', 'node_code', 'latency',
+                 'inference', 'compute'):
         v = result[name]
         print(f'{name:<10} {np.percentile(v, 50):8.3f} {np.percentile(v, 99):8.3f} {v.max():8.3f} {v.mean():8.3f}')
     pauses = result['gc_pauses']
@@ -257,6 +268,8 @@ def main() -> int:
                         help='cameras as sensor_msgs/Image (bgr8) or CompressedImage (JPEG)')
     parser.add_argument('--gc-mode', choices=('tuned', 'default', 'both'), default='tuned')
     parser.add_argument('--switch-interval-ms', type=float, default=0.5, help='node parameter switch_interval_ms')
+    parser.add_argument('--realtime-priority', type=int, default=0,
+                        help='node parameter realtime_priority (SCHED_FIFO; needs CAP_SYS_NICE)')
     args = parser.parse_args()
     os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
     from pi0_trt_ros.testing.dds import domain_id
@@ -272,11 +285,13 @@ def main() -> int:
         bundle = make_tiny_bundle(tmp, seed=0)  # 3 cameras 640x480, 6 joints
         for transport in transports:
             for mode in modes:
-                result = run(bundle, args.seconds, args.rate, mode, args.switch_interval_ms, domain, transport)
+                result = run(bundle, args.seconds, args.rate, mode, args.switch_interval_ms, domain, transport,
+                             args.realtime_priority)
                 p99, code_p99 = report(result, mode, transport)
                 verdict = 'PASS' if p99 <= 2.0 else 'FAIL'
                 lines.append(f'node_overhead transport={transport} gc_mode={mode} '
-                             f'switch_interval_ms={args.switch_interval_ms:g} cpus={os.cpu_count()}: p99 {p99:.3f} ms '
+                             f'switch_interval_ms={args.switch_interval_ms:g} '
+                             f'realtime_priority={args.realtime_priority} cpus={os.cpu_count()}: p99 {p99:.3f} ms '
                              f'(target <= 2 ms) {verdict}; node code alone p99 {code_p99:.3f} ms')
     print()
     print('\n'.join(lines))

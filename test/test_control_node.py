@@ -555,6 +555,29 @@ def test_start_up_errors_fail_fast_and_say_what_to_do(
         ControlNode(context=context, namespace='/startup', parameter_overrides=node_parameters(bundle, **overrides))
 
 
+def test_the_sensor_node_follows_the_control_nodes_name_namespace_and_remappings(bundle: Any) -> None:
+    """As under ``ros2 launch`` with ``name=``: process-wide remaps, the node renamed by ``__node``."""
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO,
+               args=['--ros-args', '-r', '__node:=arm', '-r', '__ns:=/cell', '-r', 'joint_states:=arm/joint_states',
+                     '-r', 'base/image_raw:=cam0/image_raw'])
+    try:
+        node = ControlNode(context=ctx, parameter_overrides=node_parameters(bundle))
+        try:
+            sensors = node.robot.sensors.node
+            names = node.get_fully_qualified_name(), sensors.get_fully_qualified_name()
+            assert names == ('/cell/arm', '/cell/arm_sensors')
+            assert sorted(s.topic_name for s in sensors.subscriptions) == [
+                '/cell/arm/joint_states', '/cell/cam0/image_raw', '/cell/left_wrist/image_raw',
+                '/cell/right_wrist/image_raw']
+            assert list(sensors.services) == [] and list(sensors.timers) == []  # nothing but the subscriptions
+        finally:
+            node.close()
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)
+
+
 def run_node_process(bundle: Any, *params: str) -> subprocess.Popen:
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
                PYTHONPATH=str(REPO), PYTHONUNBUFFERED='1')

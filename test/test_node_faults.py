@@ -32,6 +32,7 @@ import pytest
 import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.serialization import serialize_message
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import String
@@ -201,6 +202,23 @@ def test_joint_states_that_stop_give_hold_then_stop(node: Faulty) -> None:
     assert counted(node, 'joint_states_stopped') >= 1
 
 
+# -- serialized messages that do not parse ------------------------------------------------------
+@pytest.mark.parametrize('node', ['raw'], indirect=True)
+@pytest.mark.parametrize('topic', ['left_wrist', 'joint_states'])
+def test_a_message_whose_lengths_do_not_fit_its_bytes_is_counted_as_malformed(node: Faulty, topic: str) -> None:
+    def cut(rig: Rig) -> None:  # the serialized message, cut inside its data: a length field runs past the end
+        stamp = rig.now_ns()
+        if topic == 'joint_states':
+            raw = serialize_message(rig.joint_state(stamp))
+            rig.joints.publish(raw[:len(raw) - 20])
+        else:
+            raw = serialize_message(rig.image(topic, stamp))
+            rig.cameras[topic].publish(raw[:len(raw) // 2])
+    send_until_counted(node, 'message_malformed', cut, times=2)
+    source = 'joint_states' if topic == 'joint_states' else f'camera {topic}'
+    assert node.inputs()['bad_input.message_malformed.last'].startswith(f'{source}: ')
+
+
 # -- cameras -------------------------------------------------------------------------------------
 @pytest.mark.parametrize('node', ['raw'], indirect=True)
 def test_camera_that_stops_and_resumes_gives_hold_then_stop(node: Faulty) -> None:
@@ -212,11 +230,13 @@ def test_camera_that_stops_and_resumes_gives_hold_then_stop(node: Faulty) -> Non
 def test_undecodable_jpeg_counts_as_a_stopped_camera(node: Faulty) -> None:
     header = node.jpeg[:node.jpeg.index(b'\xff\xda')]
     node.base_payload = header + bytes(range(256)) * 4 + b'\xff\xd9'  # passes the header check, never decodes
-    try:
+    try:  # rejected on arrival (decoded there): the camera's frames never join a set, so it stops
         wait_for(lambda: node.rig.send_set() and node.inputs().get('level') == 1
-                 and 'image_decode' in node.inputs().get('message', ''), 30.0, 'WARN naming the failing camera')
+                 and node.inputs().get('bad_input.image_decode.last', '').startswith('camera base: '), 30.0,
+                 'WARN, the undecodable frames counted for their camera')
         hold_then_stop_then_ok(node, lambda: None, 'undecodable frames')
         assert counted(node, 'image_decode') > 0
+        assert node.inputs()['bad_input.camera_stopped.last'].startswith('camera base: ')
     finally:
         node.base_payload = None
 

@@ -23,7 +23,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
 from pi0_trt_ros.node.image_header import jpeg_size, PNG_MAGIC, png_size
-from pi0_trt_ros.node.images import FrameStager, ImageDecoder, MAX_SCRATCH_SIZES, RAW_ENCODINGS
+from pi0_trt_ros.node.images import ImageDecoder, MAX_SCRATCH_SIZES, RAW_ENCODINGS
 
 H, W = 48, 64
 
@@ -206,8 +206,8 @@ def test_corrupt_jpeg_with_valid_markers_fails_to_decode(rgb: np.ndarray) -> Non
     msg.data = array.array('B', header[:header.index(b'\xff\xda')] + bytes(range(256)) * 4 + b'\xff\xd9')
     decoder = ImageDecoder(staging, 'compressed')
     assert decoder.check(msg) is None  # passes the header check: only decoding can tell
-    bad = decoder.write(msg)
-    assert bad is not None and bad.counter == 'image_decode' and not bad.used
+    frame, bad = decoder.prepare(msg)
+    assert frame is None and bad is not None and bad.counter == 'image_decode' and not bad.used
     assert (staging == 7).all()
 
 
@@ -305,32 +305,24 @@ def test_bad_construction_arguments_raise() -> None:
         ImageDecoder(np.zeros((H, W * 2, 3), np.uint8)[:, ::2])
 
 
-def test_frame_stager_decodes_a_set_in_parallel_like_one_decoder_per_camera(rgb: np.ndarray) -> None:
-    frames = [np.roll(rgb, 7 * i, axis=1) for i in range(3)]  # three different pictures
-    msgs = [compressed_msg(f, '.png') for f in frames]  # lossless: staging must equal the pictures
-    msgs[1].data = msgs[1].data[:-40]  # camera 1: truncated data fails to decode
-    serial = [np.full((H, W, 3), 7, np.uint8) for _ in frames]
-    parallel = [np.full((H, W, 3), 7, np.uint8) for _ in frames]
-    want = [ImageDecoder(dst, 'compressed').write(m) for dst, m in zip(serial, msgs)]
-    stager = FrameStager([ImageDecoder(dst, 'compressed') for dst in parallel])
-    assert stager.parallel
-    try:
-        for _ in range(3):  # the pool is reused set after set
-            got = stager.write(msgs)
-            assert [b and b.counter for b in got] == [b and b.counter for b in want] == [None, 'image_decode', None]
-            for a, b in zip(parallel, serial):
-                np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(parallel[0], frames[0])
-        np.testing.assert_array_equal(parallel[2], frames[2])
-    finally:
-        stager.close()
-    stager.close()  # idempotent
+def test_a_compressed_frame_is_decoded_when_prepared_and_staging_only_copies_it(rgb: np.ndarray) -> None:
+    staging = np.full((H, W, 3), 7, np.uint8)
+    decoder = ImageDecoder(staging, 'compressed')
+    msg = compressed_msg(rgb, '.png')  # lossless: staging must equal the picture
+    frame, bad = decoder.prepare(msg)
+    assert bad is None and frame.shape == (H, W, 3) and frame.dtype == np.uint8
+    np.testing.assert_array_equal(frame, rgb)  # decoded on arrival, RGB, staging untouched so far
+    assert (staging == 7).all()
+    msg.data = array.array('B', bytes(len(msg.data)))  # the message may go: the frame is what gets staged
+    decoder.write(frame)
+    np.testing.assert_array_equal(staging, rgb)
 
 
-def test_frame_stager_writes_raw_frames_on_the_calling_thread(rgb: np.ndarray) -> None:
-    staging = [np.zeros((H, W, 3), np.uint8) for _ in range(3)]
-    stager = FrameStager([ImageDecoder(dst, 'raw') for dst in staging])
-    assert not stager.parallel  # a copy per camera: no hand-over to threads
-    assert stager.write([raw_msg(rgb, 'bgr8')] * 3) == [None, None, None]
-    for dst in staging:
-        np.testing.assert_array_equal(dst, rgb[..., ::-1])
+def test_a_raw_frame_is_prepared_as_is_and_converted_when_written(rgb: np.ndarray) -> None:
+    staging = np.full((H, W, 3), 7, np.uint8)
+    decoder = ImageDecoder(staging)
+    msg = raw_msg(rgb, 'bgr8')
+    frame, bad = decoder.prepare(msg)
+    assert frame is msg and bad is None and (staging == 7).all()  # one pass, at staging
+    decoder.write(frame)
+    np.testing.assert_array_equal(staging, rgb[..., ::-1])

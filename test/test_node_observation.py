@@ -18,9 +18,11 @@ import array
 import dataclasses
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
-from sensor_msgs.msg import Image, JointState
+from rclpy.serialization import serialize_message
+from sensor_msgs.msg import CompressedImage, Image, JointState
 
 from pi0_trt_ros.node.faults import FaultCounters
 from pi0_trt_ros.node.images import ImageDecoder
@@ -52,13 +54,14 @@ def joints(stamp_ns: int, positions: tuple[float, float], names: tuple[str, ...]
 class Harness:
     """A pipeline whose hand-overs, hold-target updates and log lines are recorded."""
 
-    def __init__(self, rules: ObservationRules = RULES, take: bool = True) -> None:
+    def __init__(self, rules: ObservationRules = RULES, take: bool = True,
+                 transports: tuple[str, ...] = ('raw', 'raw')) -> None:
         self.sets: list[tuple[tuple[Any, ...], np.ndarray, int, int, int]] = []
         self.holds: list[np.ndarray] = []
         self.lines: list[str] = []
         self.take = take
         self.faults = FaultCounters(self.lines.append, self.lines.append, throttle_sec=0.0)
-        decoders = [ImageDecoder(np.zeros((H, W, 3), np.uint8)) for _ in CAMERAS]
+        decoders = [ImageDecoder(np.zeros((H, W, 3), np.uint8), t) for t in transports]
         picker = JointPicker(JOINTS, [-1.0, -1.0], [1.0, 1.0], margin=0.1)
         self.pipeline = ObservationPipeline(decoders, picker, rules, CAMERAS, self.faults, self.hand_over,
                                             lambda positions: self.holds.append(positions.copy()))
@@ -116,6 +119,46 @@ def test_a_noted_frame_is_used_and_counted() -> None:
     msg.is_bigendian = 1  # meaningless on 8-bit data: used, noted
     assert h.pipeline.add_frame(1, msg, T0, 0)
     assert h.faults.counts() == {'image_big_endian': 1}
+
+
+def jpeg(stamp_ns: int, decodable: bool = True) -> CompressedImage:
+    data = cv2.imencode('.jpg', np.full((H, W, 3), 90, np.uint8))[1].tobytes()
+    if not decodable:  # a real header (right size), garbage entropy-coded data: only decoding can tell
+        data = data[:data.index(b'\xff\xda')] + bytes(range(256)) * 4 + b'\xff\xd9'
+    msg = CompressedImage(format='jpeg')
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+    msg.data = array.array('B', data)
+    return msg
+
+
+def test_a_compressed_frame_that_does_not_decode_is_rejected_on_arrival_and_joins_no_set() -> None:
+    h = Harness(transports=('compressed', 'raw'))
+    h.joint(T0, (0.0, 0.0), t_recv=1)
+    assert not h.pipeline.add_frame(0, jpeg(T0, decodable=False), T0, 2)
+    assert not h.frame(1, T0, t_recv=3)  # its partner never joined the synchronizer: no set
+    assert h.faults.counts() == {'image_decode': 1} and h.sets == []
+    assert h.pipeline.last_accepted == [0, 3, 1]  # the camera has not delivered a usable frame
+    assert h.pipeline.sync.pending(0) == 0
+    assert h.pipeline.add_frame(0, jpeg(T0 + 1 * MS), T0 + 1 * MS, 4)  # the next good frame completes the set
+    frames, *_ = h.sets[0]
+    assert isinstance(frames[0], np.ndarray) and frames[0].shape == (H, W, 3)  # decoded on arrival, RGB
+    assert frames[1].encoding == 'rgb8'  # a raw frame waits as its message, converted when staged
+
+
+def test_serialized_messages_are_read_and_those_that_do_not_fit_their_bytes_are_counted() -> None:
+    h = Harness()
+    joint = serialize_message(joints(T0, (0.1, 0.2)))
+    h.pipeline.add_serialized_joint_state(joint[:len(joint) - 9], T0, 1)  # the positions run past the end
+    frame = serialize_message(image(T0, value=5))
+    assert not h.pipeline.add_serialized_frame(0, frame[:40], T0, 2)
+    assert h.faults.counts() == {'message_malformed': 2} and h.pipeline.last_accepted == [0, 0, 0]
+    assert 'joint_states: ' in h.lines[0] and 'camera base: ' in h.lines[1]
+    h.pipeline.add_serialized_joint_state(joint, T0, 3)
+    assert not h.pipeline.add_serialized_frame(0, frame, T0, 4)
+    assert h.pipeline.add_serialized_frame(1, serialize_message(image(T0, value=6)), T0, 5)
+    frames, state, *_ = h.sets[0]
+    assert [bytes(f.data)[0] for f in frames] == [5, 6]  # views of the serialized bytes
+    np.testing.assert_array_equal(state, np.float32([0.1, 0.2]))
 
 
 def test_stamps_zero_backwards_and_ahead_of_the_clock_are_rejected() -> None:

@@ -12,16 +12,18 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The node's interpreter settings, applied for real and restored: switch interval, malloc, GC mode."""
+"""The node's process settings, applied for real and restored: switch interval, malloc, GC mode, scheduling."""
 
 import gc
 import os
 import sys
+import threading
 from typing import Iterator
 import weakref
 
 import pytest
 
+from pi0_trt_ros.node.param_specs import SPECS
 from pi0_trt_ros.node.runtime_tuning import RuntimeTuning, tune_malloc
 from pi0_trt_ros.testing.dds import domain_id
 
@@ -91,3 +93,33 @@ def test_malloc_tuning_takes_effect_on_glibc() -> None:
 def test_unknown_gc_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="gc_mode must be 'tuned' or 'default'"):
         RuntimeTuning('aggressive', switch_interval_ms=0.5, malloc=False)
+
+
+@pytest.mark.skipif(not hasattr(os, 'sched_getscheduler'), reason='Linux scheduling calls')
+def test_realtime_priority_makes_the_threads_sched_fifo_or_says_why_not() -> None:
+    done = threading.Event()
+    threads = [threading.Thread(target=done.wait, name=f'worker_{i}') for i in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert RuntimeTuning('default', 0.0, False, realtime_priority=0).realtime(threads) == []
+        assert [os.sched_getscheduler(t.native_id) for t in threads] == [os.SCHED_OTHER] * 2
+        warnings = RuntimeTuning('default', 0.0, False, realtime_priority=10).realtime(threads)
+        policies = [os.sched_getscheduler(t.native_id) for t in threads]
+        if warnings:  # no CAP_SYS_NICE nor rtprio limit here: said so, and nothing changed
+            assert warnings[0].startswith('realtime_priority 10: the OS refused SCHED_FIFO for thread worker_0')
+            assert 'rtprio' in warnings[0] and policies == [os.SCHED_OTHER] * 2
+        else:
+            assert policies == [os.SCHED_FIFO] * 2
+            assert [os.sched_getparam(t.native_id).sched_priority for t in threads] == [10, 10]
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+
+
+def test_realtime_priority_is_a_sched_fifo_priority_or_zero() -> None:
+    spec = SPECS['realtime_priority']
+    assert spec.problem(0) is None and spec.problem(98) is None
+    assert spec.problem(99) == 'realtime_priority must be 0 to 98 (0: leave their scheduling alone), got 99'
+    assert spec.problem(-1) == 'realtime_priority must be 0 to 98 (0: leave their scheduling alone), got -1'

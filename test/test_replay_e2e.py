@@ -203,6 +203,16 @@ def test_offline_replay_refuses_a_configuration_the_policy_does_not_fit_as_the_n
             replay_offline(session['bag'], five_joints, runner, tokenizer)
 
 
+def test_offline_replay_refuses_camera_topics_of_another_type_than_configured(session):
+    params = params_from_yaml(session['config'])  # the bag's cameras are compressed
+    raw = dataclasses.replace(params, cameras=tuple(dataclasses.replace(c, transport='raw') for c in params.cameras))
+    with make_runner('onnxruntime', engine_dir=session['bundle'].engine_dir, threads=1) as runner:
+        tokenizer = Pi0Tokenizer.from_path(params.tokenizer, runner.io.token_len)
+        with pytest.raises(Pi0Error, match='holds sensor_msgs/msg/CompressedImage but the configuration reads it as '
+                                           'sensor_msgs/msg/Image: set the camera type'):
+            replay_offline(session['bag'], raw, runner, tokenizer)
+
+
 def test_report_files_exist_and_are_not_empty(session, status_rows):
     out = session['root'] / 'report'
     summary = make_report(session['recorded'], out, budget_ms=20.0, input_bag=session['bag'])

@@ -14,17 +14,17 @@
 
 """Offline replay: the control node's observation pipeline and runner on a bag, without DDS.
 
-Messages are taken in log-time order and fed to the node's own ``ObservationPipeline`` (frame
-and joint checks, stamp rules, joint ring, ApproximateTimeSync, nearest joint sample, observation
-age), with each message's log time (when the recorder received it) standing for the node's clock
-and receive time. So a bag is judged by the rules the node applies live: a stamp too far ahead of
-its log time or repeated on a camera is rejected, a clock jump (a bag that loops) makes the
-synchronizer and the joint ring start over, and a set older than ``max_observation_age_ms`` at its
-log time is not used (0 turns that off, for a bag whose log times are not on the stamps' clock).
-Each set handed over is inferred at once (the node's ``every_set`` mode) with the tokenizer, the
-runner, noise draw k for inference k and ActionSanitizer, as fast as possible or paced at the
-recorded timing (``realtime``). For regression checks on recorded data, and to compare with what
-the live node commanded for the same sets.
+Messages are taken in log-time order, serialized as recorded, and fed to the node's own
+``ObservationPipeline`` (the same CDR reading, frame and joint checks, stamp rules, joint ring,
+ApproximateTimeSync, nearest joint sample, observation age), with each message's log time (when the
+recorder received it) standing for the node's clock and receive time. So a bag is judged by the
+rules the node applies live: a stamp too far ahead of its log time or repeated on a camera is
+rejected, a clock jump (a bag that loops) makes the synchronizer and the joint ring start over, and
+a set older than ``max_observation_age_ms`` at its log time is not used (0 turns that off, for a
+bag whose log times are not on the stamps' clock). Each set handed over is inferred at once (the
+node's ``every_set`` mode) with the tokenizer, the runner, noise draw k for inference k and
+ActionSanitizer, as fast as possible or paced at the recorded timing (``realtime``). For regression
+checks on recorded data, and to compare with what the live node commanded for the same sets.
 
 A live node differs from a replay at full speed in two ways it reports on ``~/status``: when it
 is still busy as a newer set arrives it supersedes the older one (newest set wins), and it
@@ -47,6 +47,7 @@ import numpy as np
 from pi0_trt_ros.bag.bag_io import read_bag
 from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.actions import ActionSanitizer
+from pi0_trt_ros.node.cdr import CdrError, parse_joint_state
 from pi0_trt_ros.node.deadline import STATUS_FIELDS
 from pi0_trt_ros.node.faults import BadInput, FaultCounters
 from pi0_trt_ros.node.images import ImageDecoder
@@ -54,6 +55,10 @@ from pi0_trt_ros.node.joints import JointPicker
 from pi0_trt_ros.node.observation import ObservationPipeline
 from pi0_trt_ros.node.params import check_against_policy, ControlParams
 from pi0_trt_ros.runners.base import Runner
+
+
+CAMERA_TYPES = {'raw': 'sensor_msgs/msg/Image', 'compressed': 'sensor_msgs/msg/CompressedImage'}  # by transport
+JOINT_STATE = 'sensor_msgs/msg/JointState'
 
 
 @dataclasses.dataclass
@@ -115,17 +120,25 @@ def _quiet(line: str) -> None:
 
 def _joint_samples(bag: str | Path, topic: str, picker: JointPicker) -> dict[int, np.ndarray]:
     """Return every usable joint sample of ``bag``: header stamp (ns) -> float32 [dof] positions."""
-    from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import JointState
-
     samples = {}
     for _, _, _, raw in read_bag(bag, [topic], raw=True):
-        msg = deserialize_message(raw, JointState)
+        try:
+            msg = parse_joint_state(raw)
+        except CdrError:
+            continue  # malformed: the node could not have used it either
         row = np.zeros(picker.dof, np.float32)
         bad = picker.pick_into(msg.name, msg.position, row)
         if bad is None or bad.used:
             samples[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = row
     return samples
+
+
+def _check_type(topic: str, msgtype: str, expected: str) -> None:
+    """Refuse a bag topic whose message type is not the one the configuration reads it as."""
+    if msgtype != expected:
+        raise Pi0Error(f'{topic} holds {msgtype} but the configuration reads it as {expected}: set the camera '
+                       "type ('raw': sensor_msgs/msg/Image, 'compressed': sensor_msgs/msg/CompressedImage) or the "
+                       'topic to match the bag')
 
 
 def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, tokenizer: Any,
@@ -135,9 +148,6 @@ def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, token
 
     ``only``: the sets to infer, as a live node used them; None: every set, set k with draw k.
     """
-    from rclpy.serialization import deserialize_message
-    from rosidl_runtime_py.utilities import get_message
-
     from pi0_trt_ros.node.instruction import decode_instruction
 
     io, staging = runner.io, runner.staging
@@ -169,15 +179,11 @@ def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, token
         if not have_instruction:
             faults.add('observation', BadInput('no_instruction', 'set formed before the instruction'))
             return False
-        for i, (decoder, frame) in enumerate(zip(decoders, frames)):
-            bad = decoder.write(frame)
-            if bad is not None:
-                faults.add(pipeline.sources[i], bad)
-                if not bad.used:
-                    return False
         formed.append(newest)
         if selected is not None and cycle is None:
             return True
+        for decoder, frame in zip(decoders, frames):
+            decoder.write(frame)
         np.copyto(staging.state, state)
         if not params.fixed_noise:
             noise.draw_into(len(chunks) if cycle is None else cycle.noise_draw, staging.noise)
@@ -193,7 +199,7 @@ def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, token
     pipeline = ObservationPipeline.from_params(params, decoders, faults, infer,
                                                lambda positions: np.copyto(latest, positions))
     node_joints = {} if only is None else _joint_samples(bag, joint_topic, pipeline.picker)
-    classes: dict[str, Any] = {}
+    checked: set[str] = set()  # topics whose type was checked against the configuration
     t_wall0 = t_bag0 = None
     for topic, msgtype, log_ns, raw in read_bag(bag, raw=True):
         if realtime:
@@ -211,13 +217,13 @@ def replay_offline(bag: str | Path, params: ControlParams, runner: Runner, token
         index = cams.get(topic)
         if index is None and topic != joint_topic:
             continue
-        if msgtype not in classes:
-            classes[msgtype] = get_message(msgtype)
-        msg = deserialize_message(raw, classes[msgtype])
+        if topic not in checked:
+            _check_type(topic, msgtype, JOINT_STATE if index is None else CAMERA_TYPES[params.cameras[index].transport])
+            checked.add(topic)
         if index is None:  # the log time stands for both the node's clock and the receive time
-            pipeline.add_joint_state(msg, log_ns, log_ns)
+            pipeline.add_serialized_joint_state(raw, log_ns, log_ns)
         else:
-            pipeline.add_frame(index, msg, log_ns, log_ns)
+            pipeline.add_serialized_frame(index, raw, log_ns, log_ns)
     counts = faults.counts()
     if not chunks:
         raise Pi0Error(f'{bag}: no synchronized set reached inference ({counts}); check the camera topics '

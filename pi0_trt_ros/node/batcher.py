@@ -124,6 +124,11 @@ class Batcher:
         self._seats.append(seat)
         return seat
 
+    @property
+    def thread(self) -> threading.Thread:
+        """Return the thread that runs the batches."""
+        return self._thread
+
     def start(self) -> None:
         self._thread.start()
 

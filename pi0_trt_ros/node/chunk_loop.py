@@ -53,6 +53,7 @@ started, and how many ticks went without their command so far.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -108,6 +109,11 @@ class ChunkLoop(ControlLoop):
             self._start(slot)
             return
         self.clock.sleep_ns(self._next_tick - now)
+
+    @property
+    def threads(self) -> tuple[threading.Thread, ...]:
+        """Return the loop's own threads: the inference thread."""
+        return (self.worker.thread,)
 
     def close(self) -> None:
         """Let a running inference finish and end the worker thread (before the runner is released)."""
@@ -221,7 +227,7 @@ class ChunkLoop(ControlLoop):
         self._record_stages(slot, run, t_published)
         self.cycles += 1
         self._switched = None
-        slot.images = ()  # release the messages
+        slot.images = ()  # release the frames
 
     def _stop_commanding(self) -> None:
         self.commanding = False

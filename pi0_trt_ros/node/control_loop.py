@@ -20,8 +20,8 @@
   inferred, and its chunk's first action published. ``chunk`` (``ChunkLoop``, chunk_loop.py): the
   chunk's actions are published one per control tick while the next chunk is inferred on another
   thread; the rules below hold in both modes.
-* Usable observations. A set is usable when it stages (every camera frame decodes to the right
-  size), inference returns, and its chunk is not entirely NaN/inf. A set that fails is counted
+* Usable observations. A set is usable when inference returns and its chunk is not entirely
+  NaN/inf (its frames were checked and decoded on arrival, so staging it only copies). A set that fails is counted
   and gives no command; while sets keep failing, time since the last usable one runs on exactly
   as if no set came, so a camera whose frames never decode is a stopped camera.
 * Stale → hold → stop. ``stale_timeout_ns`` after the last usable observation the inputs are stale:
@@ -50,7 +50,7 @@ from pi0_trt_ros.node.actions import ActionSanitizer, CommandWriter
 from pi0_trt_ros.node.chunk_monitor import ChunkMonitor
 from pi0_trt_ros.node.deadline import DeadlineMonitor
 from pi0_trt_ros.node.faults import BadInput, FaultCounters
-from pi0_trt_ros.node.images import FrameStager, ImageDecoder
+from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.instruction import InstructionBox
 
 STAGES = ('callbacks', 'recv', 'sync', 'start', 'staged', 'inferred', 'published', 'done')
@@ -107,7 +107,7 @@ class SetSlot:
     """One synchronized observation handed from the executor thread to the control thread."""
 
     def __init__(self, dof: int) -> None:
-        self.images: tuple[Any, ...] = ()  # camera messages, in configured camera order
+        self.images: tuple[Any, ...] = ()  # prepared frames (ImageDecoder.prepare), in configured camera order
         self.state = np.zeros(dof, np.float32)  # [dof] joint positions matched to the set
         self.newest_stamp_ns = 0  # newest header stamp among the set (ROS time, ns)
         self.joint_stamp_ns = 0  # header stamp of the joint sample matched to it (ROS time, ns)
@@ -232,7 +232,6 @@ class LoopParts:
 
     mailbox: Mailbox
     decoders: Sequence[ImageDecoder]  # per camera, configured order
-    sources: Sequence[str]  # per camera, for logs ('camera base')
     instruction: InstructionBox
     hold_target: HoldTarget
     runner: Any  # a Runner: .staging and .infer()
@@ -261,7 +260,6 @@ class ControlLoop:
         self._rng = np.random.default_rng(None if config.noise_seed < 0 else config.noise_seed)
         if config.fixed_noise:
             self._rng.standard_normal(dtype=np.float32, out=staging.noise)
-        self._frames = FrameStager(parts.decoders)
         self.chunk_size = staging.noise.shape[0]
         self._chunk = np.zeros((self.chunk_size, dof), np.float64)  # [T, dof] sanitized chunk
         self._action = np.zeros(dof, np.float64)  # [dof] action being published
@@ -278,9 +276,13 @@ class ControlLoop:
         if config.every_set != isinstance(parts.monitor, DeadlineMonitor):
             raise ValueError('every_set mode reports to a DeadlineMonitor, chunk mode to a ChunkMonitor')
 
+    @property
+    def threads(self) -> tuple[threading.Thread, ...]:
+        """Return the loop's own threads, besides the one that calls ``step``: none in this mode."""
+        return ()
+
     def close(self) -> None:
-        """Release the frame-decode threads; call after the loop's last ``step``."""
-        self._frames.close()
+        """Release what the loop holds, after its last ``step``: nothing in this mode (chunk mode: its thread)."""
 
     # -- one iteration -------------------------------------------------------------------------
     def step(self) -> None:
@@ -347,7 +349,7 @@ class ControlLoop:
         parts.publish_status(missed, compute_ns, obs_age_ns, inference_ns, slot, math.nan, 0, math.nan)
         self._record_stages(slot, run, t_published)
         self.cycles += 1
-        slot.images = ()  # release the messages
+        slot.images = ()  # release the frames
         parts.after_cycle(self.cycles)
 
     def _run_policy(self, slot: SetSlot, run: PolicyRun, chunk: np.ndarray, hold: np.ndarray) -> None:
@@ -359,10 +361,9 @@ class ControlLoop:
         """
         parts, clock = self.parts, self.clock
         run.t_start = clock.now_ns()
-        run.why = self._stage(slot)
+        self._stage(slot)
+        run.why = ''
         run.instruction_version = parts.instruction.staged_version
-        if run.why:
-            return
         run.t_staged = clock.now_ns()
         try:
             actions = parts.runner.infer()  # [T, action_dim] float32, reused buffer
@@ -380,20 +381,16 @@ class ControlLoop:
                 run.why = 'policy: non-finite actions'
         run.t_ready = clock.now_ns()
 
-    def _stage(self, slot: SetSlot) -> str:
-        """Write the set into the runner's staging buffers; return why it is not usable ('' when staged)."""
+    def _stage(self, slot: SetSlot) -> None:
+        """Write the set into the runner's staging buffers (its frames were prepared on arrival: copies)."""
         parts = self.parts
         staging = parts.runner.staging
-        for i, bad in enumerate(self._frames.write(slot.images)):
-            if bad is not None:
-                parts.faults.add(parts.sources[i], bad)
-                if not bad.used:
-                    return f'{parts.sources[i]}: frames fail to stage ({bad.counter})'
+        for decoder, frame in zip(parts.decoders, slot.images):
+            decoder.write(frame)
         np.copyto(staging.state, slot.state)
         parts.instruction.stage_if_changed(staging.tokens, staging.token_mask)
         if not self.config.fixed_noise:
             self._rng.standard_normal(dtype=np.float32, out=staging.noise)
-        return ''
 
     def _usable(self, slot: SetSlot) -> None:
         self._last_usable_ns = slot.t_sync

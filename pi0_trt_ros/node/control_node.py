@@ -131,7 +131,7 @@ class ControlNode(Node):
                  f'cameras {list(io.camera_keys)} {[f"{w}x{h}" for h, w in io.camera_hw]}, '
                  f'chunk {io.chunk_size}x{io.action_dim}')
 
-        self.tuning = RuntimeTuning(p.gc_mode, p.switch_interval_ms, p.tune_malloc)
+        self.tuning = RuntimeTuning(p.gc_mode, p.switch_interval_ms, p.tune_malloc, p.realtime_priority)
         self.diagnostics_cpu_ns = 0  # CPU time spent in the diagnostics timer so far (benchmarks)
         self.robot = RobotControl(self, p, runner, self.tokenizer, warmup_ms, self.tuning.after_cycle)
         robot = self.robot  # its parts, by the names this node has always given them
@@ -143,6 +143,8 @@ class ControlNode(Node):
         for warning in self.tuning.apply():
             log.warning(warning)
         robot.start()
+        for warning in self.tuning.realtime(robot.threads):
+            log.warning(warning)
 
     def _warm_up(self) -> list[float]:
         """Run ``warmup_iterations`` policy calls on a neutral observation; return each call's time (ms)."""

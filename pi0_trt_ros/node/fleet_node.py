@@ -165,7 +165,7 @@ class FleetNode(Node):
                  f'{",".join(map(str, runner.batch_sizes))}; warm-up {p.warmup_iterations} calls per size, a batch '
                  f'of {len(fleet.robots)} robots {self.warmup_ms[-1] if self.warmup_ms else 0.0:.2f} ms')
         self.batcher = Batcher(runner, fleet.max_wait_ms)
-        self.tuning = RuntimeTuning(p.gc_mode, p.switch_interval_ms, p.tune_malloc)
+        self.tuning = RuntimeTuning(p.gc_mode, p.switch_interval_ms, p.tune_malloc, p.realtime_priority)
         self.robot_defaults = declared_values(self, p)
         for namespace in fleet.robots:
             seat = self.batcher.seat(namespace)
@@ -181,6 +181,9 @@ class FleetNode(Node):
         self.batcher.start()
         for robot in self.robots:
             robot.start()
+        threads = [self.batcher.thread] + [t for robot in self.robots for t in robot.robot.threads]
+        for warning in self.tuning.realtime(threads):
+            log.warning(warning)
         log.info(f'serving {len(self.robots)} robots: {", ".join(r.get_fully_qualified_name() for r in self.robots)}'
                  f'; max_wait_ms {fleet.max_wait_ms:g}; {self.gpu.unavailable or "GPU figures from NVML"}')
 

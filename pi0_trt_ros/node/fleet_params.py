@@ -46,7 +46,7 @@ from pi0_trt_ros.node.params import ControlParams
 FLEET_NODE_NAME = 'pi0_fleet'
 # Parameters every robot of a fleet takes from the fleet: the policy, and settings of the whole process.
 SHARED_PARAMETERS = ('checkpoint', 'engine_dir', 'tokenizer', 'backend', 'backend_options', 'warmup_iterations',
-                     'gc_mode', 'switch_interval_ms', 'tune_malloc')
+                     'gc_mode', 'switch_interval_ms', 'tune_malloc', 'realtime_priority')
 ROBOTS = ParamSpec('robots', [], 'namespaces of the robots this process serves, e.g. [robot_a, robot_b]: each gets '
                    'the topics of a control node in that namespace', non_empty=True,
                    hint='pass robots:=[robot_a, robot_b] (namespaces)')

@@ -12,26 +12,32 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Decode camera messages straight into a preallocated RGB staging view.
+"""Decode camera messages into a preallocated RGB staging view.
 
 ``ImageDecoder`` is bound to one camera's staging image (uint8 [H, W, 3], RGB, the runner's
-buffer). It works in two steps, so that the node can reject a bad frame when it arrives (before
-it takes part in synchronization) and write a good one only when its set is staged:
+buffer). It works in three steps, so that the node rejects a bad frame when it arrives (before it
+takes part in synchronization), does the costly work while it waits for the rest of the set, and
+only copies when the set is staged:
 
 * ``check(msg)``: header and byte-level validation, no pixel work, nothing written.
-* ``write(msg)``: the frame into staging in one pass (after ``check`` passed).
+* ``prepare(msg)``: on arrival, after ``check`` passed: what the synchronizer keeps for the frame
+  until it is staged. A raw frame: the message itself (its bytes are converted in one pass at
+  staging). A compressed frame: decoded now, to RGB at the staging size; one that does not decode
+  is rejected here.
+* ``write(frame)``: a prepared frame into staging, in one pass; it cannot fail.
 
-``decode(msg)`` does both. Formats:
+``decode(msg)`` does all three. Formats:
 
 * ``sensor_msgs/Image``: encodings rgb8, bgr8, rgba8, bgra8, mono8. The message bytes are viewed
   in place (no copy) with the row stride ``step``, so padded rows are read by striding, and
   converted by ``cv2.cvtColor(..., dst=staging)`` (rgb8: one ``np.copyto``).
 * ``sensor_msgs/CompressedImage``: JPEG or PNG (``format`` as image_transport writes it, e.g.
   ``"rgb8; jpeg compressed bgr8"``, checked against the data's magic bytes and end marker),
-  decoded with ``cv2.imdecode(..., IMREAD_COLOR_RGB)``. OpenCV 5's ``imdecode`` takes no ``dst``,
-  so this path allocates one frame per message before copying it into staging. ``check`` reads
-  the size from the JPEG/PNG header (``image_header``) first: a frame whose header is unreadable
-  or not the expected size is rejected before any decoding (decompression bombs).
+  decoded with ``cv2.imdecode(..., IMREAD_COLOR_RGB)`` (which releases the GIL). OpenCV 5's
+  ``imdecode`` takes no ``dst``, so each frame is decoded into a frame of its own, copied into
+  staging by ``write``. ``check`` reads the size from the JPEG/PNG header (``image_header``)
+  first: a frame whose header is unreadable or not the expected size is rejected before any
+  decoding (decompression bombs).
 
 A frame whose size differs from the staging size is a bad input unless ``resize_mismatched`` is
 on; then it is resized with ``cv2.INTER_AREA`` (aspect ratio not kept: better export the policy
@@ -39,17 +45,12 @@ for the real camera size). Even then a frame more than ``MAX_RESIZE_FACTOR`` tim
 size per side is rejected, and scratch frames are kept for at most ``MAX_SCRATCH_SIZES`` distinct
 sizes (least recently used dropped first). ``is_bigendian`` has no meaning for 8-bit data: such
 frames are used and reported.
-
-``FrameStager`` writes a synchronized set's frames (one per camera): JPEG/PNG frames decode in
-parallel, one camera on the calling thread and the others on a small pool (``cv2.imdecode``
-releases the GIL), so staging three 640x480 JPEGs costs about one decode instead of three.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -85,12 +86,15 @@ class ImageDecoder:
         self._scratch: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()  # (h, w) -> RGB [h, w, 3], LRU
 
     def decode(self, msg: Any) -> BadInput | None:
-        """``check`` then ``write``: the first rejection, else the first note, else None."""
+        """``check``, ``prepare`` then ``write``: the first rejection, else the first note, else None."""
         bad = self.check(msg)
         if bad is not None and not bad.used:
             return bad
-        written = self.write(msg)
-        return written if written is not None else bad
+        frame, failed = self.prepare(msg)
+        if failed is not None:
+            return failed
+        self.write(frame)
+        return bad
 
     def check(self, msg: Any) -> BadInput | None:
         """Validate ``msg`` without touching pixels or staging.
@@ -102,16 +106,23 @@ class ImageDecoder:
             return self._check_raw(msg)
         return self._check_compressed(msg)
 
-    def write(self, msg: Any) -> BadInput | None:
-        """Write a frame that passed ``check`` into staging.
+    def prepare(self, msg: Any) -> tuple[Any, BadInput | None]:
+        """Return what ``write`` will stage for a frame that passed ``check``, or (None, why it cannot be used).
 
-        Raw frames cannot fail here. A compressed frame can (undecodable data, or a decoded size
-        that differs from its header): a BadInput with ``used=False`` then means staging holds no
-        valid frame, and the caller must treat the camera as failing.
+        Raw: the message (nothing done yet, cannot fail). Compressed: the frame decoded now, RGB
+        uint8 [H, W, 3] at the staging size (resized if ``check`` allowed it); rejected when the
+        data does not decode or decodes to another size than its header said.
         """
         if self.transport == 'raw':
-            return self._write_raw(msg)
-        return self._write_compressed(msg)
+            return msg, None
+        return self._decode_compressed(msg)
+
+    def write(self, frame: Any) -> None:
+        """Write a prepared frame into staging (one pass; a compressed frame was decoded by ``prepare``)."""
+        if self.transport == 'raw':
+            self._write_raw(frame)
+        else:
+            np.copyto(self.dst, frame)
 
     # -- sensor_msgs/Image ---------------------------------------------------------------------
     def _check_raw(self, msg: Any) -> BadInput | None:
@@ -216,7 +227,7 @@ class ImageDecoder:
                             used=True)
         return None
 
-    def _write_compressed(self, msg: Any) -> BadInput | None:
+    def _decode_compressed(self, msg: Any) -> tuple[np.ndarray | None, BadInput | None]:
         try:
             frame = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR_RGB)
         except cv2.error as err:
@@ -224,45 +235,12 @@ class ImageDecoder:
         else:
             why = ''
         if frame is None:
-            return BadInput('image_decode', f'cv2.imdecode could not decode {len(msg.data)} bytes ({msg.format!r})'
-                            f'{why}')
+            return None, BadInput('image_decode', f'cv2.imdecode could not decode {len(msg.data)} bytes '
+                                  f'({msg.format!r}){why}')
         h, w = frame.shape[:2]
         if h == self.height and w == self.width:
-            np.copyto(self.dst, frame)
-            return None
+            return frame, None
         wrong_size = self._check_size(w, h)
         if wrong_size is not None:  # the header said otherwise (several frames in one file?)
-            return wrong_size
-        cv2.resize(frame, (self.width, self.height), dst=self.dst, interpolation=cv2.INTER_AREA)
-        return None  # check() already reported the resize
-
-
-class FrameStager:
-    """Writes one frame per camera with its `ImageDecoder`; compressed frames decode in parallel."""
-
-    def __init__(self, decoders: Sequence[ImageDecoder]) -> None:
-        self.decoders = list(decoders)
-        compressed = sum(d.transport == 'compressed' for d in self.decoders)
-        # Raw frames are one copy or colour conversion each: a thread hand-over would cost as much.
-        self._pool = (ThreadPoolExecutor(max_workers=len(self.decoders) - 1, thread_name_prefix='frame_decode')
-                      if compressed > 1 else None)
-
-    @property
-    def parallel(self) -> bool:
-        """Whether frames decode on several threads (more than one compressed camera)."""
-        return self._pool is not None
-
-    def write(self, frames: Sequence[Any]) -> list[BadInput | None]:
-        """Write ``frames`` (camera order) into staging; per camera what `ImageDecoder.write` returned."""
-        pairs = list(zip(self.decoders, frames))
-        if self._pool is None:
-            return [decoder.write(frame) for decoder, frame in pairs]
-        others = [self._pool.submit(decoder.write, frame) for decoder, frame in pairs[1:]]
-        first = pairs[0][0].write(pairs[0][1])
-        return [first] + [future.result() for future in others]
-
-    def close(self) -> None:
-        """Stop the decode threads (idempotent)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+            return None, wrong_size
+        return cv2.resize(frame, (self.width, self.height), interpolation=cv2.INTER_AREA), None  # check() noted it

@@ -49,6 +49,11 @@ class InferenceWorker(Generic[ArgT, ResultT]):
         self._thread.start()
 
     @property
+    def thread(self) -> threading.Thread:
+        """Return the thread the jobs run on."""
+        return self._thread
+
+    @property
     def running(self) -> bool:
         """Whether a job is being worked on now."""
         return self._state == 'running'

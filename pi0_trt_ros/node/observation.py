@@ -18,6 +18,8 @@ One object holds every rule between a received message and an observation ready 
 policy, so that the live node and offline replay (``pi0-trt replay --offline``) run the same code;
 offline replay is the node minus DDS. Per message, with its receive time and the node's clock:
 
+0. Bytes. Both take messages serialized (``add_serialized_*``) and read them with ``cdr.py``; a
+   message whose fields do not fit its bytes is rejected (``message_malformed``).
 1. Contents. A frame's header (``ImageDecoder.check``: encoding, size, row step, ...) or a joint
    state's names and positions (``JointPicker``: missing, non-finite, outside the limits). A
    rejected message stops here.
@@ -25,7 +27,9 @@ offline replay is the node minus DDS. Per message, with its receive time and the
    more than ``max_future_ns`` ahead: rejected. A jump back of a second or more means time was
    reset (a looping bag): the message is accepted and the synchronizer and joint ring start over.
 3. A joint sample goes into a ring of picked rows (found by stamp through ``NearestSampleBuffer``)
-   and to ``on_joint_state`` (the node's hold target); a frame goes into ``ApproximateTimeSync``.
+   and to ``on_joint_state`` (the node's hold target); a frame is prepared
+   (``ImageDecoder.prepare``: a compressed one is decoded now, and rejected if it does not decode,
+   so that staging a set only copies) and goes into ``ApproximateTimeSync``.
 4. A complete camera set is matched to the joint sample nearest its newest stamp (within the
    tolerance, else ``joint_state_unmatched``), its oldest stamp checked against ``max_age_ns``
    (``observation_too_old``), and it is handed over: ``hand_over(frames, state, newest_stamp_ns,
@@ -45,6 +49,7 @@ from typing import Any, Callable, Sequence, TYPE_CHECKING
 
 import numpy as np
 
+from pi0_trt_ros.node.cdr import CdrError, parse_compressed_image, parse_image, parse_joint_state
 from pi0_trt_ros.node.faults import BadInput, FaultCounters
 from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.joints import JointPicker
@@ -54,8 +59,9 @@ from pi0_trt_ros.node.sync import ApproximateTimeSync, exceeds_max_age, NearestS
 if TYPE_CHECKING:  # params.py needs rclpy; this module does not
     from pi0_trt_ros.node.params import ControlParams
 
-# hand_over(frames, state, newest_stamp_ns, joint_stamp_ns, t_recv) -> taken. frames: one message per
-# camera, configured order; state: float32 [dof], valid during the call only (a row of the joint ring).
+# hand_over(frames, state, newest_stamp_ns, joint_stamp_ns, t_recv) -> taken. frames: one prepared frame
+# per camera (``ImageDecoder.prepare``), configured order; state: float32 [dof], valid during the call
+# only (a row of the joint ring).
 HandOver = Callable[[tuple[Any, ...], np.ndarray, int, int, int], bool]
 
 
@@ -122,6 +128,7 @@ class ObservationPipeline:
         self._joint_next = 0  # ring row of the next joint sample
         self._joint_scratch = np.zeros(picker.dof, np.float32)  # [dof] the message being checked
         self.last_accepted = [0] * (cameras + 1)  # per input: receive time of its last accepted message (0: none)
+        self._parsers = tuple(parse_image if d.transport == 'raw' else parse_compressed_image for d in decoders)
 
     @classmethod
     def from_params(cls, p: ControlParams, decoders: Sequence[ImageDecoder], faults: FaultCounters,
@@ -131,6 +138,24 @@ class ObservationPipeline:
         picker = JointPicker(p.joint_names, p.joint_lower_limits, p.joint_upper_limits, p.joint_limit_margin)
         return cls(decoders, picker, ObservationRules.from_params(p), [c.name for c in p.cameras], faults,
                    hand_over, on_joint_state)
+
+    def add_serialized_frame(self, index: int, raw: bytes, now_ns: int, t_recv: int) -> bool:
+        """Read camera ``index``'s serialized frame (Image or CompressedImage, as configured), then ``add_frame``."""
+        try:
+            msg = self._parsers[index](raw)
+        except CdrError as err:
+            self.faults.add(self.sources[index], BadInput('message_malformed', str(err)))
+            return False
+        return self.add_frame(index, msg, now_ns, t_recv)
+
+    def add_serialized_joint_state(self, raw: bytes, now_ns: int, t_recv: int) -> None:
+        """Read a serialized sensor_msgs/JointState, then ``add_joint_state``."""
+        try:
+            msg = parse_joint_state(raw)
+        except CdrError as err:
+            self.faults.add(self.sources[self.joint_input], BadInput('message_malformed', str(err)))
+            return
+        self.add_joint_state(msg, now_ns, t_recv)
 
     def add_frame(self, index: int, msg: Any, now_ns: int, t_recv: int) -> bool:
         """Take camera ``index``'s frame received at ``t_recv``; True when it completed a set that was taken.
@@ -145,8 +170,12 @@ class ObservationPipeline:
         stamp = stamp_ns(msg)
         if not self._accept_stamp(index, stamp, now_ns):
             return False
+        frame, failed = self.decoders[index].prepare(msg)
+        if failed is not None:
+            self.faults.add(self.sources[index], failed)
+            return False
         self.last_accepted[index] = t_recv
-        frames = self.sync.add(index, stamp, msg)
+        frames = self.sync.add(index, stamp, frame)
         return frames is not None and self._complete(frames, now_ns, t_recv)
 
     def add_joint_state(self, msg: Any, now_ns: int, t_recv: int) -> None:

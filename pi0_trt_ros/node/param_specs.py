@@ -49,6 +49,7 @@ class ParamSpec:
     description: str
     choices: tuple[str, ...] = ()  # allowed values (strings); empty: any
     minimum: float | None = None  # lowest allowed value (numbers); None: any
+    maximum: float | None = None  # highest allowed value (numbers, with a minimum); None: any
     strict: bool = False  # the value must be above ``minimum``, not equal to it
     non_empty: bool = False  # strings and lists: must not be empty
     hint: str = ''  # appended to a violation, e.g. what 0 means or what to pass
@@ -73,6 +74,8 @@ class ParamSpec:
         """Return the constraint in words (``ParameterDescriptor.additional_constraints``, help texts); '' if none."""
         if self.choices:
             text = f'one of {", ".join(self.choices)}'
+        elif self.minimum is not None and self.maximum is not None:
+            text = f'{self.minimum:g} to {self.maximum:g}'
         elif self.minimum is not None:
             text = f'{">" if self.strict else ">="} {self.minimum:g}'
         elif self.non_empty:
@@ -88,7 +91,8 @@ class ParamSpec:
             return f'{name} must be one of {", ".join(self.choices)}, got {value!r}'
         if self.minimum is not None:
             number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not number or value < self.minimum or (self.strict and value == self.minimum):
+            if (not number or value < self.minimum or (self.strict and value == self.minimum)
+                    or (self.maximum is not None and value > self.maximum)):
                 return f'{name} must be {self.constraint()}, got {value!r}'
         if self.non_empty and not value:
             return f'{name} is empty' + (f': {self.hint}' if self.hint else '')
@@ -196,6 +200,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
           'it (Python default 5 ms); lower lets the control thread resume sooner (0: leave it)', minimum=0),
     _spec('tune_malloc', True, 'glibc: serve large messages from the heap instead of fresh mmaps (no page faults '
           'per frame): mallopt M_MMAP_THRESHOLD 64 MiB, M_TRIM_THRESHOLD 256 MiB'),
+    _spec('realtime_priority', 0, "Linux SCHED_FIFO priority of the node's control, sensor and inference threads, "
+          'so that other processes do not preempt them mid-cycle. Needs CAP_SYS_NICE or an rtprio limit (e.g. '
+          '`@realtime - rtprio 98` in /etc/security/limits.conf); refused: a warning, and the threads keep the '
+          'default scheduling', minimum=0, maximum=98, hint='0: leave their scheduling alone'),
 )
 # camera.<name>.<field>: defaults hold ``{name}`` for the camera's name.
 CAMERA_FIELDS: tuple[ParamSpec, ...] = (

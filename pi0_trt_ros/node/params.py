@@ -111,6 +111,7 @@ class ControlParams:
     gc_mode: str
     switch_interval_ms: float
     tune_malloc: bool
+    realtime_priority: int
 
 
 def declare_and_read(node: Node, defaults: Mapping[str, Any] | None = None) -> ControlParams:

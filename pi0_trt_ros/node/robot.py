@@ -38,7 +38,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import numpy as np
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory
 
@@ -54,6 +53,7 @@ from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.instruction import InstructionBox
 from pi0_trt_ros.node.observation import ObservationPipeline
 from pi0_trt_ros.node.params import ControlParams
+from pi0_trt_ros.node.sensor_input import SensorInputs
 
 
 class QosProfiles:
@@ -98,8 +98,9 @@ def loop_config(p: ControlParams, n_action_steps: int) -> LoopConfig:
 class RobotControl:
     """Runs the policy for one robot on ``node``: inputs in, commands out (module docstring).
 
-    Threading as in the single-robot node: the subscriptions run in the executor that spins
-    ``node``; staging, inference and publishing in this robot's control thread (``start``).
+    Threading as in the single-robot node: the camera and joint-state subscriptions on a thread of
+    their own (``sensor_input.py``), the instruction in the executor that spins ``node``; staging,
+    inference and publishing in this robot's control thread (``start``).
     """
 
     def __init__(self, node: Node, p: ControlParams, policy: Any, tokenizer: Any, warmup_ms: Sequence[float],
@@ -124,7 +125,6 @@ class RobotControl:
                                                             self.hold_target.update)
         self.liveness = InputLiveness(self.observations.sources, self.observations.joint_input, p.stale_timeout_ms,
                                       self.faults, log.info)
-        self._cb_ns = 0  # summed callback time since the last set (executor thread only)
         self._stop = threading.Event()
         clock = MonotonicClock(self._stop)
         self.mailbox = Mailbox(dof, clock)
@@ -143,7 +143,7 @@ class RobotControl:
                                velocities=p.trajectory_velocities)
         config = loop_config(p, self.n_action_steps)
         self.loop = (ControlLoop if config.every_set else ChunkLoop)(config, LoopParts(
-            mailbox=self.mailbox, decoders=decoders, sources=self.observations.sources, instruction=self.instruction,
+            mailbox=self.mailbox, decoders=decoders, instruction=self.instruction,
             hold_target=self.hold_target, runner=policy,
             sanitizer=ActionSanitizer(p.joint_lower_limits, p.joint_upper_limits, io.chunk_size), writer=writer,
             monitor=self.monitor, faults=self.faults, stages=self.stages, publish_status=self._publish_status,
@@ -151,12 +151,9 @@ class RobotControl:
             info=lambda line: log.info(line, throttle_duration_sec=throttle),
             warn=lambda line: log.warning(line, throttle_duration_sec=throttle),
             after_cycle=after_cycle), clock)
-        # Joint states first: the executor serves ready subscriptions in creation order, so a joint
-        # sample that arrived with the frames is in the buffer before the set completes.
-        node.create_subscription(JointState, p.joint_states_topic, self.joint_callback, qos.joint)
-        for i, cam in enumerate(p.cameras):
-            msg_type = Image if cam.transport == 'raw' else CompressedImage
-            node.create_subscription(msg_type, cam.topic, lambda msg, i=i: self.camera_callback(i, msg), qos.sensor)
+        self.sensors = SensorInputs(node, p, self.observations, qos.sensor, qos.joint,
+                                    lambda: node.get_clock().now().nanoseconds,
+                                    lambda line: log.error(line, throttle_duration_sec=throttle))
         node.create_subscription(String, p.instruction_topic, self.instruction.receive, qos.reliable, raw=True)
         self._thread: threading.Thread | None = None
 
@@ -165,6 +162,7 @@ class RobotControl:
         p = self.p
         self._thread = threading.Thread(target=self._control_loop, name=thread_name, daemon=True)
         self._thread.start()
+        self.sensors.start()
         deadline = (f'deadline {p.deadline_ms:g} ms' if self.loop.config.every_set else
                     f'next chunk asked for {self.monitor.lead_ns / 1e6:.1f} ms before the running one runs out'
                     f'{"" if p.chunk_lead_ms else " (measured latency + margin)"}')
@@ -173,9 +171,10 @@ class RobotControl:
             f'waiting for an instruction on {self.node.resolve_topic_name(p.instruction_topic)}')
 
     def close(self) -> None:
-        """Stop the control thread (and chunk mode's inference thread); the policy stays. Idempotent."""
+        """Stop the inputs, the control thread (and chunk mode's inference thread); the policy stays. Idempotent."""
         if self._stop.is_set():
             return
+        self.sensors.close()
         self._stop.set()
         self.mailbox.close()
         if self._thread is not None:
@@ -183,23 +182,17 @@ class RobotControl:
         self.loop.close()
 
     @property
+    def threads(self) -> tuple[threading.Thread, ...]:
+        """Return the robot's threads once started: control, sensor inputs, and chunk mode's inference thread."""
+        started = () if self._thread is None else (self._thread,)
+        return started + (self.sensors.thread, *self.loop.threads)
+
+    @property
     def cycles(self) -> int:
         """Inferences that reached the publish decision."""
         return self.loop.cycles
 
-    # -- executor thread: inputs -------------------------------------------------------------
-    def camera_callback(self, index: int, msg: Any) -> None:
-        """Feed one frame to the observation pipeline."""
-        t0 = time.monotonic_ns()
-        if not self.observations.add_frame(index, msg, self.node.get_clock().now().nanoseconds, t0):
-            self._cb_ns += time.monotonic_ns() - t0
-
-    def joint_callback(self, msg: JointState) -> None:
-        """Feed one joint state to the observation pipeline (joint ring and hold target)."""
-        t0 = time.monotonic_ns()
-        self.observations.add_joint_state(msg, self.node.get_clock().now().nanoseconds, t0)
-        self._cb_ns += time.monotonic_ns() - t0
-
+    # -- sensor thread: a complete observation ---------------------------------------------
     def _hand_over(self, images: tuple[Any, ...], state: np.ndarray, newest_stamp_ns: int, joint_stamp_ns: int,
                    t_recv: int) -> bool:
         """Put a complete observation in the mailbox, once there is an instruction to act on."""
@@ -208,8 +201,7 @@ class RobotControl:
                 'observations arrive; waiting for an instruction on '
                 f'{self.node.resolve_topic_name(self.p.instruction_topic)}', throttle_duration_sec=10.0)
             return False
-        self.mailbox.put(images, state, newest_stamp_ns, joint_stamp_ns, t_recv, self._cb_ns)
-        self._cb_ns = 0
+        self.mailbox.put(images, state, newest_stamp_ns, joint_stamp_ns, t_recv, self.sensors.take_callback_ns())
         return True
 
     # -- control thread ----------------------------------------------------------------------
