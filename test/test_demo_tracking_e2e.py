@@ -106,6 +106,8 @@ def test_node_commands_track_the_joint_states(session):
     errors = tracking_error(chunks, set_stamps, truth, ACTION_PERIOD_S, TRACKING_HORIZON)
     print(f'node tracking error: first action {errors["first"]:.4f} rad, first {TRACKING_HORIZON} actions '
           f'{errors["horizon"]:.4f} rad over {errors["sets"]} of {len(chunks)} cycles')
-    assert errors['sets'] > 80
+    # Enough cycles to measure, most of them with their horizon inside the recorded joint states; how many
+    # cycles a replay yields depends on the machine's load, so the count itself is not the check.
+    assert len(chunks) >= 20 and errors['sets'] >= 0.75 * len(chunks)
     assert errors['first'] < TRACKING_THRESHOLD_RAD['first']
     assert errors['horizon'] < TRACKING_THRESHOLD_RAD['horizon']
