@@ -36,12 +36,14 @@ def fixture_inputs(root: Path):
     return images, f['state_raw'][0], f['lang_tokens'][0], f['lang_mask'][0], f['noise'][0], f['actions'][0]
 
 
-@pytest.mark.parametrize('variant', ['eager_ops', 'compiled', 'fast'])
+@pytest.mark.parametrize('variant', ['eager_ops', 'compiled', 'fast', 'fast_skinny'])
 @pytest.mark.parametrize('root', FIXTURES, ids=lambda p: p.name)
 def test_cuda_graph_fp32_matches_lerobot(root, variant):
     *inputs, expected = fixture_inputs(root)
+    fast = variant.startswith('fast')
     with TorchRunner(root / 'policy', root / 'hf_configs.json', device='cuda', dtype='fp32', mode='cuda_graph',
-                     compiled=variant == 'compiled', fast=variant == 'fast') as runner:
+                     compiled=variant == 'compiled', fast=fast,
+                     expert_gemm='skinny' if variant == 'fast_skinny' else 'mixed') as runner:
         runner.stage(*inputs)
         actions = runner.infer().copy()
         runner.stage(*inputs)  # replaying the graph on restaged inputs gives the same chunk
@@ -49,7 +51,7 @@ def test_cuda_graph_fp32_matches_lerobot(root, variant):
     err = np.abs(actions - expected).max()
     print(f'{root.name}: torch cuda_graph fp32 ({variant}) vs LeRobot max abs error {err:.2e}')
     assert err <= 1e-4
-    if variant == 'fast':  # the split-K GEMMs add into the residual stream by atomics, in no fixed order
+    if fast:  # the split-K GEMMs add into the residual stream by atomics, in no fixed order
         np.testing.assert_allclose(actions, again, rtol=0, atol=1e-5)
     else:
         np.testing.assert_array_equal(actions, again)

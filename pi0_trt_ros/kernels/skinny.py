@@ -39,6 +39,7 @@ Triton supports it); under the interpreter one large tile keeps the program coun
 from __future__ import annotations
 
 import inspect
+import os
 
 import torch
 import triton
@@ -47,6 +48,9 @@ import triton.language as tl
 from pi0_trt_ros.kernels import gdc_launch_dependents, gdc_wait, interpreted, pdl
 
 MAX_ROWS = 64  # one row block: the expert's 51 suffix tokens
+# With PDL, each program prefetches its weights into L2 before it waits on the kernel before it;
+# PI0_TRT_ROS_WEIGHT_PREFETCH=0 turns that off (to measure it).
+_PREFETCH = os.environ.get('PI0_TRT_ROS_WEIGHT_PREFETCH', '1') != '0'
 EPILOGUE_STORE, EPILOGUE_GEGLU, EPILOGUE_RESIDUAL = 0, 1, 2
 
 
@@ -58,10 +62,18 @@ def _gelu_tanh(x):
 
 
 @triton.jit
+def _prefetch_l2(ptrs):
+    """Ask L2 for the 128-byte line of each pointer (PTX ``prefetch``; no value comes back, no fault)."""
+    tl.inline_asm_elementwise('prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;', '=r,l', [ptrs], dtype=tl.int32,
+                              is_pure=False, pack=1)
+
+
+@triton.jit
 def _skinny_gemm_kernel(a_ptr, w_ptr, g_ptr, out_ptr, M, N, K, stride_a, stride_w, stride_o, eps,
                         RMS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-                        UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, PDL: tl.constexpr):
+                        UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, PDL: tl.constexpr,
+                        PREFETCH: tl.constexpr, LINE: tl.constexpr):
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # output columns (F columns for GeGLU)
     split = tl.program_id(1)
     rows = tl.arange(0, BLOCK_M)
@@ -71,9 +83,18 @@ def _skinny_gemm_kernel(a_ptr, w_ptr, g_ptr, out_ptr, M, N, K, stride_a, stride_
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     ssq = tl.zeros([BLOCK_M], tl.float32)
+    k_begin, k_end = split * k_len, tl.minimum(K, (split + 1) * k_len)
+    if PREFETCH:  # the weights need nothing from the kernel before: stream this program's share into L2 now
+        for k0 in range(k_begin, k_end, BLOCK_K):
+            lines = k0 + tl.arange(0, BLOCK_K // LINE) * LINE  # the first element of each 128-byte line
+            at = w_ptr + cols[:, None] * stride_w + lines[None, :]
+            line_ok = col_ok[:, None] & (lines < K)[None, :]
+            _prefetch_l2(tl.where(line_ok, at, w_ptr))
+            if EPILOGUE == 1:
+                _prefetch_l2(tl.where(line_ok, at + N * stride_w, w_ptr))
     if PDL:
         gdc_wait()
-    for k0 in range(split * k_len, tl.minimum(K, (split + 1) * k_len), BLOCK_K):
+    for k0 in range(k_begin, k_end, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         k_ok = ks < K
         a_at = a_ptr + rows[:, None] * stride_a + ks[None, :]
@@ -156,7 +177,8 @@ def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, n
     fixed = {'RMS_NORM': norm_weight is not None, 'EPILOGUE': epilogue,
              'BLOCK_M': max(16, triton.next_power_of_2(m)),
              'UPCAST_DOT': interpreted() and weight.dtype == torch.bfloat16,  # the interpreter's bf16 dot is wrong
-             'DOT_PRECISION': 'ieee' if weight.dtype == torch.float32 else 'tf32', 'PDL': pdl(a)}
+             'DOT_PRECISION': 'ieee' if weight.dtype == torch.float32 else 'tf32', 'PDL': pdl(a),
+             'PREFETCH': pdl(a) and _PREFETCH, 'LINE': 128 // weight.element_size()}
     if not a.is_cuda:  # interpreter: few, large programs; split K in two where allowed (exercises the atomics)
         split = 2 if residual else 1
         block_n, block_k = (max(16, min(128, triton.next_power_of_2(v))) for v in (n, k))

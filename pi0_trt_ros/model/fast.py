@@ -25,8 +25,10 @@ out for a GPU at batch 1:
   'mixed' (default) keeps QKV and gate/up on cuBLAS and runs o_proj and down as split-K Triton
   GEMMs (`pi0_trt_ros.kernels.skinny`) that add into the residual stream: the two shapes whose
   1024 output columns leave cuBLAS few thread blocks (H200: 4.3 and 5.3 us against cuBLAS's 6.9
-  and 8.2); 'cublas' as in the first point; 'triton' all four as fused skinny GEMMs (QKV with the
-  input RMSNorm in its prologue, gate/up with the RMSNorm and GeGLU);
+  and 8.2); 'skinny' all four as skinny Triton GEMMs (gate/up with the GeGLU in its epilogue),
+  each streaming its weights into L2 before it waits on the kernel before it; 'cublas' as in the
+  first point; 'triton' all four as fused skinny GEMMs (QKV with the input RMSNorm in its
+  prologue, gate/up with the RMSNorm and GeGLU);
 * the vision tower's patch embedding (a stride-14 convolution) runs as one GEMM over the unfolded
   patches;
 * the expert's KV cache is one [L, N, P + S, D] buffer per call: the prefix writes its part once,
@@ -108,14 +110,15 @@ class _Fp8Weights:
         self.down = [quantize_weight(layer.mlp.down_proj.weight) for layer in stack.stack.layers[:-1]]
 
 
-EXPERT_GEMMS = ('mixed', 'cublas', 'triton')
+EXPERT_GEMMS = ('mixed', 'skinny', 'cublas', 'triton')
 
 
 class FastPi0Policy(nn.Module):
     """Drop-in for a `Pi0Policy` at batch 1 (same inputs, same outputs), on Triton kernels.
 
     ``expert_gemm``: 'mixed' (default) QKV and gate/up on cuBLAS, o_proj and down on split-K
-    skinny GEMMs that add into the residual stream; 'cublas' all the denoise steps' GEMMs on cuBLAS
+    skinny GEMMs that add into the residual stream; 'skinny' all four on skinny GEMMs, the norms
+    in kernels of their own; 'cublas' all the denoise steps' GEMMs on cuBLAS
     with separate norm/GeGLU kernels; 'triton' all on fused skinny Triton GEMMs
     (`pi0_trt_ros.kernels.skinny`: RMSNorm prologue, GeGLU and residual-add epilogues).
     ``prefix_fp8``: the VLM's QKV, gate/up and down GEMMs in e4m3 (bf16 models only).
@@ -274,25 +277,34 @@ class FastPi0Policy(nn.Module):
                       key_group: torch.Tensor, keys: int, final_norm: torch.Tensor) -> torch.Tensor:
         """`_gemma_layers` for at most 64 rows, o_proj and down as split-K GEMMs into x; returns the final norm.
 
-        Per layer: RMSNorm, QKV GEMM (cuBLAS), RoPE + KV write, attention, o_proj added into x,
-        RMSNorm, gate/up GEMM (cuBLAS), GeGLU, down added into x.
+        Per layer: RMSNorm, QKV GEMM, RoPE + KV write, attention, o_proj added into x, RMSNorm,
+        gate/up GEMM, GeGLU, down added into x. QKV and gate/up run on cuBLAS ('mixed') or as
+        skinny Triton GEMMs, gate/up with the GeGLU in its epilogue ('skinny').
         """
         spec = stack.spec
         dtype = stack.qkv[0].dtype
+        all_skinny = self.expert_gemm == 'skinny'
         h = torch.empty(x.shape, device=x.device, dtype=dtype)
+        qkv = torch.empty((x.shape[0], stack.qkv[0].shape[0]), device=x.device, dtype=dtype)
         q = torch.empty((x.shape[0], spec.num_heads * spec.head_dim), device=x.device, dtype=dtype)
         att = torch.empty_like(q)
         mlp_out = torch.empty((x.shape[0], spec.mlp_dim), device=x.device, dtype=dtype)
         for i, layer in enumerate(stack.stack.layers):
             ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
             add_norm(x, None, ln1.weight, None, ln1.eps, h)
-            qkv = F.linear(h, stack.qkv[i])
+            if all_skinny:
+                skinny_linear(h, stack.qkv[i], qkv)
+            else:
+                torch.mm(h, stack.qkv[i].T, out=qkv)
             rope_qkv(qkv, cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i, :, rows], v_cache[i, :, rows])
             attention(q, k_cache[i, :, :keys], v_cache[i, :, :keys], query_group, key_group, att)
             skinny_linear(att, layer.self_attn.o_proj.weight, x, residual=True)
             add_norm(x, None, ln2.weight, None, ln2.eps, h)
-            skinny_linear(geglu(F.linear(h, stack.gate_up[i]), mlp_out), layer.mlp.down_proj.weight, x,
-                          residual=True)
+            if all_skinny:
+                skinny_linear(h, stack.gate_up[i], mlp_out, geglu=True)
+            else:
+                geglu(F.linear(h, stack.gate_up[i]), mlp_out)
+            skinny_linear(mlp_out, layer.mlp.down_proj.weight, x, residual=True)
         add_norm(x, None, final_norm, None, spec.rms_eps, h)
         return h
 

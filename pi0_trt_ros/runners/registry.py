@@ -34,7 +34,7 @@ from pi0_trt_ros.errors import RunnerError
 ONNXRUNTIME_DEVICES = ('cpu', 'cuda')
 TORCH_DTYPES = ('fp32', 'fp16', 'bf16')
 TORCH_MODES = ('eager', 'cuda_graph')
-TORCH_EXPERT_GEMMS = ('mixed', 'cublas', 'triton')  # model/fast.py's EXPERT_GEMMS (not imported here: no torch)
+TORCH_EXPERT_GEMMS = ('mixed', 'skinny', 'cublas', 'triton')  # model/fast.py's EXPERT_GEMMS (not imported here: no torch)
 _JSON_KIND = {bool: 'true or false', int: 'an integer', str: 'a string'}
 
 
@@ -115,7 +115,8 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
              BackendOption('compiled', bool, False, 'torch.compile the hot functions'),
              BackendOption('fast', bool, False, 'the fused Triton-kernel fast path (not with compiled)'),
              BackendOption('expert_gemm', str, 'mixed', "fast path's denoise-step GEMMs: split-K Triton o_proj/down "
-                           'with cuBLAS QKV and gate/up, all cuBLAS, or all fused Triton', TORCH_EXPERT_GEMMS),
+                           'with cuBLAS QKV and gate/up, all four on Triton, all cuBLAS, or all fused Triton',
+                           TORCH_EXPERT_GEMMS),
              BackendOption('prefix_fp8', bool, False, "fast path, bf16: the VLM prefix's GEMMs in FP8 e4m3 "
                            '(faster on Hopper, less accurate)'))),
 )}
