@@ -7,7 +7,8 @@
 #    one denoise step) of both;
 # 3. benchmarks/gemm_floor.py: the GEMM-only floor of the same shapes (bf16, and e4m3 for vision/prefix);
 # 4. `pi0-trt bench --random-full-size` end to end (staged host input -> host actions) for the fast path
-#    and the previous paths, each row labelled with the GPU it ran on;
+#    (its expert GEMMs 'mixed' and 'skinny', the latter also without its L2 weight prefetch) and the
+#    previous paths, each row labelled with the GPU it ran on;
 # 5. with LEROBOT_SITE set (a folder holding LeRobot, see benchmarks/fetch_lerobot_wheels.sh), LeRobot's own
 #    PI0Policy in bf16 and fp32 (benchmarks/lerobot_baseline.py), in the same run.
 # CASES overrides the bench rows ("dtype mode [flag...]" separated by ';'), ITERS the timed calls per row,
@@ -24,18 +25,25 @@ python3 -m pytest -q -s -p no:cacheprovider test/test_cuda_buffers.py test/test_
 [ "${SWEEP:-0}" = 1 ] && python3 benchmarks/attention_sweep.py 2>&1 | tee "$out/attention_sweep.txt"
 python3 benchmarks/fast_path.py --iters 200 --fp8 --json "$out/fast_path.json" 2>&1 | grep '|' | tee "$out/fast_path.txt"
 python3 benchmarks/gemm_floor.py --fp8 2>&1 | grep '|' | tee "$out/gemm_floor.txt"
-IFS=';' read -ra cases <<< "${CASES:-bf16 cuda_graph --fast;bf16 cuda_graph --fast --prefix-fp8;fp16 cuda_graph --fast;bf16 cuda_graph --compile;bf16 cuda_graph}"
-for case in "${cases[@]}"; do
-  set -- $case
-  dtype=$1 mode=$2; shift 2
+bench() {  # one bench row: dtype mode [flag...]
+  local dtype=$1 mode=$2 name; shift 2
   name=bench_${dtype}_${mode}; for flag in "$@"; do name+=_${flag#--}; done
   python3 -m pi0_trt_ros.cli bench --random-full-size --backend torch --dtype "$dtype" --mode "$mode" "$@" \
     --iters "${ITERS:-1000}" --warmup 50 --json "$out/$name.json" 2>&1 \
     | grep -v ' INFO \|^  triton\|AUTOTUNE\|Warning:\|_warn_once' | tee -a "$out/bench.txt"
+}
+IFS=';' read -ra cases <<< "${CASES:-bf16 cuda_graph --fast;bf16 cuda_graph --fast --expert-gemm skinny;bf16 cuda_graph --fast --prefix-fp8;fp16 cuda_graph --fast;bf16 cuda_graph --compile;bf16 cuda_graph}"
+for case in "${cases[@]}"; do
+  # shellcheck disable=SC2086
+  bench $case
 done
+if [ -z "${CASES:-}" ]; then  # what the skinny GEMMs' L2 weight prefetch is worth: the same row without it
+  echo '| the next row: PI0_TRT_ROS_WEIGHT_PREFETCH=0 |' | tee -a "$out/bench.txt"
+  PI0_TRT_ROS_WEIGHT_PREFETCH=0 bench bf16 cuda_graph --fast --expert-gemm skinny
+fi
 if [ -n "${LEROBOT_SITE:-}" ]; then
   PYTHONPATH=$LEROBOT_SITE:$PYTHONPATH python3 benchmarks/lerobot_baseline.py --json "$out/lerobot.json" 2>&1 \
     | grep '^| LeRobot' | tee "$out/lerobot.txt"
 fi
 echo; echo "end to end, staged host input -> host actions (LeRobot: predict_action_chunk, same inputs):"
-cat "$out/bench.txt" "$out/lerobot.txt" 2>/dev/null | grep '^| pi0\|^| LeRobot'
+cat "$out/bench.txt" "$out/lerobot.txt" 2>/dev/null | grep '^| pi0\|^| LeRobot\|^| the next row'

@@ -32,7 +32,9 @@ around the GEMM ride along instead of launching kernels of their own:
 On the H200 (triton 3.6) the split-K residual GEMMs beat cuBLAS at the expert's o_proj and down
 shapes (4.3 and 5.3 us against 6.9 and 8.2), which is what ``expert_gemm='mixed'`` uses; with
 every fused op the step took 1.12 ms against 0.94 ms on cuBLAS (``expert_gemm='triton'``).
-On CUDA the tile sizes are autotuned per shape on the first call (results cached on disk where
+With programmatic dependent launch, each program first asks L2 for its share of w (PTX
+``prefetch``; w needs nothing from the kernel before) and only then waits on the kernel before it,
+so the weights stream while that kernel finishes. On CUDA the tile sizes are autotuned per shape on the first call (results cached on disk where
 Triton supports it); under the interpreter one large tile keeps the program count small.
 """
 
