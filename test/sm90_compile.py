@@ -91,6 +91,9 @@ def cases():
                    dict(RMS_NORM=rms_norm, EPILOGUE=epilogue, BLOCK_M=64, BLOCK_N=32, BLOCK_K=256,
                         SPLIT_K=8 if epilogue == skinny.EPILOGUE_RESIDUAL else 1, UPCAST_DOT=False,
                         DOT_PRECISION='tf32', PREFETCH=True, LINE=64, **pdl), 4, 'prefetch.global.L2')
+    yield ('skinny qkv + rope', skinny._qkv_rope_kernel, {'cos_ptr': '*fp32', 'sin_ptr': '*fp32'},
+           dict(HALF=128, BLOCK_M=64, BLOCK_N=32, BLOCK_K=256, UPCAST_DOT=False, DOT_PRECISION='tf32',
+                PREFETCH=True, LINE=64, **pdl), 4, 'prefetch.global.L2')
 
 
 def main() -> int:

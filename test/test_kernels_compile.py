@@ -19,6 +19,7 @@ them (`sm90_compile.py`, in a process of its own: the interpreter tests set ``TR
 for theirs), into a fresh Triton cache so that every case is really compiled.
 """
 
+import importlib.util
 import os
 from pathlib import Path
 import subprocess
@@ -26,8 +27,9 @@ import sys
 
 import pytest
 
-pytest.importorskip('torch')
-pytest.importorskip('triton')
+# Not imported here: the interpreter tests need Triton's first import in this process to see TRITON_INTERPRET.
+if importlib.util.find_spec('torch') is None or importlib.util.find_spec('triton') is None:
+    pytest.skip('needs torch and triton', allow_module_level=True)
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,4 +41,4 @@ def test_every_kernel_compiles_for_sm90(tmp_path):
                           timeout=600)
     print(done.stdout)
     assert done.returncode == 0, done.stdout + done.stderr[-4000:]
-    assert 'ok   skinny residual' in done.stdout, done.stdout  # the last case ran
+    assert 'ok   skinny qkv + rope' in done.stdout, done.stdout  # the last case ran

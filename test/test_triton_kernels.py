@@ -34,7 +34,7 @@ from pi0_trt_ros.kernels.fp8 import E4M3, E4M3_MAX, quantize_weight, scaled_line
 from pi0_trt_ros.kernels.geglu import geglu  # noqa: E402
 from pi0_trt_ros.kernels.norm import add_norm  # noqa: E402
 from pi0_trt_ros.kernels.rope import rope_qkv  # noqa: E402
-from pi0_trt_ros.kernels.skinny import skinny_linear  # noqa: E402
+from pi0_trt_ros.kernels.skinny import skinny_linear, skinny_qkv_rope  # noqa: E402
 from pi0_trt_ros.model.layers import (  # noqa: E402
     apply_rope, gelu_tanh, GemmaRMSNorm, grouped_attention, LayerNorm, MASK_VALUE, rope_cos_sin, rope_inv_freq)
 
@@ -199,6 +199,32 @@ def test_skinny_linear_residual_epilogue_adds_split_k_partials_into_the_stream(d
     skinny_linear(a, w, plain)  # no fused op: a plain GEMM
     torch.testing.assert_close(plain.float(), torch.nn.functional.linear(a, w).float(), rtol=TOL[dtype],
                                atol=TOL[dtype])
+
+
+@pytest.mark.parametrize('dtype', DTYPES, ids=str)
+@pytest.mark.parametrize('h, n, d', [(4, 1, 16), (8, 2, 32)], ids=['one_block', 'blocks_past_the_last_head'])
+def test_skinny_qkv_rope_is_the_qkv_gemm_then_rope_qkv(dtype, h, n, d):
+    g = gen(10)
+    s, k = 21, 48
+    a = torch.randn(s, k, generator=g).to(dtype)
+    w = (torch.randn((h + 2 * n) * d, k, generator=g) / 7).to(dtype)
+    positions = torch.arange(s, dtype=torch.float32)[None] + 5
+    cos, sin = (t[0, 0, :, :d // 2].contiguous() for t in rope_cos_sin(positions, rope_inv_freq(d, 10000.0)))
+    scale = d ** -0.5
+    rows = slice(4, 4 + s)  # the suffix rows of a cache, as the expert writes them
+    outputs = []
+    for fused in (False, True):
+        q = torch.full((s, h * d), float('nan'), dtype=dtype)
+        k_cache = torch.full((n, s + 9, d), float('nan'), dtype=dtype)
+        v_cache = torch.full_like(k_cache, float('nan'))
+        if fused:
+            skinny_qkv_rope(a, w, cos, sin, h, scale, q, k_cache[:, rows], v_cache[:, rows])
+        else:
+            rope_qkv(torch.nn.functional.linear(a, w), cos, sin, h, scale, q, k_cache[:, rows], v_cache[:, rows])
+        outputs.append((q, k_cache, v_cache))
+    for want, got in zip(*outputs):  # q, then the caches: rows outside the suffix stay untouched (nan)
+        torch.testing.assert_close(got.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype], equal_nan=True)
+    assert torch.isnan(outputs[1][1][:, :4]).all() and torch.isnan(outputs[1][2][:, 4 + s:]).all()
 
 
 @pytest.mark.parametrize('dtype', DTYPES, ids=str)

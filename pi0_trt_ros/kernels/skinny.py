@@ -71,29 +71,27 @@ def _prefetch_l2(ptrs):
 
 
 @triton.jit
-def _skinny_gemm_kernel(a_ptr, w_ptr, g_ptr, out_ptr, M, N, K, stride_a, stride_w, stride_o, eps,
-                        RMS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, BLOCK_M: tl.constexpr,
-                        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-                        UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, PDL: tl.constexpr,
-                        PREFETCH: tl.constexpr, LINE: tl.constexpr):
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # output columns (F columns for GeGLU)
-    split = tl.program_id(1)
-    rows = tl.arange(0, BLOCK_M)
-    row_ok = rows < M
-    col_ok = cols < N
-    k_len = tl.cdiv(tl.cdiv(K, SPLIT_K), BLOCK_K) * BLOCK_K  # keys of K per split, whole tiles
+def _accumulate(a_ptr, w_ptr, g_ptr, rows, row_ok, cols, col_ok, paired_rows, k_begin, k_end, K, stride_a, stride_w,
+                RMS_NORM: tl.constexpr, PAIRED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_K: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, PDL: tl.constexpr,
+                PREFETCH: tl.constexpr, LINE: tl.constexpr):
+    """The K loop over [k_begin, k_end): ``acc = a @ w[cols]^T`` float32 [BLOCK_M, BLOCK_N] and, when
+    ``PAIRED``, ``acc2 = a @ w[cols + paired_rows]^T`` on the same a tiles; ``ssq`` the rows' sum of
+    squares when ``RMS_NORM`` (a is then the float32 residual stream, fed as ``a * (1 + g)``).
+
+    Prefetches the program's weights into L2 (``PREFETCH``) before waiting on the kernel before (``PDL``).
+    """
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    acc2 = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     ssq = tl.zeros([BLOCK_M], tl.float32)
-    k_begin, k_end = split * k_len, tl.minimum(K, (split + 1) * k_len)
     if PREFETCH:  # the weights need nothing from the kernel before: stream this program's share into L2 now
         for k0 in range(k_begin, k_end, BLOCK_K):
             lines = k0 + tl.arange(0, BLOCK_K // LINE) * LINE  # the first element of each 128-byte line
             at = w_ptr + cols[:, None] * stride_w + lines[None, :]
             line_ok = col_ok[:, None] & (lines < K)[None, :]
             _prefetch_l2(tl.where(line_ok, at, w_ptr))
-            if EPILOGUE == 1:
-                _prefetch_l2(tl.where(line_ok, at + N * stride_w, w_ptr))
+            if PAIRED:
+                _prefetch_l2(tl.where(line_ok, at + paired_rows * stride_w, w_ptr))
     if PDL:
         gdc_wait()
     for k0 in range(k_begin, k_end, BLOCK_K):
@@ -114,11 +112,29 @@ def _skinny_gemm_kernel(a_ptr, w_ptr, g_ptr, out_ptr, M, N, K, stride_a, stride_
             a = a.to(tl.float32)
             wt = wt.to(tl.float32)
         acc = tl.dot(a, wt, acc, input_precision=DOT_PRECISION)
-        if EPILOGUE == 1:
-            wu = tl.load(w_at + N * stride_w, mask=w_ok, other=0.0)
+        if PAIRED:
+            w2 = tl.load(w_at + paired_rows * stride_w, mask=w_ok, other=0.0)
             if UPCAST_DOT:
-                wu = wu.to(tl.float32)
-            acc_up = tl.dot(a, wu, acc_up, input_precision=DOT_PRECISION)
+                w2 = w2.to(tl.float32)
+            acc2 = tl.dot(a, w2, acc2, input_precision=DOT_PRECISION)
+    return acc, acc2, ssq
+
+
+@triton.jit
+def _skinny_gemm_kernel(a_ptr, w_ptr, g_ptr, out_ptr, M, N, K, stride_a, stride_w, stride_o, eps,
+                        RMS_NORM: tl.constexpr, EPILOGUE: tl.constexpr, BLOCK_M: tl.constexpr,
+                        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+                        UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, PDL: tl.constexpr,
+                        PREFETCH: tl.constexpr, LINE: tl.constexpr):
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # output columns (F columns for GeGLU)
+    split = tl.program_id(1)
+    rows = tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    col_ok = cols < N
+    k_len = tl.cdiv(tl.cdiv(K, SPLIT_K), BLOCK_K) * BLOCK_K  # keys of K per split, whole tiles
+    acc, acc_up, ssq = _accumulate(a_ptr, w_ptr, g_ptr, rows, row_ok, cols, col_ok, N, split * k_len,
+                                   tl.minimum(K, (split + 1) * k_len), K, stride_a, stride_w, RMS_NORM, EPILOGUE == 1,
+                                   BLOCK_M, BLOCK_N, BLOCK_K, UPCAST_DOT, DOT_PRECISION, PDL, PREFETCH, LINE)
     if PDL:
         gdc_launch_dependents()
     if RMS_NORM:
@@ -138,6 +154,50 @@ def _skinny_gemm_kernel(a_ptr, w_ptr, g_ptr, out_ptr, M, N, K, stride_a, stride_
         tl.store(out_at, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
+@triton.jit
+def _qkv_rope_kernel(a_ptr, w_ptr, cos_ptr, sin_ptr, q_ptr, k_ptr, v_ptr, M, H, N, K, stride_a, stride_w,
+                     stride_cs, stride_q, stride_kn, stride_ks, stride_vn, stride_vs, scale,
+                     HALF: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, PDL: tl.constexpr,
+                     PREFETCH: tl.constexpr, LINE: tl.constexpr):
+    # Program p: BLOCK_N half-columns, each a column j of the first half of a head together with the
+    # same j of its second half (RoPE's pairs); heads 0..H-1 queries, H..H+N-1 keys, then N values.
+    half_cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    head = half_cols // HALF
+    j = half_cols % HALF
+    cols = head * 2 * HALF + j  # the first-half column of w (and of the unfused qkv)
+    rows = tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    col_ok = head < H + 2 * N
+    x1, x2, _ = _accumulate(a_ptr, w_ptr, w_ptr, rows, row_ok, cols, col_ok, HALF, 0, K, K, stride_a, stride_w,
+                            False, True, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST_DOT, DOT_PRECISION, PDL, PREFETCH, LINE)
+    if PDL:
+        gdc_launch_dependents()
+    # As the unfused path: the projection rounded to the GEMM dtype, then rotated in float32.
+    x1 = x1.to(w_ptr.dtype.element_ty).to(tl.float32)
+    x2 = x2.to(w_ptr.dtype.element_ty).to(tl.float32)
+    is_q = head < H
+    is_k = (head >= H) & (head < H + N)
+    is_v = (head >= H + N) & col_ok
+    ok = row_ok[:, None] & col_ok[None, :]
+    cs = rows[:, None] * stride_cs + j[None, :]
+    c = tl.load(cos_ptr + cs, mask=ok & ~is_v[None, :], other=1.0)  # values: cos 1, sin 0 leave them as they are
+    s = tl.load(sin_ptr + cs, mask=ok & ~is_v[None, :], other=0.0)
+    factor = tl.where(is_q, scale, 1.0)[None, :]
+    o1 = (x1 * c - x2 * s) * factor
+    o2 = (x2 * c + x1 * s) * factor
+    q_at = q_ptr + rows[:, None] * stride_q + cols[None, :]
+    tl.store(q_at, o1.to(q_ptr.dtype.element_ty), mask=ok & is_q[None, :])
+    tl.store(q_at + HALF, o2.to(q_ptr.dtype.element_ty), mask=ok & is_q[None, :])
+    kv = tl.where(is_v, head - H - N, head - H)  # the KV head of a key or value column
+    k_at = k_ptr + kv[None, :] * stride_kn + rows[:, None] * stride_ks + j[None, :]
+    tl.store(k_at, o1.to(k_ptr.dtype.element_ty), mask=ok & is_k[None, :])
+    tl.store(k_at + HALF, o2.to(k_ptr.dtype.element_ty), mask=ok & is_k[None, :])
+    v_at = v_ptr + kv[None, :] * stride_vn + rows[:, None] * stride_vs + j[None, :]
+    tl.store(v_at, o1.to(v_ptr.dtype.element_ty), mask=ok & is_v[None, :])
+    tl.store(v_at + HALF, o2.to(v_ptr.dtype.element_ty), mask=ok & is_v[None, :])
+
+
 def _configs(splits: tuple[int, ...]) -> list[triton.Config]:
     """Tiles tried on the GPU: narrow column blocks so that >= 100 programs stream w at these N."""
     tiles = [(16, 256, 3), (32, 128, 4), (32, 256, 3), (64, 128, 3)]
@@ -145,16 +205,22 @@ def _configs(splits: tuple[int, ...]) -> list[triton.Config]:
             for n, k, st in tiles for s in splits]
 
 
-def _autotune(configs: list[triton.Config], **kwargs: object) -> triton.runtime.Autotuner:
-    """Autotune the kernel over ``configs``, keyed by shape and fused ops, results cached on disk if supported."""
+def _autotune(kernel: triton.JITFunction, configs: list[triton.Config], key: list[str],
+              **kwargs: object) -> triton.runtime.Autotuner:
+    """Autotune ``kernel`` over ``configs``, keyed by ``key``, results cached on disk if supported."""
     if 'cache_results' in inspect.signature(triton.autotune).parameters:
         kwargs['cache_results'] = True
-    return triton.autotune(configs, key=['M', 'N', 'K', 'RMS_NORM', 'EPILOGUE'], **kwargs)(
-        _skinny_gemm_kernel)
+    return triton.autotune(configs, key=key, **kwargs)(kernel)
 
 
-_FULL_K = _autotune(_configs((1,)))  # the RMSNorm prologue needs the whole row in one program
-_SPLIT_K = _autotune(_configs((4, 8)), restore_value=['out_ptr'])  # atomics into out: restore between trials
+_GEMM_KEY = ['M', 'N', 'K', 'RMS_NORM', 'EPILOGUE']
+_FULL_K = _autotune(_skinny_gemm_kernel, _configs((1,)), _GEMM_KEY)  # the RMSNorm prologue needs whole rows
+_SPLIT_K = _autotune(_skinny_gemm_kernel, _configs((4, 8)), _GEMM_KEY,
+                     restore_value=['out_ptr'])  # atomics into out: restore between trials
+# QKV + RoPE: blocks of half-columns, each program the whole of K (the rotation needs finished sums).
+_QKV_ROPE = _autotune(_qkv_rope_kernel, [triton.Config({'BLOCK_N': n, 'BLOCK_K': k}, num_warps=4, num_stages=st)
+                                         for n, k, st in [(16, 256, 3), (32, 128, 4), (32, 256, 3), (64, 128, 3)]],
+                      ['M', 'H', 'N', 'K', 'HALF'])
 
 
 def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, norm_weight: torch.Tensor | None = None,
@@ -190,3 +256,32 @@ def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, n
     tuned = _SPLIT_K if residual else _FULL_K
     tuned[lambda meta: (triton.cdiv(n, meta['BLOCK_N']), meta['SPLIT_K'])](*args, **fixed, launch_pdl=fixed['PDL'])
     return out
+
+
+def skinny_qkv_rope(a: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int,
+                    scale: float, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
+    """The fused QKV projection of M <= 64 rows with `rope_qkv` in its epilogue (no qkv tensor in between).
+
+    a [M, K] in the GEMM dtype (the normalized rows); weight [(H + 2N) * D, K] (queries, keys,
+    values); cos/sin float32 [M, D/2]; q [M, H * D] receives the rotated queries times ``scale``;
+    k_cache/v_cache [N, M, D] (views into a cache, last dim contiguous) the rotated keys and the
+    values, as `rope_qkv` writes them from ``a @ weight^T``.
+    """
+    m, k = a.shape
+    n, _, d = k_cache.shape
+    if m > MAX_ROWS or weight.shape != ((num_heads + 2 * n) * d, k) or cos.shape != (m, d // 2):
+        raise ValueError(f'skinny_qkv_rope: a {tuple(a.shape)}, weight {tuple(weight.shape)}, cos {tuple(cos.shape)} '
+                         f'do not match {num_heads} query heads, {n} KV heads of dim {d}, at most {MAX_ROWS} rows')
+    half = d // 2
+    args = (a, weight, cos, sin, q, k_cache, v_cache, m, num_heads, n, k, a.stride(0), weight.stride(0), cos.stride(0),
+            q.stride(0), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), scale)
+    fixed = {'HALF': half, 'BLOCK_M': max(16, triton.next_power_of_2(m)),
+             'UPCAST_DOT': interpreted() and weight.dtype == torch.bfloat16,  # the interpreter's bf16 dot is wrong
+             'DOT_PRECISION': 'ieee' if weight.dtype == torch.float32 else 'tf32', 'PDL': pdl(a),
+             'PREFETCH': pdl(a) and _PREFETCH, 'LINE': 128 // weight.element_size()}
+    half_cols = (num_heads + 2 * n) * half  # each program takes BLOCK_N of them and their partners
+    if not a.is_cuda:  # interpreter: few, large programs
+        block_n, block_k = (max(16, min(128, triton.next_power_of_2(v))) for v in (half_cols, k))
+        _qkv_rope_kernel[(triton.cdiv(half_cols, block_n),)](*args, **fixed, BLOCK_N=block_n, BLOCK_K=block_k)
+        return
+    _QKV_ROPE[lambda meta: (triton.cdiv(half_cols, meta['BLOCK_N']),)](*args, **fixed, launch_pdl=fixed['PDL'])

@@ -25,7 +25,8 @@ out for a GPU at batch 1:
   'mixed' (default) keeps QKV and gate/up on cuBLAS and runs o_proj and down as split-K Triton
   GEMMs (`pi0_trt_ros.kernels.skinny`) that add into the residual stream: the two shapes whose
   1024 output columns leave cuBLAS few thread blocks (H200: 4.3 and 5.3 us against cuBLAS's 6.9
-  and 8.2); 'skinny' all four as skinny Triton GEMMs (gate/up with the GeGLU in its epilogue),
+  and 8.2); 'skinny' all four as skinny Triton GEMMs (QKV with the RoPE + KV write and gate/up
+  with the GeGLU in their epilogues),
   each streaming its weights into L2 before it waits on the kernel before it; 'cublas' as in the
   first point; 'triton' all four as fused skinny GEMMs (QKV with the input RMSNorm in its
   prologue, gate/up with the RMSNorm and GeGLU);
@@ -61,7 +62,7 @@ from pi0_trt_ros.kernels.fp8 import E4M3, quantize_weight, scaled_linear
 from pi0_trt_ros.kernels.geglu import geglu
 from pi0_trt_ros.kernels.norm import add_norm
 from pi0_trt_ros.kernels.rope import rope_qkv
-from pi0_trt_ros.kernels.skinny import MAX_ROWS, skinny_linear
+from pi0_trt_ros.kernels.skinny import MAX_ROWS, skinny_linear, skinny_qkv_rope
 from pi0_trt_ros.model.gemma import GemmaLayer, GemmaStack
 from pi0_trt_ros.model.pi0 import Pi0Policy
 from pi0_trt_ros.model.siglip import SiglipLayer
@@ -279,24 +280,23 @@ class FastPi0Policy(nn.Module):
 
         Per layer: RMSNorm, QKV GEMM, RoPE + KV write, attention, o_proj added into x, RMSNorm,
         gate/up GEMM, GeGLU, down added into x. QKV and gate/up run on cuBLAS ('mixed') or as
-        skinny Triton GEMMs, gate/up with the GeGLU in its epilogue ('skinny').
+        skinny Triton GEMMs with the RoPE + KV write and the GeGLU in their epilogues ('skinny').
         """
         spec = stack.spec
         dtype = stack.qkv[0].dtype
         all_skinny = self.expert_gemm == 'skinny'
         h = torch.empty(x.shape, device=x.device, dtype=dtype)
-        qkv = torch.empty((x.shape[0], stack.qkv[0].shape[0]), device=x.device, dtype=dtype)
         q = torch.empty((x.shape[0], spec.num_heads * spec.head_dim), device=x.device, dtype=dtype)
         att = torch.empty_like(q)
         mlp_out = torch.empty((x.shape[0], spec.mlp_dim), device=x.device, dtype=dtype)
         for i, layer in enumerate(stack.stack.layers):
             ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
             add_norm(x, None, ln1.weight, None, ln1.eps, h)
+            qkv_out = (cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i, :, rows], v_cache[i, :, rows])
             if all_skinny:
-                skinny_linear(h, stack.qkv[i], qkv)
+                skinny_qkv_rope(h, stack.qkv[i], *qkv_out)
             else:
-                torch.mm(h, stack.qkv[i].T, out=qkv)
-            rope_qkv(qkv, cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i, :, rows], v_cache[i, :, rows])
+                rope_qkv(F.linear(h, stack.qkv[i]), *qkv_out)
             attention(q, k_cache[i, :, :keys], v_cache[i, :, :keys], query_group, key_group, att)
             skinny_linear(att, layer.self_attn.o_proj.weight, x, residual=True)
             add_norm(x, None, ln2.weight, None, ln2.eps, h)
