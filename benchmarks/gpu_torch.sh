@@ -7,7 +7,7 @@
 #    one denoise step) of both;
 # 3. benchmarks/gemm_floor.py: the GEMM-only floor of the same shapes (bf16, and e4m3 for vision/prefix);
 # 4. `pi0-trt bench --random-full-size` end to end (staged host input -> host actions) for the fast path
-#    (its expert GEMMs 'mixed' and 'skinny', the latter also without its L2 weight prefetch) and the
+#    (its expert GEMMs 'mixed' and 'skinny', the latter also without its L2 prefetch) and the
 #    previous paths, each row labelled with the GPU it ran on;
 # 5. with LEROBOT_SITE set (a folder holding LeRobot, see benchmarks/fetch_lerobot_wheels.sh), LeRobot's own
 #    PI0Policy in bf16 and fp32 (benchmarks/lerobot_baseline.py), in the same run.
@@ -37,9 +37,9 @@ for case in "${cases[@]}"; do
   # shellcheck disable=SC2086
   bench $case
 done
-if [ -z "${CASES:-}" ]; then  # what the skinny GEMMs' L2 weight prefetch is worth: the same row without it
-  echo '| the next row: PI0_TRT_ROS_WEIGHT_PREFETCH=0 |' | tee -a "$out/bench.txt"
-  PI0_TRT_ROS_WEIGHT_PREFETCH=0 bench bf16 cuda_graph --fast --expert-gemm skinny
+if [ -z "${CASES:-}" ]; then  # what the skinny GEMMs' L2 prefetch is worth: the same row without it
+  echo '| the next row: PI0_TRT_ROS_PREFETCH=0 |' | tee -a "$out/bench.txt"
+  PI0_TRT_ROS_PREFETCH=0 bench bf16 cuda_graph --fast --expert-gemm skinny
 fi
 if [ -n "${LEROBOT_SITE:-}" ]; then
   PYTHONPATH=$LEROBOT_SITE:$PYTHONPATH python3 benchmarks/lerobot_baseline.py --json "$out/lerobot.json" 2>&1 \

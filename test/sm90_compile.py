@@ -79,7 +79,8 @@ def cases():
         yield (f'attention split={split}', attention._attention_kernel,
                {'qg_ptr': '*i32', 'kg_ptr': '*i32', 'part_ptr': '*fp32', 'stat_ptr': '*fp32'},
                dict(D=256, BLOCK_D=256, BLOCK_M=32 if split else 64, BLOCK_N=64, MASKED=True, SPLIT=split,
-                    UPCAST_DOT=False, DOT_PRECISION='tf32', **pdl), 4, 'griddepcontrol')
+                    UPCAST_DOT=False, DOT_PRECISION='tf32', PREFETCH=split, LINE=64, **pdl), 4,
+               'prefetch.global.L2' if split else 'griddepcontrol')
     yield ('attention merge', attention._merge_kernel, {'part_ptr': '*fp32', 'stat_ptr': '*fp32'},
            dict(D=256, BLOCK_D=256, ROWS=16, COLS=64, **pdl), 4, 'griddepcontrol')
     for label, epilogue, out in (('store', skinny.EPILOGUE_STORE, '*bf16'), ('geglu', skinny.EPILOGUE_GEGLU, '*bf16'),

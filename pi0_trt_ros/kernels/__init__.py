@@ -52,6 +52,19 @@ except ImportError:  # a Triton without grid dependency control: PDL stays off, 
         pass
 
 
+try:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def prefetch_l2(ptrs):
+        """Ask L2 for the 128-byte line of each pointer (PTX ``prefetch``; nothing comes back, nothing faults)."""
+        tl.inline_asm_elementwise('prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;', '=r,l', [ptrs], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+except ImportError:  # no Triton: require_triton() says how to get it
+    pass
+
+
 def require_triton() -> None:
     """Import triton or explain how to get it (the fast path's only extra dependency)."""
     try:
@@ -81,3 +94,9 @@ def _pdl_supported(device_index: int) -> bool:
 def pdl(tensor: Any) -> bool:
     """Whether kernels on ``tensor``'s device launch with programmatic dependent launch (CUDA, sm90+)."""
     return bool(tensor.is_cuda) and not interpreted() and _pdl_supported(tensor.device.index or 0)
+
+
+def prefetch(tensor: Any) -> bool:
+    """Whether kernels on ``tensor``'s device prefetch what needs no earlier kernel (weights, the prefix's
+    K/V) into L2 before they wait on the kernel before them: with PDL, unless PI0_TRT_ROS_PREFETCH=0."""
+    return pdl(tensor) and os.environ.get('PI0_TRT_ROS_PREFETCH', '1') != '0'

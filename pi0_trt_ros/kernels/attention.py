@@ -37,7 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from pi0_trt_ros.kernels import gdc_launch_dependents, gdc_wait, interpreted, pdl
+from pi0_trt_ros.kernels import gdc_launch_dependents, gdc_wait, interpreted, pdl, prefetch, prefetch_l2
 
 HIDDEN_GROUP = 1 << 30  # key group that no query reaches (padded keys)
 
@@ -47,7 +47,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
                       stride_q, stride_kn, stride_kk, stride_vn, stride_vk, stride_o,
                       D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                       MASKED: tl.constexpr, SPLIT: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                      DOT_PRECISION: tl.constexpr, PDL: tl.constexpr):
+                      DOT_PRECISION: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, LINE: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # row r = g * S + s
     n = tl.program_id(1)
     split = tl.program_id(2)
@@ -56,6 +56,15 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
     head = n * G + rows // S
     d = tl.arange(0, BLOCK_D)
     d_ok = d < D
+    key_end = tl.minimum(K, (split + 1) * chunk)
+    if PREFETCH:  # the chunk's K/V into L2 (the prefix's part is no earlier kernel's), once per chunk
+        if tl.program_id(0) == 0:
+            lines = tl.arange(0, BLOCK_D // LINE) * LINE
+            for start in range(split * chunk, key_end, BLOCK_N):
+                keys = start + tl.arange(0, BLOCK_N)
+                ok = (keys < key_end)[:, None] & (lines < D)[None, :]
+                prefetch_l2(tl.where(ok, k_ptr + n * stride_kn + keys[:, None] * stride_kk + lines[None, :], k_ptr))
+                prefetch_l2(tl.where(ok, v_ptr + n * stride_vn + keys[:, None] * stride_vk + lines[None, :], v_ptr))
     if PDL:
         gdc_wait()
     q = tl.load(q_ptr + s[:, None] * stride_q + head[:, None] * D + d[None, :],
@@ -66,7 +75,6 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
     m_i = tl.full([BLOCK_M], float('-inf'), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    key_end = tl.minimum(K, (split + 1) * chunk)
     for start in range(split * chunk, key_end, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < key_end
@@ -136,13 +144,15 @@ def _merge_kernel(part_ptr, stat_ptr, out_ptr, S, G, splits, stride_o, D: tl.con
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: torch.Tensor | None,
               key_group: torch.Tensor | None, out: torch.Tensor, block_m: int | None = None,
               block_n: int | None = None, chunk: int | None = None, num_warps: int | None = None,
-              num_stages: int | None = None) -> torch.Tensor:
+              num_stages: int | None = None, prefetch_kv: bool = False) -> torch.Tensor:
     """Attention of q [S, H*D] (already scaled) over k/v [N, K, D]; writes out [S, H*D]; returns ``out``.
 
     query_group int32 [S] and key_group int32 [K] define the mask (both None: no mask). Query
     head h reads KV head h // (H/N). Rows of q/out and of k/v may be strided; the last dim is
     contiguous. Tiles: ``block_m`` query rows by ``block_n`` keys; ``chunk`` keys per split
-    (None: the defaults below; ``chunk >= K``: no split).
+    (None: the defaults below; ``chunk >= K``: no split). ``prefetch_kv``: when the keys are split,
+    the first row block of each chunk asks L2 for the chunk's K/V before waiting on the kernel before
+    (with PDL; see `pi0_trt_ros.kernels.prefetch`).
     """
     s = q.shape[0]
     n, kk, d = k.shape
@@ -176,7 +186,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: to
         q.stride(0), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), D=d, BLOCK_D=block_d,
         BLOCK_M=block_m, BLOCK_N=block_n, MASKED=masked, SPLIT=splits > 1,
         UPCAST_DOT=interpreted() and k.dtype == torch.bfloat16,  # Triton 3.9's interpreter mis-computes bf16 dots
-        DOT_PRECISION='ieee' if fp32 else 'tf32', PDL=pdl(q), launch_pdl=pdl(q),
+        DOT_PRECISION='ieee' if fp32 else 'tf32', PDL=pdl(q), launch_pdl=pdl(q), PREFETCH=prefetch_kv and splits > 1 and prefetch(q),
+        LINE=min(128 // k.element_size(), block_d),  # elements per 128-byte line (per row, if rows are shorter)
         num_warps=num_warps or (4 if block_m <= 64 else 8), num_stages=num_stages or 2)
     if splits > 1:
         merge_rows, merge_cols = 16 if q.is_cuda else 256, min(64, block_d)

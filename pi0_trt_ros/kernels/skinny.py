@@ -32,27 +32,23 @@ around the GEMM ride along instead of launching kernels of their own:
 On the H200 (triton 3.6) the split-K residual GEMMs beat cuBLAS at the expert's o_proj and down
 shapes (4.3 and 5.3 us against 6.9 and 8.2), which is what ``expert_gemm='mixed'`` uses; with
 every fused op the step took 1.12 ms against 0.94 ms on cuBLAS (``expert_gemm='triton'``).
-With programmatic dependent launch, each program first asks L2 for its share of w (PTX
-``prefetch``; w needs nothing from the kernel before) and only then waits on the kernel before it,
-so the weights stream while that kernel finishes. On CUDA the tile sizes are autotuned per shape on the first call (results cached on disk where
+With programmatic dependent launch and ``prefetch_weights`` (`skinny_qkv_rope` always), each
+program first asks L2 for its share of w (PTX ``prefetch``; w needs nothing from the kernel before)
+and only then waits on the kernel before it, so the weights stream while that kernel finishes. On CUDA the tile sizes are autotuned per shape on the first call (results cached on disk where
 Triton supports it); under the interpreter one large tile keeps the program count small.
 """
 
 from __future__ import annotations
 
 import inspect
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-from pi0_trt_ros.kernels import gdc_launch_dependents, gdc_wait, interpreted, pdl
+from pi0_trt_ros.kernels import gdc_launch_dependents, gdc_wait, interpreted, pdl, prefetch, prefetch_l2
 
 MAX_ROWS = 64  # one row block: the expert's 51 suffix tokens
-# With PDL, each program prefetches its weights into L2 before it waits on the kernel before it;
-# PI0_TRT_ROS_WEIGHT_PREFETCH=0 turns that off (to measure it).
-_PREFETCH = os.environ.get('PI0_TRT_ROS_WEIGHT_PREFETCH', '1') != '0'
 EPILOGUE_STORE, EPILOGUE_GEGLU, EPILOGUE_RESIDUAL = 0, 1, 2
 
 
@@ -61,13 +57,6 @@ def _gelu_tanh(x):
     """GELU, tanh approximation, float32; tanh written with exp (the interpreter has no tanh)."""
     inner = 0.7978845608028654 * (x + 0.044715 * x * x * x)  # sqrt(2/pi) (x + 0.044715 x^3)
     return 0.5 * x * (2.0 - 2.0 / (tl.exp(2.0 * inner) + 1.0))
-
-
-@triton.jit
-def _prefetch_l2(ptrs):
-    """Ask L2 for the 128-byte line of each pointer (PTX ``prefetch``; no value comes back, no fault)."""
-    tl.inline_asm_elementwise('prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;', '=r,l', [ptrs], dtype=tl.int32,
-                              is_pure=False, pack=1)
 
 
 @triton.jit
@@ -89,9 +78,9 @@ def _accumulate(a_ptr, w_ptr, g_ptr, rows, row_ok, cols, col_ok, paired_rows, k_
             lines = k0 + tl.arange(0, BLOCK_K // LINE) * LINE  # the first element of each 128-byte line
             at = w_ptr + cols[:, None] * stride_w + lines[None, :]
             line_ok = col_ok[:, None] & (lines < K)[None, :]
-            _prefetch_l2(tl.where(line_ok, at, w_ptr))
+            prefetch_l2(tl.where(line_ok, at, w_ptr))
             if PAIRED:
-                _prefetch_l2(tl.where(line_ok, at + paired_rows * stride_w, w_ptr))
+                prefetch_l2(tl.where(line_ok, at + paired_rows * stride_w, w_ptr))
     if PDL:
         gdc_wait()
     for k0 in range(k_begin, k_end, BLOCK_K):
@@ -224,13 +213,15 @@ _QKV_ROPE = _autotune(_qkv_rope_kernel, [triton.Config({'BLOCK_N': n, 'BLOCK_K':
 
 
 def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, norm_weight: torch.Tensor | None = None,
-                  eps: float = 1e-6, geglu: bool = False, residual: bool = False) -> torch.Tensor:
+                  eps: float = 1e-6, geglu: bool = False, residual: bool = False,
+                  prefetch_weights: bool = False) -> torch.Tensor:
     """``out = a @ weight^T`` for M <= 64 rows, with the fused ops above; returns ``out``.
 
     a [M, K] (float32 residual stream when ``norm_weight`` is given; else the GEMM dtype), weight
     [N, K] ([2F, K] gate then up with ``geglu``), norm_weight [K] (RMSNorm gain g, scale 1 + g), out
     [M, N] ([M, F] with ``geglu``; float32 [M, N] accumulated into with ``residual``). Rows may be
-    strided; the last dims are contiguous.
+    strided; the last dims are contiguous. ``prefetch_weights``: ask L2 for the weights before
+    waiting on the kernel before (with PDL; see `pi0_trt_ros.kernels.prefetch`).
     """
     m, k = a.shape
     n = weight.shape[0] // 2 if geglu else weight.shape[0]
@@ -246,7 +237,7 @@ def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, n
              'BLOCK_M': max(16, triton.next_power_of_2(m)),
              'UPCAST_DOT': interpreted() and weight.dtype == torch.bfloat16,  # the interpreter's bf16 dot is wrong
              'DOT_PRECISION': 'ieee' if weight.dtype == torch.float32 else 'tf32', 'PDL': pdl(a),
-             'PREFETCH': pdl(a) and _PREFETCH, 'LINE': 128 // weight.element_size()}
+             'PREFETCH': prefetch_weights and prefetch(a), 'LINE': 128 // weight.element_size()}
     if not a.is_cuda:  # interpreter: few, large programs; split K in two where allowed (exercises the atomics)
         split = 2 if residual else 1
         block_n, block_k = (max(16, min(128, triton.next_power_of_2(v))) for v in (n, k))
@@ -278,7 +269,7 @@ def skinny_qkv_rope(a: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, si
     fixed = {'HALF': half, 'BLOCK_M': max(16, triton.next_power_of_2(m)),
              'UPCAST_DOT': interpreted() and weight.dtype == torch.bfloat16,  # the interpreter's bf16 dot is wrong
              'DOT_PRECISION': 'ieee' if weight.dtype == torch.float32 else 'tf32', 'PDL': pdl(a),
-             'PREFETCH': pdl(a) and _PREFETCH, 'LINE': 128 // weight.element_size()}
+             'PREFETCH': prefetch(a), 'LINE': 128 // weight.element_size()}
     half_cols = (num_heads + 2 * n) * half  # each program takes BLOCK_N of them and their partners
     if not a.is_cuda:  # interpreter: few, large programs
         block_n, block_k = (max(16, min(128, triton.next_power_of_2(v))) for v in (half_cols, k))

@@ -26,8 +26,8 @@ out for a GPU at batch 1:
   GEMMs (`pi0_trt_ros.kernels.skinny`) that add into the residual stream: the two shapes whose
   1024 output columns leave cuBLAS few thread blocks (H200: 4.3 and 5.3 us against cuBLAS's 6.9
   and 8.2); 'skinny' all four as skinny Triton GEMMs (QKV with the RoPE + KV write and gate/up
-  with the GeGLU in their epilogues),
-  each streaming its weights into L2 before it waits on the kernel before it; 'cublas' as in the
+  with the GeGLU in their epilogues), each streaming its weights (the attention: the prefix's K/V)
+  into L2 before it waits on the kernel before it; 'cublas' as in the
   first point; 'triton' all four as fused skinny GEMMs (QKV with the input RMSNorm in its
   prologue, gate/up with the RMSNorm and GeGLU);
 * the vision tower's patch embedding (a stride-14 convolution) runs as one GEMM over the unfolded
@@ -297,14 +297,15 @@ class FastPi0Policy(nn.Module):
                 skinny_qkv_rope(h, stack.qkv[i], *qkv_out)
             else:
                 rope_qkv(F.linear(h, stack.qkv[i]), *qkv_out)
-            attention(q, k_cache[i, :, :keys], v_cache[i, :, :keys], query_group, key_group, att)
-            skinny_linear(att, layer.self_attn.o_proj.weight, x, residual=True)
+            attention(q, k_cache[i, :, :keys], v_cache[i, :, :keys], query_group, key_group, att,
+                      prefetch_kv=all_skinny)
+            skinny_linear(att, layer.self_attn.o_proj.weight, x, residual=True, prefetch_weights=all_skinny)
             add_norm(x, None, ln2.weight, None, ln2.eps, h)
             if all_skinny:
-                skinny_linear(h, stack.gate_up[i], mlp_out, geglu=True)
+                skinny_linear(h, stack.gate_up[i], mlp_out, geglu=True, prefetch_weights=True)
             else:
                 geglu(F.linear(h, stack.gate_up[i]), mlp_out)
-            skinny_linear(mlp_out, layer.mlp.down_proj.weight, x, residual=True)
+            skinny_linear(mlp_out, layer.mlp.down_proj.weight, x, residual=True, prefetch_weights=all_skinny)
         add_norm(x, None, final_norm, None, spec.rms_eps, h)
         return h
 
