@@ -97,6 +97,8 @@ def pdl(tensor: Any) -> bool:
 
 
 def prefetch(tensor: Any) -> bool:
-    """Whether kernels on ``tensor``'s device prefetch what needs no earlier kernel (weights, the prefix's
-    K/V) into L2 before they wait on the kernel before them: with PDL, unless PI0_TRT_ROS_PREFETCH=0."""
+    """Whether kernels on ``tensor``'s device may prefetch into L2 before waiting on the kernel before.
+
+    What needs no earlier kernel (weights, the prefix's K/V): with PDL, unless PI0_TRT_ROS_PREFETCH=0.
+    """
     return pdl(tensor) and os.environ.get('PI0_TRT_ROS_PREFETCH', '1') != '0'

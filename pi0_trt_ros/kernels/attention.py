@@ -186,7 +186,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: to
         q.stride(0), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), D=d, BLOCK_D=block_d,
         BLOCK_M=block_m, BLOCK_N=block_n, MASKED=masked, SPLIT=splits > 1,
         UPCAST_DOT=interpreted() and k.dtype == torch.bfloat16,  # Triton 3.9's interpreter mis-computes bf16 dots
-        DOT_PRECISION='ieee' if fp32 else 'tf32', PDL=pdl(q), launch_pdl=pdl(q), PREFETCH=prefetch_kv and splits > 1 and prefetch(q),
+        DOT_PRECISION='ieee' if fp32 else 'tf32', PDL=pdl(q), launch_pdl=pdl(q),
+        PREFETCH=prefetch_kv and splits > 1 and prefetch(q),
         LINE=min(128 // k.element_size(), block_d),  # elements per 128-byte line (per row, if rows are shorter)
         num_warps=num_warps or (4 if block_m <= 64 else 8), num_stages=num_stages or 2)
     if splits > 1:

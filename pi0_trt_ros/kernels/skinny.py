@@ -34,7 +34,8 @@ shapes (4.3 and 5.3 us against 6.9 and 8.2), which is what ``expert_gemm='mixed'
 every fused op the step took 1.12 ms against 0.94 ms on cuBLAS (``expert_gemm='triton'``).
 With programmatic dependent launch and ``prefetch_weights`` (`skinny_qkv_rope` always), each
 program first asks L2 for its share of w (PTX ``prefetch``; w needs nothing from the kernel before)
-and only then waits on the kernel before it, so the weights stream while that kernel finishes. On CUDA the tile sizes are autotuned per shape on the first call (results cached on disk where
+and only then waits on the kernel before it, so the weights stream while that kernel finishes.
+On CUDA the tile sizes are autotuned per shape on the first call (results cached on disk where
 Triton supports it); under the interpreter one large tile keeps the program count small.
 """
 
@@ -64,11 +65,12 @@ def _accumulate(a_ptr, w_ptr, g_ptr, rows, row_ok, cols, col_ok, paired_rows, k_
                 RMS_NORM: tl.constexpr, PAIRED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_K: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, PDL: tl.constexpr,
                 PREFETCH: tl.constexpr, LINE: tl.constexpr):
-    """The K loop over [k_begin, k_end): ``acc = a @ w[cols]^T`` float32 [BLOCK_M, BLOCK_N] and, when
-    ``PAIRED``, ``acc2 = a @ w[cols + paired_rows]^T`` on the same a tiles; ``ssq`` the rows' sum of
-    squares when ``RMS_NORM`` (a is then the float32 residual stream, fed as ``a * (1 + g)``).
+    """Run the K loop over [k_begin, k_end); return (acc, acc2, ssq).
 
-    Prefetches the program's weights into L2 (``PREFETCH``) before waiting on the kernel before (``PDL``).
+    ``acc = a @ w[cols]^T`` float32 [BLOCK_M, BLOCK_N]; with ``PAIRED``, ``acc2 = a @ w[cols +
+    paired_rows]^T`` on the same a tiles; with ``RMS_NORM``, ``ssq`` the rows' sum of squares (a is
+    then the float32 residual stream, fed as ``a * (1 + g)``). The program's weights are prefetched
+    into L2 (``PREFETCH``) before it waits on the kernel before (``PDL``).
     """
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     acc2 = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
@@ -251,7 +253,7 @@ def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, n
 
 def skinny_qkv_rope(a: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int,
                     scale: float, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
-    """The fused QKV projection of M <= 64 rows with `rope_qkv` in its epilogue (no qkv tensor in between).
+    """Project M <= 64 rows to QKV with `rope_qkv` in the GEMM's epilogue (no qkv tensor in between).
 
     a [M, K] in the GEMM dtype (the normalized rows); weight [(H + 2N) * D, K] (queries, keys,
     values); cos/sin float32 [M, D/2]; q [M, H * D] receives the rotated queries times ``scale``;

@@ -34,7 +34,8 @@ from pi0_trt_ros.errors import RunnerError
 ONNXRUNTIME_DEVICES = ('cpu', 'cuda')
 TORCH_DTYPES = ('fp32', 'fp16', 'bf16')
 TORCH_MODES = ('eager', 'cuda_graph')
-TORCH_EXPERT_GEMMS = ('mixed', 'skinny', 'cublas', 'triton')  # model/fast.py's EXPERT_GEMMS (not imported here: no torch)
+# model/fast.py's EXPERT_GEMMS (not imported here: no torch)
+TORCH_EXPERT_GEMMS = ('mixed', 'skinny', 'cublas', 'triton')
 _JSON_KIND = {bool: 'true or false', int: 'an integer', str: 'a string'}
 
 
