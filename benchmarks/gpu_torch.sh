@@ -8,7 +8,7 @@
 # 3. benchmarks/gemm_floor.py: the GEMM-only floor of the same shapes (bf16, and e4m3 for vision/prefix);
 # 4. `pi0-trt bench --random-full-size` end to end (staged host input -> host actions) for the fast path
 #    (its expert GEMMs 'mixed' and 'skinny', the latter also without its L2 prefetch) and the
-#    previous paths, each row labelled with the GPU it ran on;
+#    previous paths, each row labelled with the GPU it ran on, and the fast path at batch 1, 2, 4, 8;
 # 5. with LEROBOT_SITE set (a folder holding LeRobot, see benchmarks/fetch_lerobot_wheels.sh), LeRobot's own
 #    PI0Policy in bf16 and fp32 (benchmarks/lerobot_baseline.py), in the same run.
 # CASES overrides the bench rows ("dtype mode [flag...]" separated by ';'), ITERS the timed calls per row,
@@ -40,6 +40,7 @@ done
 if [ -z "${CASES:-}" ]; then  # what the skinny GEMMs' L2 prefetch is worth: the same row without it
   echo '| the next row: PI0_TRT_ROS_PREFETCH=0 |' | tee -a "$out/bench.txt"
   PI0_TRT_ROS_PREFETCH=0 bench bf16 cuda_graph --fast --expert-gemm skinny
+  ITERS=100 bench bf16 cuda_graph --fast --batch 1,2,4,8  # batched serving: latency and observations/s per size
 fi
 if [ -n "${LEROBOT_SITE:-}" ]; then
   PYTHONPATH=$LEROBOT_SITE:$PYTHONPATH python3 benchmarks/lerobot_baseline.py --json "$out/lerobot.json" 2>&1 \

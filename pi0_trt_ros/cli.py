@@ -152,8 +152,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              expert_gemm=args.expert_gemm, prefix_fp8=args.prefix_fp8, batch_sizes=batch_sizes)
         fp8 = ', e4m3 prefix' if args.prefix_fp8 else ''
         variant = ' compiled' if args.compile else f' fast ({args.expert_gemm} expert GEMMs{fp8})' if args.fast else ''
-        if args.fast and runner.batched:
-            variant += ' at batch 1, plain model at larger batches'
+        if args.fast and runner.batched and args.expert_gemm != 'cublas':
+            variant += ' at batch 1, cuBLAS expert GEMMs at larger batches'
         label = f'pi0 full-size random, torch {args.dtype or "bf16"} {runner.mode}{variant}, 3x{h}x{w}'
     else:
         runner = runner_from_args(args)

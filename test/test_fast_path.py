@@ -108,6 +108,21 @@ def test_fp8_prefix_error_against_fp32_is_bounded_and_reported_beside_bf16():
     assert fp8_err <= 3 * bf16_err + 2e-2
 
 
+def test_batched_fast_path_gives_each_row_the_plain_models_chunk():
+    batch = [random_inputs(seed) for seed in (6, 7, 8)]
+    batch[1][-2][0, :30] = True  # another instruction length: each row its own padding and positions
+    inputs = tuple(torch.cat(parts) for parts in zip(*batch))  # [3, ...] each
+    plain = tiny_policy()
+    with torch.no_grad():
+        want = plain(*inputs)
+        got = FastPi0Policy(plain)(*inputs)  # batch 3: the cuBLAS layers, batched RoPE and attention
+        rows = [FastPi0Policy(plain)(*one) for one in batch]  # batch 1: the skinny Triton layers
+    print(f'fast path batch 3 vs plain model: max abs error {float((got - want).abs().max()):.2e}')
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    for row, one in enumerate(rows):
+        torch.testing.assert_close(got[row:row + 1], one, rtol=0, atol=1e-5)
+
+
 def test_fp8_prefix_needs_a_bf16_model():
     with pytest.raises(Exception, match='prefix_fp8 needs the model in bf16'):
         FastPi0Policy(tiny_policy(), prefix_fp8=True)

@@ -112,7 +112,7 @@ def test_batched_cuda_graphs_give_each_row_its_batch_1_chunk(fast):
             runner.stage(*o)
             want.append(runner.infer().copy())
     with TorchRunner(*args, device='cuda', dtype='fp32', fast=fast, batch_sizes=(1, 2, 4)) as runner:
-        for n in (4, 3, 1):  # full, padded to 4, batch 1 (the fast path's graph when fast)
+        for n in (4, 3, 1):  # full, padded to 4, batch 1 (with fast: the skinny expert GEMMs)
             for row, o in enumerate(obs[:n]):
                 runner.stage(*o, row=row)
             got = runner.infer_batch(n)

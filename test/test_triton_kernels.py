@@ -279,6 +279,45 @@ def test_attention_matches_grouped_attention_on_the_suffix_mask(dtype, chunk, d)
     torch.testing.assert_close(out.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
 
 
+@pytest.mark.parametrize('chunk', [None, 32], ids=['one_pass', 'split_kv'])
+def test_batched_attention_gives_each_element_its_batch_1_rows(chunk):
+    g = gen(11)
+    batch, p, s, h, n, d = 3, 70, 11, 4, 2, 16
+    q = torch.randn(batch * s, h * d, generator=g)
+    k, v = torch.randn(batch, n, p + s, d, generator=g), torch.randn(batch, n, p + s, d, generator=g)
+    groups = [suffix_groups(p, valid, s)[:2] for valid in (53, 70, 1)]  # each element its own padding
+    query_group = torch.cat([qg for qg, _ in groups])
+    key_group = torch.cat([kg for _, kg in groups])
+    out = torch.full_like(q, float('nan'))
+    attention(q, k, v, query_group, key_group, out, block_m=16, block_n=16, chunk=chunk)
+    for b, (qg, kg) in enumerate(groups):
+        one = torch.full((s, h * d), float('nan'))
+        attention(q[b * s:(b + 1) * s], k[b], v[b], qg, kg, one, block_m=16, block_n=16, chunk=chunk)
+        torch.testing.assert_close(out[b * s:(b + 1) * s], one, rtol=0, atol=0)
+
+
+def test_batched_rope_qkv_writes_each_element_into_its_cache():
+    g = gen(12)
+    batch, s, h, n, d = 3, 7, 4, 1, 16
+    qkv = torch.randn(batch * s, (h + 2 * n) * d, generator=g)
+    positions = torch.arange(batch * s, dtype=torch.float32)[None] % 5
+    cos, sin = (t[0, 0, :, :d // 2].contiguous() for t in rope_cos_sin(positions, rope_inv_freq(d, 10000.0)))
+    rows = slice(2, 2 + s)  # the suffix rows of each element's cache
+    q = torch.full((batch * s, h * d), float('nan'))
+    k_cache = torch.full((batch, n, s + 5, d), float('nan'))
+    v_cache = torch.full_like(k_cache, float('nan'))
+    rope_qkv(qkv, cos, sin, h, 0.25, q, k_cache[:, :, rows], v_cache[:, :, rows])
+    for b in range(batch):
+        at = slice(b * s, (b + 1) * s)
+        q_one = torch.full((s, h * d), float('nan'))
+        k_one = torch.full((n, s + 5, d), float('nan'))
+        v_one = torch.full_like(k_one, float('nan'))
+        rope_qkv(qkv[at], cos[at], sin[at], h, 0.25, q_one, k_one[:, rows], v_one[:, rows])
+        torch.testing.assert_close(q[at], q_one, rtol=0, atol=0)
+        torch.testing.assert_close(k_cache[b], k_one, rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(v_cache[b], v_one, rtol=0, atol=0, equal_nan=True)
+
+
 @pytest.mark.parametrize('chunk', [None, 16], ids=['one_pass', 'split_kv'])
 def test_attention_fully_masked_rows_attend_uniformly_like_the_additive_mask(chunk):
     g = gen(5)

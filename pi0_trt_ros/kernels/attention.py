@@ -43,17 +43,22 @@ HIDDEN_GROUP = 1 << 30  # key group that no query reaches (padded keys)
 
 
 @triton.jit
-def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, stat_ptr, S, K, G, chunk,
-                      stride_q, stride_kn, stride_kk, stride_vn, stride_vk, stride_o,
+def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, stat_ptr, S, K, G, N, chunk,
+                      stride_q, stride_kb, stride_kn, stride_kk, stride_vb, stride_vn, stride_vk, stride_o,
                       D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                       MASKED: tl.constexpr, SPLIT: tl.constexpr, UPCAST_DOT: tl.constexpr,
                       DOT_PRECISION: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, LINE: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # row r = g * S + s
-    n = tl.program_id(1)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # row r = g * S + s of one batch element
+    slot = tl.program_id(1)  # b * N + n: batch element b, KV head n
+    b = slot // N
+    n = slot % N
     split = tl.program_id(2)
     row_ok = rows < G * S
-    s = rows % S
+    s = b * S + rows % S  # the query's row in q, the groups and out
     head = n * G + rows // S
+    k_ptr += b * stride_kb
+    v_ptr += b * stride_vb
+    kg_ptr += b * K
     d = tl.arange(0, BLOCK_D)
     d_ok = d < D
     key_end = tl.minimum(K, (split + 1) * chunk)
@@ -99,9 +104,9 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
         m_i = m_new
     if PDL:
         gdc_launch_dependents()
-    if SPLIT:  # partial [splits, N, G*S, BLOCK_D], stats [splits, N, G*S, 2] (max, sum)
+    if SPLIT:  # partial [splits, B*N, G*S, BLOCK_D], stats [splits, B*N, G*S, 2] (max, sum)
         rows_total = G * S
-        at = (split * tl.num_programs(1) + n) * rows_total + rows
+        at = (split * tl.num_programs(1) + slot) * rows_total + rows
         tl.store(part_ptr + at[:, None] * BLOCK_D + d[None, :], acc, mask=row_ok[:, None])
         tl.store(stat_ptr + at * 2, m_i, mask=row_ok)
         tl.store(stat_ptr + at * 2 + 1, l_i, mask=row_ok)
@@ -112,31 +117,31 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
 
 
 @triton.jit
-def _merge_kernel(part_ptr, stat_ptr, out_ptr, S, G, splits, stride_o, D: tl.constexpr, BLOCK_D: tl.constexpr,
+def _merge_kernel(part_ptr, stat_ptr, out_ptr, S, G, N, splits, stride_o, D: tl.constexpr, BLOCK_D: tl.constexpr,
                   ROWS: tl.constexpr, COLS: tl.constexpr, PDL: tl.constexpr):
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    n = tl.program_id(1)
+    slot = tl.program_id(1)  # b * N + n
     d = tl.program_id(2) * COLS + tl.arange(0, COLS)  # a slice of the head dim: more programs in flight
-    n_kv = tl.num_programs(1)
+    slots = tl.num_programs(1)
     rows_total = G * S
     row_ok = rows < rows_total
     m = tl.full([ROWS], float('-inf'), tl.float32)
     if PDL:
         gdc_wait()
     for split in range(0, splits):
-        at = (split * n_kv + n) * rows_total + rows
+        at = (split * slots + slot) * rows_total + rows
         m = tl.maximum(m, tl.load(stat_ptr + at * 2, mask=row_ok, other=0.0))
     acc = tl.zeros([ROWS, COLS], tl.float32)
     total = tl.zeros([ROWS], tl.float32)
     for split in range(0, splits):
-        at = (split * n_kv + n) * rows_total + rows
+        at = (split * slots + slot) * rows_total + rows
         w = tl.exp2(tl.load(stat_ptr + at * 2, mask=row_ok, other=0.0) - m)
         total += w * tl.load(stat_ptr + at * 2 + 1, mask=row_ok, other=0.0)
         acc += w[:, None] * tl.load(part_ptr + at[:, None] * BLOCK_D + d[None, :], mask=row_ok[:, None], other=0.0)
     if PDL:
         gdc_launch_dependents()
-    s = rows % S
-    head = n * G + rows // S
+    s = slot // N * S + rows % S
+    head = slot % N * G + rows // S
     tl.store(out_ptr + s[:, None] * stride_o + head[:, None] * D + d[None, :],
              (acc / total[:, None]).to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & (d < D)[None, :])
 
@@ -145,20 +150,24 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: to
               key_group: torch.Tensor | None, out: torch.Tensor, block_m: int | None = None,
               block_n: int | None = None, chunk: int | None = None, num_warps: int | None = None,
               num_stages: int | None = None, prefetch_kv: bool = False) -> torch.Tensor:
-    """Attention of q [S, H*D] (already scaled) over k/v [N, K, D]; writes out [S, H*D]; returns ``out``.
+    """Attention of q [B*S, H*D] (already scaled) over k/v [B, N, K, D]; writes out [B*S, H*D]; returns ``out``.
 
-    query_group int32 [S] and key_group int32 [K] define the mask (both None: no mask). Query
-    head h reads KV head h // (H/N). Rows of q/out and of k/v may be strided; the last dim is
-    contiguous. Tiles: ``block_m`` query rows by ``block_n`` keys; ``chunk`` keys per split
+    Batch element b's S query rows (rows b*S .. b*S + S - 1) read its own keys only; k/v [N, K, D]
+    is batch 1. query_group int32 [B*S] and key_group int32 [B*K] (contiguous) define the mask
+    (both None: no mask). Query head h reads KV head h // (H/N). Rows of q/out and of k/v may be
+    strided; the last dim is contiguous. Tiles: ``block_m`` query rows by ``block_n`` keys; ``chunk`` keys per split
     (None: the defaults below; ``chunk >= K``: no split). ``prefetch_kv``: when the keys are split,
     the first row block of each chunk asks L2 for the chunk's K/V before waiting on the kernel before
     (with PDL; see `pi0_trt_ros.kernels.prefetch`).
     """
-    s = q.shape[0]
-    n, kk, d = k.shape
+    if k.dim() == 3:
+        k, v = k[None], v[None]
+    batch, n, kk, d = k.shape
+    s = q.shape[0] // batch
     h = q.shape[1] // d
     g = h // n
-    if g * n != h or q.shape[1] != h * d or out.shape != q.shape or v.shape != k.shape:
+    if (g * n != h or q.shape[1] != h * d or out.shape != q.shape or v.shape != k.shape
+            or s * batch != q.shape[0]):
         raise ValueError(f'attention: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, '
                          f'out {tuple(out.shape)} do not describe grouped attention')
     masked = query_group is not None
@@ -179,11 +188,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: to
     splits = triton.cdiv(kk, chunk)
     part = stat = out  # placeholders when not split
     if splits > 1:
-        part = torch.empty((splits, n, rows, block_d), device=q.device, dtype=torch.float32)
-        stat = torch.empty((splits, n, rows, 2), device=q.device, dtype=torch.float32)
-    _attention_kernel[(triton.cdiv(rows, block_m), n, splits)](
-        q, k, v, query_group if masked else q, key_group if masked else q, out, part, stat, s, kk, g, chunk,
-        q.stride(0), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), D=d, BLOCK_D=block_d,
+        part = torch.empty((splits, batch * n, rows, block_d), device=q.device, dtype=torch.float32)
+        stat = torch.empty((splits, batch * n, rows, 2), device=q.device, dtype=torch.float32)
+    _attention_kernel[(triton.cdiv(rows, block_m), batch * n, splits)](
+        q, k, v, query_group if masked else q, key_group if masked else q, out, part, stat, s, kk, g, n, chunk,
+        q.stride(0), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), out.stride(0),
+        D=d, BLOCK_D=block_d,
         BLOCK_M=block_m, BLOCK_N=block_n, MASKED=masked, SPLIT=splits > 1,
         UPCAST_DOT=interpreted() and k.dtype == torch.bfloat16,  # Triton 3.9's interpreter mis-computes bf16 dots
         DOT_PRECISION='ieee' if fp32 else 'tf32', PDL=pdl(q), launch_pdl=pdl(q),
@@ -192,7 +202,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: to
         num_warps=num_warps or (4 if block_m <= 64 else 8), num_stages=num_stages or 2)
     if splits > 1:
         merge_rows, merge_cols = 16 if q.is_cuda else 256, min(64, block_d)
-        _merge_kernel[(triton.cdiv(rows, merge_rows), n, block_d // merge_cols)](
-            part, stat, out, s, g, splits, out.stride(0), D=d, BLOCK_D=block_d, ROWS=merge_rows, COLS=merge_cols,
+        _merge_kernel[(triton.cdiv(rows, merge_rows), batch * n, block_d // merge_cols)](
+            part, stat, out, s, g, n, splits, out.stride(0), D=d, BLOCK_D=block_d, ROWS=merge_rows, COLS=merge_cols,
             PDL=pdl(q), launch_pdl=pdl(q), num_warps=4)
     return out

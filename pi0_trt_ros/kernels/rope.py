@@ -31,10 +31,11 @@ from pi0_trt_ros.kernels import gdc_launch_dependents, gdc_wait, pdl
 
 
 @triton.jit
-def _rope_qkv_kernel(qkv_ptr, cos_ptr, sin_ptr, q_ptr, k_ptr, v_ptr, S, H, N, stride_qkv, stride_cs,
-                     stride_q, stride_kn, stride_ks, stride_vn, stride_vs, scale,
+def _rope_qkv_kernel(qkv_ptr, cos_ptr, sin_ptr, q_ptr, k_ptr, v_ptr, S, S_ELEMENT, H, N, stride_qkv, stride_cs,
+                     stride_q, stride_kb, stride_kn, stride_ks, stride_vb, stride_vn, stride_vs, scale,
                      HALF: tl.constexpr, ROWS: tl.constexpr, BLOCK_HALF: tl.constexpr, PDL: tl.constexpr):
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # of all B * S_ELEMENT rows
+    element, cache_row = rows // S_ELEMENT, rows % S_ELEMENT  # the row's batch element and its row in the cache
     head = tl.program_id(1)  # 0..H-1 query heads, H..H+N-1 key heads (each with its value head)
     j = tl.arange(0, BLOCK_HALF)
     ok = (rows < S)[:, None] & (j < HALF)[None, :]
@@ -56,11 +57,11 @@ def _rope_qkv_kernel(qkv_ptr, cos_ptr, sin_ptr, q_ptr, k_ptr, v_ptr, S, H, N, st
         tl.store(q_at + HALF, (o2 * scale).to(q_ptr.dtype.element_ty), mask=ok)
     else:
         n = head - H
-        k_at = k_ptr + n * stride_kn + rows[:, None] * stride_ks + j[None, :]
+        k_at = k_ptr + element[:, None] * stride_kb + n * stride_kn + cache_row[:, None] * stride_ks + j[None, :]
         tl.store(k_at, o1.to(k_ptr.dtype.element_ty), mask=ok)
         tl.store(k_at + HALF, o2.to(k_ptr.dtype.element_ty), mask=ok)
         v_in = row_in + (H + N + n) * 2 * HALF
-        v_at = v_ptr + n * stride_vn + rows[:, None] * stride_vs + j[None, :]
+        v_at = v_ptr + element[:, None] * stride_vb + n * stride_vn + cache_row[:, None] * stride_vs + j[None, :]
         tl.store(v_at, tl.load(v_in, mask=ok, other=0.0).to(v_ptr.dtype.element_ty), mask=ok)
         tl.store(v_at + HALF, tl.load(v_in + HALF, mask=ok, other=0.0).to(v_ptr.dtype.element_ty), mask=ok)
 
@@ -69,18 +70,21 @@ def rope_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads:
              q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> None:
     """Split, rotate and store a fused QKV projection.
 
-    qkv [S, (H + 2N) * D] (rows contiguous); cos/sin float32 [S, D/2]; q [S, H * D] receives the
-    rotated queries times ``scale``; k_cache/v_cache [N, S, D] (views into a cache, last dim
-    contiguous) receive the rotated keys and the values.
+    qkv [B*S, (H + 2N) * D] (rows contiguous); cos/sin float32 [B*S, D/2]; q [B*S, H * D] receives
+    the rotated queries times ``scale``; k_cache/v_cache [B, N, S, D] ([N, S, D] at batch 1; views
+    into a cache, last dim contiguous) receive the rotated keys and the values, batch element b's
+    from rows b*S .. b*S + S - 1.
     """
-    s, width = qkv.shape
-    n, _, d = k_cache.shape
-    if width != (num_heads + 2 * n) * d or cos.shape != (s, d // 2):
+    if k_cache.dim() == 3:
+        k_cache, v_cache = k_cache[None], v_cache[None]
+    rows, width = qkv.shape
+    batch, n, s, d = k_cache.shape
+    if width != (num_heads + 2 * n) * d or cos.shape != (rows, d // 2) or rows != batch * s:
         raise ValueError(f'rope_qkv: qkv {tuple(qkv.shape)} / cos {tuple(cos.shape)} do not match '
-                         f'{num_heads} query heads, {n} KV heads of dim {d}')
-    rows = 1 if qkv.is_cuda else 256
-    _rope_qkv_kernel[(triton.cdiv(s, rows), num_heads + n)](
-        qkv, cos, sin, q, k_cache, v_cache, s, num_heads, n, qkv.stride(0), cos.stride(0), q.stride(0),
-        k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), scale,
-        HALF=d // 2, ROWS=rows, BLOCK_HALF=triton.next_power_of_2(d // 2), PDL=pdl(qkv), launch_pdl=pdl(qkv),
-        num_warps=1 if d <= 128 else 2)
+                         f'{batch} x {s} rows of {num_heads} query heads, {n} KV heads of dim {d}')
+    block = 1 if qkv.is_cuda else 256
+    _rope_qkv_kernel[(triton.cdiv(rows, block), num_heads + n)](
+        qkv, cos, sin, q, k_cache, v_cache, rows, s, num_heads, n, qkv.stride(0), cos.stride(0), q.stride(0),
+        k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), v_cache.stride(0), v_cache.stride(1),
+        v_cache.stride(2), scale, HALF=d // 2, ROWS=block, BLOCK_HALF=triton.next_power_of_2(d // 2), PDL=pdl(qkv),
+        launch_pdl=pdl(qkv), num_warps=1 if d <= 128 else 2)

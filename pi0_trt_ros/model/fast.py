@@ -15,13 +15,15 @@
 """The torch backend's fast path: Pi0's policy call on fused Triton kernels and cuBLAS GEMMs.
 
 Same function as `Pi0Policy` (the reference and export source, whose weights it shares), laid
-out for a GPU at batch 1:
+out for a GPU, at any batch size (rows of the batch one element after the other; the RoPE and
+attention kernels take a batch axis, each element its own KV cache rows and mask):
 
 * each Gemma layer is one fused QKV GEMM, a RoPE kernel that also writes K/V straight into the
   KV cache, one attention kernel (float32 online softmax, MQA rows side by side), the output
   GEMM, a residual-add + RMSNorm kernel, one gate/up GEMM, a GeGLU kernel and the down GEMM,
   whose residual add is folded into the next norm kernel;
-* ``expert_gemm`` chooses how the action expert's GEMMs (51 rows per denoise step) run:
+* ``expert_gemm`` chooses how the action expert's GEMMs (51 rows per denoise step) run at
+  batch 1 (larger batches, B x 51 rows, run them on cuBLAS):
   'mixed' (default) keeps QKV and gate/up on cuBLAS and runs o_proj and down as split-K Triton
   GEMMs (`pi0_trt_ros.kernels.skinny`) that add into the residual stream: the two shapes whose
   1024 output columns leave cuBLAS few thread blocks (H200: 4.3 and 5.3 us against cuBLAS's 6.9
@@ -115,7 +117,7 @@ EXPERT_GEMMS = ('mixed', 'skinny', 'cublas', 'triton')
 
 
 class FastPi0Policy(nn.Module):
-    """Drop-in for a `Pi0Policy` at batch 1 (same inputs, same outputs), on Triton kernels.
+    """Drop-in for a `Pi0Policy` (same inputs, same outputs), on Triton kernels.
 
     ``expert_gemm``: 'mixed' (default) QKV and gate/up on cuBLAS, o_proj and down on split-K
     skinny GEMMs that add into the residual stream; 'skinny' all four on skinny GEMMs, the norms
@@ -152,7 +154,7 @@ class FastPi0Policy(nn.Module):
             time_emb = model.time_embeddings.to(mlp_in.weight.dtype).float()
             time_bias = time_emb @ mlp_in.weight[:, width:].float().T + mlp_in.bias.float()  # [n_steps, W]
             self.register_buffer('time_bias', time_bias.to(mlp_in.weight.dtype), persistent=False)
-        self._cache: dict[str, torch.Tensor] = {}
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # (shape, device, dtype) -> K, V
 
     @property
     def prefix_fp8(self) -> bool:
@@ -164,15 +166,16 @@ class FastPi0Policy(nn.Module):
         self.vlm_fp8 = (self.vlm_fp8 or _Fp8Weights(self.vlm)) if on else None
 
     # -- buffers ---------------------------------------------------------------------------
-    def _kv_cache(self, prefix_len: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the expert's [L, N, P + S, D] K and V buffers, allocated on the first call only."""
+    def _kv_cache(self, batch: int, prefix_len: int, device: torch.device,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the expert's [L, B, N, P + S, D] K and V buffers, allocated on the first call only."""
         spec = self.cfg.expert
-        shape = (spec.depth, spec.num_kv_heads, prefix_len + self.cfg.chunk_size + 1, spec.head_dim)
-        k = self._cache.get('k')
-        if k is None or k.shape != shape or k.device != device or k.dtype != dtype:
-            self._cache['k'] = torch.empty(shape, device=device, dtype=dtype)
-            self._cache['v'] = torch.empty(shape, device=device, dtype=dtype)
-        return self._cache['k'], self._cache['v']
+        shape = (spec.depth, batch, spec.num_kv_heads, prefix_len + self.cfg.chunk_size + 1, spec.head_dim)
+        key = (shape, device, dtype)  # one pair per batch size: each size's CUDA graph keeps its own
+        if key not in self._cache:
+            self._cache[key] = (torch.empty(shape, device=device, dtype=dtype),
+                                torch.empty(shape, device=device, dtype=dtype))
+        return self._cache[key]
 
     # -- stages ----------------------------------------------------------------------------
     def vision(self, images: torch.Tensor) -> torch.Tensor:
@@ -206,8 +209,9 @@ class FastPi0Policy(nn.Module):
                       k_cache: torch.Tensor, v_cache: torch.Tensor, rows: slice, query_group: torch.Tensor,
                       key_group: torch.Tensor, keys: int, final_norm: torch.Tensor | None,
                       fp8: _Fp8Weights | None = None) -> torch.Tensor | None:
-        """Run a Gemma stack on x float32 [S, W] (in place), writing its K/V to cache rows ``rows``.
+        """Run a Gemma stack on x float32 [B*S, W] (in place), writing its K/V to cache rows ``rows``.
 
+        k_cache/v_cache [L, B, N, K, D]: batch element b's rows of x are b*S .. b*S + S - 1.
         Attention of layer i reads cache rows [0, keys). With ``final_norm``, returns the final
         norm of the output; without, the last layer stops after writing its K/V. With ``fp8``,
         the QKV, gate/up and down GEMMs run in e4m3 on those weights.
@@ -230,10 +234,11 @@ class FastPi0Policy(nn.Module):
             ln1 = layer.input_layernorm
             add_norm(x, delta, ln1.weight, None, ln1.eps, h, h_scale)
             qkv = F.linear(h, stack.qkv[i]) if fp8 is None else scaled_linear(h, h_scale, *fp8.qkv[i])
-            rope_qkv(qkv, cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i, :, rows], v_cache[i, :, rows])
+            rope_qkv(qkv, cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i, :, :, rows],
+                     v_cache[i, :, :, rows])
             if i == last and final_norm is None:
                 return None
-            attention(q, k_cache[i, :, :keys], v_cache[i, :, :keys], query_group, key_group, att)
+            attention(q, k_cache[i, :, :, :keys], v_cache[i, :, :, :keys], query_group, key_group, att)
             ln2 = layer.post_attention_layernorm
             add_norm(x, layer.self_attn.o_proj(att), ln2.weight, None, ln2.eps, h, h_scale)
             if fp8 is None:
@@ -264,8 +269,9 @@ class FastPi0Policy(nn.Module):
         for i, layer in enumerate(stack.stack.layers):
             ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
             skinny_linear(x, stack.qkv[i], qkv, norm_weight=ln1.weight, eps=ln1.eps)
-            rope_qkv(qkv, cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i, :, rows], v_cache[i, :, rows])
-            attention(q, k_cache[i, :, :keys], v_cache[i, :, :keys], query_group, key_group, att)
+            rope_qkv(qkv, cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i, 0, :, rows],
+                     v_cache[i, 0, :, rows])
+            attention(q, k_cache[i, 0, :, :keys], v_cache[i, 0, :, :keys], query_group, key_group, att)
             skinny_linear(att, layer.self_attn.o_proj.weight, x, residual=True)
             skinny_linear(x, stack.gate_up[i], mlp_out, norm_weight=ln2.weight, eps=ln2.eps, geglu=True)
             skinny_linear(mlp_out, layer.mlp.down_proj.weight, x, residual=True)
@@ -292,12 +298,13 @@ class FastPi0Policy(nn.Module):
         for i, layer in enumerate(stack.stack.layers):
             ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
             add_norm(x, None, ln1.weight, None, ln1.eps, h)
-            qkv_out = (cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i, :, rows], v_cache[i, :, rows])
+            qkv_out = (cos, sin, spec.num_heads, spec.head_dim ** -0.5, q, k_cache[i, 0, :, rows],
+                       v_cache[i, 0, :, rows])
             if all_skinny:
                 skinny_qkv_rope(h, stack.qkv[i], *qkv_out)
             else:
                 rope_qkv(F.linear(h, stack.qkv[i]), *qkv_out)
-            attention(q, k_cache[i, :, :keys], v_cache[i, :, :keys], query_group, key_group, att,
+            attention(q, k_cache[i, 0, :, :keys], v_cache[i, 0, :, :keys], query_group, key_group, att,
                       prefetch_kv=all_skinny)
             skinny_linear(att, layer.self_attn.o_proj.weight, x, residual=True, prefetch_weights=all_skinny)
             add_norm(x, None, ln2.weight, None, ln2.eps, h)
@@ -318,60 +325,65 @@ class FastPi0Policy(nn.Module):
     # -- the call --------------------------------------------------------------------------
     def prefix(self, frames: Sequence[torch.Tensor], tokens: torch.Tensor,
                token_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Fill the expert's KV cache from the prefix at batch 1; returns what the denoise steps need.
+        """Fill the expert's KV cache from the prefix; returns what the denoise steps need.
 
-        frames: C x uint8 [1, H, W, 3]; tokens int64 [1, L]; token_mask bool [1, L].
+        frames: C x uint8 [B, H, W, 3]; tokens int64 [B, L]; token_mask bool [B, L]. Rows of the
+        batch are laid out element after element (element b's P prefix rows, then its S suffix rows).
         """
-        if tokens.shape[0] != 1:
-            raise RunnerError(f'the fast path runs batch 1; got batch {tokens.shape[0]} (a batched torch runner '
-                              'runs its larger batches on the plain Pi0Policy)')
         policy, model, cfg = self.policy, self.policy.model, self.cfg
         dev = tokens.device
-        images = torch.cat(policy.preprocess_images(frames))  # [C, 3, 224, 224]: all cameras in one batch
-        word = model.embed_tokens(tokens[0])  # [L, W]
-        x = torch.cat([self.vision(images), (word * math.sqrt(cfg.vlm.width)).float()])  # [P, W] float32
-        p = x.shape[0]
-        pad = torch.cat([torch.ones(p - tokens.shape[1], dtype=torch.bool, device=dev), token_mask[0]])  # [P]
-        cos, sin = self._rope_tables(torch.cumsum(pad.float(), 0) - 1, model.vlm_inv_freq)
-        prefix_group = torch.where(pad, 0, HIDDEN_GROUP).to(torch.int32)  # [P]
-        k_cache, v_cache = self._kv_cache(p, dev, self.vlm.qkv[0].dtype)
+        b, n_tokens = tokens.shape
+        images = torch.stack(policy.preprocess_images(frames), dim=1).flatten(0, 1)  # [B*C, 3, 224, 224]
+        word = (model.embed_tokens(tokens) * math.sqrt(cfg.vlm.width)).float()  # [B, L, W]
+        image_tokens = self.vision(images).view(b, -1, word.shape[-1])  # [B, C*256, W]
+        x = torch.cat([image_tokens, word], dim=1)  # [B, P, W] float32
+        p = x.shape[1]
+        x = x.view(b * p, -1)
+        pad = torch.cat([torch.ones(b, p - n_tokens, dtype=torch.bool, device=dev), token_mask], dim=1)  # [B, P]
+        cos, sin = self._rope_tables((torch.cumsum(pad.float(), 1) - 1).flatten(), model.vlm_inv_freq)
+        prefix_group = torch.where(pad, 0, HIDDEN_GROUP).to(torch.int32)  # [B, P]
+        k_cache, v_cache = self._kv_cache(b, p, dev, self.vlm.qkv[0].dtype)
         self._gemma_layers(self.vlm, x, cos, sin, k_cache, v_cache, slice(0, p),
-                           torch.zeros(p, dtype=torch.int32, device=dev), prefix_group, p, None, self.vlm_fp8)
+                           torch.zeros(b * p, dtype=torch.int32, device=dev), prefix_group.flatten(), p, None,
+                           self.vlm_fp8)
         # What the suffix needs, constant across the Euler steps.
-        suffix_group = model.suffix_ar_cumsum.to(torch.int32)  # [S]: state 1, actions 2
-        s = suffix_group.shape[0]
-        cos_s, sin_s = self._rope_tables(pad.float().sum() + torch.arange(s, dtype=torch.float32, device=dev),
-                                         model.expert_inv_freq)
-        return {'k_cache': k_cache, 'v_cache': v_cache, 'suffix_group': suffix_group, 'cos': cos_s, 'sin': sin_s,
-                'key_group': torch.cat([prefix_group, suffix_group]),  # [P + S]
-                'x': torch.empty((s, cfg.expert.width), device=dev, dtype=torch.float32)}
+        suffix_group = model.suffix_ar_cumsum.to(torch.int32).expand(b, -1)  # [B, S]: state 1, actions 2
+        s = suffix_group.shape[1]
+        positions = pad.float().sum(1, keepdim=True) + torch.arange(s, dtype=torch.float32, device=dev)  # [B, S]
+        cos_s, sin_s = self._rope_tables(positions.flatten(), model.expert_inv_freq)
+        return {'k_cache': k_cache, 'v_cache': v_cache, 'suffix_group': suffix_group.flatten(), 'cos': cos_s,
+                'sin': sin_s, 'key_group': torch.cat([prefix_group, suffix_group], dim=1).flatten(),  # [B*(P+S)]
+                'x': torch.empty((b * s, cfg.expert.width), device=dev, dtype=torch.float32)}
 
     def denoise_step(self, ctx: dict[str, torch.Tensor], state_tok: torch.Tensor, x_t: torch.Tensor,
                      step: int) -> None:
-        """One Euler step in place on x_t float32 [T, A]; state_tok float32 [1, W] (projected state)."""
+        """One Euler step in place on x_t float32 [B, T, A]; state_tok float32 [B, W] (projected state)."""
         model, n = self.policy.model, self.cfg.num_inference_steps
         width = self.cfg.expert.width
         x, k_cache = ctx['x'], ctx['k_cache']
-        p = k_cache.shape[2] - x.shape[0]
-        action_emb = model.action_in_proj(x_t)  # [T, W]
+        b = k_cache.shape[1]
+        s = x.shape[0] // b
+        p = k_cache.shape[3] - s
+        action_emb = model.action_in_proj(x_t)  # [B, T, W]
         w_action = model.action_time_mlp_in.weight[:, :width]
         hidden = F.silu(F.linear(action_emb, w_action, self.time_bias[step]))
-        x[0:1].copy_(state_tok)
-        x[1:].copy_(model.action_time_mlp_out(hidden))
+        rows = x.view(b, s, width)
+        rows[:, 0].copy_(state_tok)
+        rows[:, 1:].copy_(model.action_time_mlp_out(hidden))
         layers = self._gemma_layers
-        if x.shape[0] <= MAX_ROWS and self.expert_gemm != 'cublas':
+        if b == 1 and s <= MAX_ROWS and self.expert_gemm != 'cublas':
             layers = self._skinny_layers if self.expert_gemm == 'triton' else self._mixed_layers
-        out = layers(self.expert, x, ctx['cos'], ctx['sin'], k_cache, ctx['v_cache'], slice(p, k_cache.shape[2]),
-                     ctx['suffix_group'], ctx['key_group'], k_cache.shape[2], model.expert.norm.weight)
+        out = layers(self.expert, x, ctx['cos'], ctx['sin'], k_cache, ctx['v_cache'], slice(p, p + s),
+                     ctx['suffix_group'], ctx['key_group'], p + s, model.expert.norm.weight)
         assert out is not None
-        x_t.add_(model.action_out_proj(out[1:]), alpha=-1.0 / n)
+        x_t.add_(model.action_out_proj(out.view(b, s, width)[:, 1:]), alpha=-1.0 / n)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """Run the policy call: same contract as `Pi0Policy.forward`, at batch 1."""
+        """Run the policy call: same contract as `Pi0Policy.forward`."""
         *frames, state, tokens, token_mask, noise = inputs
         ctx = self.prefix(frames, tokens, token_mask)
-        state_tok = self.policy.model.state_proj(self.policy.normalize_state(state)).float()  # [1, W]
-        x_t = noise[0].clone()  # [T, A] float32
+        state_tok = self.policy.model.state_proj(self.policy.normalize_state(state)).float()  # [B, W]
+        x_t = noise.clone()  # [B, T, A] float32
         for step in range(self.cfg.num_inference_steps):
             self.denoise_step(ctx, state_tok, x_t, step)
-        return self.policy.unnormalize_actions(x_t[None])
+        return self.policy.unnormalize_actions(x_t)

@@ -22,8 +22,7 @@ cycle is one graph launch and one stream synchronization. On CPU it runs eagerly
 Batched (``batch_sizes`` beyond (1,)): host and device buffers are allocated once for the largest
 size, and each size gets its own CUDA graph (own memory pool: graphs never share intermediates)
 over the first rows of those buffers; on CPU the same per-size views run eagerly. The fast path
-(``fast``, fused Triton kernels) is batch 1 only: with it, batch 1 runs the fast path and every
-larger size the plain `Pi0Policy` over the same weights.
+(``fast``, fused Triton kernels) serves every size.
 """
 
 from __future__ import annotations
@@ -162,10 +161,9 @@ class TorchRunner(Runner):
                     self._cycle(batch)
         self.warmup_seconds = time.monotonic() - t0
         staging.buffers['token_mask'][:, 0] = False
-        LOG.info('torch %s %s %s%s ready (batch sizes %s%s); warm-up%s %.2f s', self.device, self.dtype, self.mode,
+        LOG.info('torch %s %s %s%s ready (batch sizes %s); warm-up%s %.2f s', self.device, self.dtype, self.mode,
                  ' fast' if self.fast else '', ','.join(map(str, self.batch_sizes)),
-                 '; the fast path serves batch 1, larger batches run the plain model' if self.fast and self.batched
-                 else '', ' + capture' if self._graphs else '', self.warmup_seconds)
+                 ' + capture' if self._graphs else '', self.warmup_seconds)
         return staging
 
     def _compile_hot_functions(self, torch: Any) -> None:
@@ -197,7 +195,7 @@ class TorchRunner(Runner):
         """Copy the first ``batch`` rows in, run the policy, copy their chunks out (all on the current stream)."""
         torch = _torch()
         host, dev, host_out = self._views[batch]
-        policy = self._fast_policy if self._fast_policy is not None and batch == 1 else self._policy
+        policy = self._fast_policy if self._fast_policy is not None else self._policy
         with torch.inference_mode():
             if self._stream is not None:  # on CPU the device tensors are the staging tensors: nothing to copy
                 for d, h in zip(dev, host):
