@@ -26,7 +26,6 @@ import os
 from pathlib import Path
 import subprocess
 import sys
-import threading
 import time
 from typing import Any, Callable, Iterator
 
@@ -35,7 +34,6 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
@@ -45,12 +43,15 @@ from trajectory_msgs.msg import JointTrajectory
 
 from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.fleet_node import FleetNode
+from pi0_trt_ros.node.spin_thread import SpinThread
 from pi0_trt_ros.testing.dds import domain_id
 from pi0_trt_ros.testing.tiny import CAMERA_KEYS, JOINT_NAMES, make_tiny_bundle, tiny_io
 
 DOMAIN_ID = domain_id(52)  # this module's own DDS domain; rclpy.init below gets it explicitly too
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+# A thread that dies (a callback on a closed fleet, an executor shut down under its spinning thread) fails a test.
+pytestmark = pytest.mark.filterwarnings('error::pytest.PytestUnhandledThreadExceptionWarning')
 
 H, W = 96, 128
 CAMERAS = {'left_wrist': CAMERA_KEYS[1], 'base': CAMERA_KEYS[0], 'right_wrist': CAMERA_KEYS[2]}
@@ -167,14 +168,10 @@ class Running:
         self.listener = Node('diagnostics_listener', context=context)
         self.diagnostics: list[DiagnosticArray] = []
         self.listener.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, 50)
-        self.executor = SingleThreadedExecutor(context=context)  # the fleet node, as main() spins it
-        self.executor.add_node(self.fleet)
-        self.rig_executor = SingleThreadedExecutor(context=context)
-        for node in [rig.node for rig in self.rigs.values()] + [self.listener]:
-            self.rig_executor.add_node(node)
-        self._threads = [threading.Thread(target=e.spin, daemon=True) for e in (self.executor, self.rig_executor)]
-        for t in self._threads:
-            t.start()
+        self.spinners = [SpinThread(context, [self.fleet], 'fleet'),  # the fleet node's executor, as main()'s
+                         SpinThread(context, [rig.node for rig in self.rigs.values()] + [self.listener], 'rigs')]
+        for spinner in self.spinners:
+            spinner.start()
         wait_for(lambda: all(rig.connected() for rig in self.rigs.values()), WAIT_S, 'discovery')
 
     def latest_status(self, name: str) -> dict[str, str]:
@@ -191,12 +188,12 @@ class Running:
                  'the instructions')
 
     def close(self) -> None:
-        self.rig_executor.shutdown()
-        for node in [rig.node for rig in self.rigs.values()] + [self.listener]:
-            node.destroy_node()
+        """As the fleet process ends: no callback runs once the executors have stopped, then the fleet closes."""
+        for spinner in self.spinners:
+            spinner.stop()
         self.fleet.close()
-        self.executor.shutdown()
-        self.fleet.destroy_node()
+        for node in [rig.node for rig in self.rigs.values()] + [self.listener, self.fleet]:
+            node.destroy_node()
 
 
 @pytest.fixture

@@ -43,13 +43,11 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
 from typing import Any, Mapping, Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.exceptions import InvalidNamespaceException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -65,6 +63,7 @@ from pi0_trt_ros.node.params import check_against_policy, ControlParams, declare
 from pi0_trt_ros.node.robot import QosProfiles, RobotControl
 from pi0_trt_ros.node.ros_logging import forward_package_logs, PACKAGE_LOGGER
 from pi0_trt_ros.node.runtime_tuning import RuntimeTuning
+from pi0_trt_ros.node.spin_thread import SpinThread
 from pi0_trt_ros.node.usage import fleet_usage_text
 
 __all__ = ['FleetNode', 'main', 'RobotNode']
@@ -90,30 +89,16 @@ class RobotNode(Node):
         self.seat = seat
         self.robot = RobotControl(self, self.p, seat, fleet.tokenizer, fleet.warmup_ms, fleet.tuning.after_cycle)
         self.create_timer(self.p.diagnostics_period_sec, self.robot.publish_diagnostics)
-        self._spin_executor = SingleThreadedExecutor(context=fleet.context)
-        self._spin_executor.add_node(self)
-        self._spinner = threading.Thread(target=self._spin, name=f'pi0_spin{namespace}', daemon=True)
+        self._spinner = SpinThread(fleet.context, [self], name=f'pi0_spin{namespace}')
 
     def start(self) -> None:
         """Start the control thread and the executor thread of this robot."""
         self.robot.start(thread_name=f'pi0_control{self.get_namespace()}')
         self._spinner.start()
 
-    def _spin(self) -> None:
-        try:
-            self._spin_executor.spin()
-        except ExternalShutdownException:
-            pass
-        except Exception:
-            if self.context.ok():
-                raise
-            # A signal shut the context down between two waits (rclpy raises RCLError there).
-
     def close(self) -> None:
-        """Stop the executor thread and the control thread (the batcher still serves a call in flight)."""
-        self._spin_executor.shutdown(timeout_sec=5.0)
-        if self._spinner.is_alive():
-            self._spinner.join(timeout=10.0)
+        """Stop the executor thread, then the control thread (the batcher still serves a call in flight)."""
+        self._spinner.stop()
         self.robot.close()
 
 
@@ -210,7 +195,11 @@ class FleetNode(Node):
         return fleet_ms
 
     def close(self) -> None:
-        """Stop every robot, then the batcher, then release the runner. Idempotent."""
+        """Stop every robot, then the batcher, then release the runner. Idempotent.
+
+        Call it once the executor that spins this node has stopped (``run_node``: after ``spin()``
+        returned), so that its diagnostics timer does not run on what is being released.
+        """
         for robot in self.robots:
             robot.close()
         if self.batcher is not None:
