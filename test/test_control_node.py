@@ -20,6 +20,8 @@ status and diagnostics out.
 """
 
 import array
+import contextlib
+import logging
 import os
 from pathlib import Path
 import signal
@@ -34,7 +36,9 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.context import Context
+from rclpy.exceptions import InvalidTopicNameException
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.serialization import serialize_message
@@ -46,6 +50,7 @@ from trajectory_msgs.msg import JointTrajectory
 from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.control_node import ControlNode
 from pi0_trt_ros.node.instruction import decode_instruction
+from pi0_trt_ros.node.ros_logging import PACKAGE_LOGGER
 from pi0_trt_ros.testing.dds import domain_id
 from pi0_trt_ros.testing.tiny import CAMERA_KEYS, JOINT_NAMES, make_tiny_bundle, tiny_io
 
@@ -553,6 +558,41 @@ def test_start_up_errors_fail_fast_and_say_what_to_do(
         context: Context, bundle: Any, overrides: dict, match: str) -> None:
     with pytest.raises(Pi0Error, match=match):
         ControlNode(context=context, namespace='/startup', parameter_overrides=node_parameters(bundle, **overrides))
+
+
+@contextlib.contextmanager
+def nothing_left_behind(context: Context, prefixes: tuple[str, ...]) -> Iterator[None]:
+    """Check that the block started no thread, left no node named ``prefixes...`` and no log handler.
+
+    The probe sees this process's nodes at once: the nodes of one context share its DDS
+    participant, whose graph is updated as they are created and destroyed.
+    """
+    probe = Node('leftover_probe', context=context)
+    try:
+        threads = set(threading.enumerate())
+        handlers = list(logging.getLogger(PACKAGE_LOGGER).handlers)
+        yield
+        assert [t.name for t in threading.enumerate() if t not in threads] == []
+        nodes = [f'{ns.rstrip("/")}/{name}' for name, ns in probe.get_node_names_and_namespaces()]
+        assert '/leftover_probe' in nodes and [n for n in nodes if n.startswith(prefixes)] == []
+        assert logging.getLogger(PACKAGE_LOGGER).handlers == handlers
+    finally:
+        probe.destroy_node()
+
+
+@pytest.mark.parametrize('name,topic,error,match', [
+    # the robot's last step: the sensor node and its executor exist
+    ('instruction_topic', 'instruction topic', InvalidTopicNameException, 'instruction topic'),
+    # the sensor node exists, its executor not yet
+    ('camera.base.topic', 'base camera', _rclpy.RCLError, 'failed to resolve name'),
+])
+def test_a_start_up_failure_leaves_no_thread_nor_node_behind(context: Context, bundle: Any, name: str, topic: str,
+                                                             error: type, match: str) -> None:
+    # rclpy refuses the topic name when the robot subscribes to it; chunk mode's inference thread runs by then.
+    with nothing_left_behind(context, ('/cleanup/',)):
+        with pytest.raises(error, match=match):
+            ControlNode(context=context, namespace='/cleanup',
+                        parameter_overrides=node_parameters(bundle, inference_mode='chunk', **{name: topic}))
 
 
 def test_the_sensor_node_follows_the_control_nodes_name_namespace_and_remappings(bundle: Any) -> None:

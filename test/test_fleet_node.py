@@ -34,11 +34,13 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.context import Context
+from rclpy.exceptions import InvalidTopicNameException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
+from test_control_node import nothing_left_behind
 from trajectory_msgs.msg import JointTrajectory
 
 from pi0_trt_ros.errors import Pi0Error
@@ -320,6 +322,15 @@ def test_start_up_errors_say_what_to_change(context: Context, bundle: Any, robot
     with pytest.raises(Pi0Error, match=match):
         FleetNode(robot_overrides=robot_overrides, context=context,
                   parameter_overrides=fleet_parameters(bundle, **overrides))
+
+
+def test_a_robot_that_fails_to_start_leaves_no_thread_nor_node_behind(context: Context, bundle: Any) -> None:
+    # robot_a is made (chunk mode: its inference thread runs, its sensor node exists); rclpy refuses
+    # robot_b's instruction topic; the fleet then closes robot_a, the batcher and the runner.
+    with nothing_left_behind(context, ('/robot_', '/pi0_fleet')):
+        with pytest.raises(InvalidTopicNameException, match='instruction topic'):
+            FleetNode(robot_overrides={'robot_b': [Parameter('instruction_topic', value='instruction topic')]},
+                      context=context, parameter_overrides=fleet_parameters(bundle))
 
 
 def test_help_and_a_failed_start_as_processes(bundle: Any) -> None:

@@ -79,15 +79,18 @@ class RobotNode(Node):
             raise Pi0Error(f'robots: {namespace!r} is not a valid ROS namespace ({err}): use names such as '
                            'robot_a or site_1/arm_a') from None
         name = self.get_fully_qualified_name()
+        self.seat = seat
         try:
             self.p: ControlParams = declare_and_read(self, fleet.robot_defaults)
             check_shared(self.p, fleet.p, name)
             check_against_policy(self.p, seat.io)
-        except Pi0Error as err:
-            self.destroy_node()
-            raise Pi0Error(f'{name}: {err}') from None
-        self.seat = seat
-        self.robot = RobotControl(self, self.p, seat, fleet.tokenizer, fleet.warmup_ms, fleet.tuning.after_cycle)
+            # (a RobotControl that fails closes what it made; the node's own entities go with the node)
+            self.robot = RobotControl(self, self.p, seat, fleet.tokenizer, fleet.warmup_ms, fleet.tuning.after_cycle)
+        except BaseException as err:
+            self.destroy_node()  # the fleet holds only the robots that started
+            if isinstance(err, Pi0Error):
+                raise Pi0Error(f'{name}: {err}') from None
+            raise
         self.create_timer(self.p.diagnostics_period_sec, self.robot.publish_diagnostics)
         self._spinner = SpinThread(fleet.context, [self], name=f'pi0_spin{namespace}')
 
@@ -123,6 +126,7 @@ class FleetNode(Node):
             self._setup(robot_overrides or {})
         except BaseException:
             self.close()
+            self.destroy_node()  # no caller holds a node whose start-up failed
             raise
 
     # -- start-up --------------------------------------------------------------------------
