@@ -43,11 +43,10 @@ from launch_ros.actions import Node
 import yaml
 
 from pi0_trt_ros.launching import on_node_exit
-from pi0_trt_ros.node.fleet_params import FLEET_NODE_NAME, FLEET_PARAMETERS
-from pi0_trt_ros.node.param_specs import launch_arguments
+from pi0_trt_ros.node.param_specs import FLEET_NODE_NAME, FLEET_PARAMETERS, launch_arguments
 
-# name -> description: the fleet's own parameters, the control node's launch arguments, use_sim_time.
-OVERRIDABLE = {spec.name: spec.description for spec in FLEET_PARAMETERS}
+# name -> description: the fleet's own parameters marked ``launch``, the control node's launch arguments, use_sim_time.
+OVERRIDABLE = {spec.name: spec.description for spec in FLEET_PARAMETERS if spec.launch}
 OVERRIDABLE.update({spec.name: spec.description for spec in launch_arguments()})
 OVERRIDABLE['use_sim_time'] = 'true to follow /clock (bag replay)'
 LISTS = ('robots', 'batch_sizes')  # given as YAML lists: robots:=[robot_a,robot_b]

@@ -57,8 +57,9 @@ from pi0_trt_ros.node.batcher import Batcher, Seat
 from pi0_trt_ros.node.control_node import NODE_NAME
 from pi0_trt_ros.node.entry import run_node
 from pi0_trt_ros.node.fleet_monitor import batcher_status, GpuMonitor, Throughput
-from pi0_trt_ros.node.fleet_params import (check_shared, declare_fleet, device_options, effective_device,
-                                           FLEET_NODE_NAME, FleetParams, physical_gpu)
+from pi0_trt_ros.node.fleet_params import (check_shared, declare_fleet, device_options, effective_device, FleetParams,
+                                           physical_gpu)
+from pi0_trt_ros.node.param_specs import FLEET_NODE_NAME
 from pi0_trt_ros.node.params import check_against_policy, ControlParams, declare_and_read, declared_values
 from pi0_trt_ros.node.robot import QosProfiles, RobotControl
 from pi0_trt_ros.node.ros_logging import forward_package_logs, PACKAGE_LOGGER
