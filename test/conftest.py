@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The suite's DDS domain slot, claimed once before any test module is imported.
+"""The suite's DDS domain slot, claimed once before any test module is imported; a module's rclpy context.
 
 The pytest process holds the slot's lock for the whole run and exports it, so every module's
 ``domain_id(base)`` and every child process (``ros2 launch``, the node, benchmark subprocesses)
@@ -20,6 +20,7 @@ use this run's domains, apart from another suite running on the same machine.
 """
 
 import os
+from typing import Any, Iterator
 
 import pytest
 
@@ -37,3 +38,19 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> str:
     slot = process_tree_slot()
     return f'DDS domain slot {slot}: domain id = base id + {slot * SLOT_STRIDE} in every module'
+
+
+@pytest.fixture(scope='module')
+def context(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Return an rclpy context of the test module's own, in its DDS domain (its ``DOMAIN_ID``).
+
+    No signal handlers: Ctrl-C stays pytest's. Shut down after the module's last test.
+    """
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.signals import SignalHandlerOptions
+
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=request.module.DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)

@@ -37,7 +37,6 @@ import pytest
 import rclpy
 from rclpy.context import Context
 from rclpy.exceptions import InvalidTopicNameException
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -51,10 +50,11 @@ from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.control_node import ControlNode
 from pi0_trt_ros.node.instruction import decode_instruction
 from pi0_trt_ros.node.ros_logging import PACKAGE_LOGGER
+from pi0_trt_ros.node.spin_thread import SpinThread
 from pi0_trt_ros.testing.dds import domain_id
 from pi0_trt_ros.testing.tiny import CAMERA_KEYS, JOINT_NAMES, make_tiny_bundle, tiny_io
 
-DOMAIN_ID = domain_id(75)  # this module's own DDS domain; rclpy.init below gets it explicitly too
+DOMAIN_ID = domain_id(75)  # this module's own DDS domain (also the context fixture's, conftest.py)
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)  # set before any rclpy.init (fixtures, child processes)
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 
@@ -68,14 +68,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope='module')
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return make_tiny_bundle(tmp_path_factory.mktemp('tiny'), seed=3, io=tiny_io(camera_hw=(H, W)))
-
-
-@pytest.fixture(scope='module')
-def context() -> Iterator[Context]:
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
 
 
 def node_parameters(bundle: Any, **overrides: Any) -> list[Parameter]:
@@ -115,10 +107,8 @@ class Rig:
             self.node.create_subscription(DiagnosticArray, '/diagnostics', self._diagnostics, 10),
         ]
         self._node_name = node_name
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
+        self.spinner = SpinThread(context, [self.node], name=f'rig{namespace}')
+        self.spinner.start()
         rng = np.random.default_rng(11)
         self.frames = {name: rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for name in CAMERAS}
         self.positions = [0.1, -0.2, 0.3, -0.4, 0.5, -0.6]
@@ -189,7 +179,7 @@ class Rig:
         return {}
 
     def close(self) -> None:
-        self.executor.shutdown()
+        self.spinner.stop()
         self.node.destroy_node()
 
 
@@ -212,17 +202,16 @@ class Running:
     def __init__(self, context: Context, bundle: Any, namespace: str, **overrides: Any) -> None:
         self.node = ControlNode(context=context, namespace=namespace,
                                 parameter_overrides=node_parameters(bundle, **overrides))
-        self.executor = SingleThreadedExecutor(context=context)  # as main() spins it
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
+        self.spinner = SpinThread(context, [self.node], name='control_node')  # its executor, as main()'s
+        self.spinner.start()
         self.rig = Rig(context, namespace)
         self.rig.wait_connected()
 
     def close(self) -> None:
+        """As the node's process ends: the executor stops, then the node closes (``run_node``)."""
         self.rig.close()
+        self.spinner.stop()
         self.node.close()
-        self.executor.shutdown()
         self.node.destroy_node()
 
 
