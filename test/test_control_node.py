@@ -53,6 +53,7 @@ from pi0_trt_ros.node.ros_logging import PACKAGE_LOGGER
 from pi0_trt_ros.node.spin_thread import SpinThread
 from pi0_trt_ros.testing.dds import domain_id
 from pi0_trt_ros.testing.tiny import CAMERA_KEYS, JOINT_NAMES, make_tiny_bundle, tiny_io
+from pi0_trt_ros.testing.wait import wait_for
 
 DOMAIN_ID = domain_id(75)  # this module's own DDS domain (also the context fixture's, conftest.py)
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)  # set before any rclpy.init (fixtures, child processes)
@@ -181,14 +182,6 @@ class Rig:
     def close(self) -> None:
         self.spinner.stop()
         self.node.destroy_node()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f'timed out after {timeout} s waiting for {what}')
-        time.sleep(0.01)
 
 
 class Running:

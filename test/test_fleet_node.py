@@ -35,13 +35,14 @@ from rclpy.context import Context
 from rclpy.exceptions import InvalidTopicNameException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from test_control_node import CAMERAS, expected_chunk, H, node_parameters, nothing_left_behind, Rig, W, wait_for
+from test_control_node import CAMERAS, expected_chunk, H, node_parameters, nothing_left_behind, Rig, W
 
 from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.fleet_node import FleetNode
 from pi0_trt_ros.node.spin_thread import SpinThread
 from pi0_trt_ros.testing.dds import domain_id
 from pi0_trt_ros.testing.tiny import make_tiny_bundle, tiny_io
+from pi0_trt_ros.testing.wait import wait_for
 
 DOMAIN_ID = domain_id(52)  # this module's own DDS domain (also the context fixture's, conftest.py)
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)

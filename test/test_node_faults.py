@@ -32,13 +32,14 @@ from rclpy.context import Context
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import String
-from test_control_node import INSTRUCTION, node_parameters, Rig, wait_for
+from test_control_node import INSTRUCTION, node_parameters, Rig
 
 from pi0_trt_ros.node.control_node import ControlNode
 from pi0_trt_ros.node.spin_thread import SpinThread
 from pi0_trt_ros.testing.dds import domain_id
 from pi0_trt_ros.testing.faults import FaultInjectingRunner
 from pi0_trt_ros.testing.tiny import make_tiny_bundle, tiny_io
+from pi0_trt_ros.testing.wait import wait_for
 
 DOMAIN_ID = domain_id(77)  # this module's own DDS domain (also the context fixture's, conftest.py)
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)
