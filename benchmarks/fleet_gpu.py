@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 import shutil
 import subprocess
@@ -54,7 +53,7 @@ from typing import Any
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from node_gpu import _REEXEC_GUARD, REPO, ros_prefix_env, write_checkpoint  # noqa: E402 (the sibling benchmark)
+from node_gpu import add_setup_arguments, REPO, set_up  # noqa: E402 (the sibling benchmark)
 
 DOMAIN_BASE = 54  # this benchmark's base DDS domain id, shifted by the run's domain slot
 NODE_START_WAIT_S = 900.0  # a full-size checkpoint loads and compiles for minutes
@@ -220,57 +219,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--robots', default='1,2,4,8', help='robot counts R, comma-separated')
     parser.add_argument('--seconds', type=float, default=60.0, help='replay length of each case (s)')
-    parser.add_argument('--out', type=Path, default=Path('/tmp/fleet_gpu'), help='work directory')
-    parser.add_argument('--tiny', action='store_true', help='tiny random Pi0 instead of the full-size one')
-    parser.add_argument('--device', default='cuda', help='where the random weights are built')
-    parser.add_argument('--backend-options', default='{"device": "cuda", "dtype": "bf16", "fast": true}',
-                        help='JSON passed to the torch runner (fleet and single nodes alike)')
     parser.add_argument('--gpu', default='', help="the fleet's device parameter (cuda:N); '': from backend options")
     parser.add_argument('--batch-sizes', default='1,2,4,8', help="the fleet runner's batch sizes")
     parser.add_argument('--max-wait-ms', default='0,5',
                         help="the fleet's wait for more robots (ms), comma-separated: one fleet case per value")
     parser.add_argument('--inference-mode', default='every_set', choices=('every_set', 'chunk'))
-    parser.add_argument('--budget-ms', type=float, default=20.0)
     parser.add_argument('--modes', default='fleet,independent', help='which cases to run')
-    parser.add_argument('--ros-prefix', type=Path, help='ROS 2 wheels installed with pip --prefix here')
-    parser.add_argument('--domain-id', type=int, default=None,
-                        help=f"ROS domain id (default: {DOMAIN_BASE} in this run's DDS domain slot)")
+    add_setup_arguments(parser, '/tmp/fleet_gpu', DOMAIN_BASE)
     parser.add_argument('--play', type=Path, help=argparse.SUPPRESS)  # player process: bag
     parser.add_argument('--namespace', help=argparse.SUPPRESS)  # player process: robot namespace
     args = parser.parse_args()
     if args.play is not None:
         return play_one(args.play, args.namespace, args.seconds, args.domain_id)
-    if args.ros_prefix is not None and not os.environ.get(_REEXEC_GUARD):
-        env = ros_prefix_env(args.ros_prefix.resolve())
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    out, bag, config, env = set_up(args, DOMAIN_BASE, compressed=True, inference_mode=args.inference_mode,
+                                   deadline_ms=args.budget_ms)
 
     import yaml
 
-    from pi0_trt_ros.bag.synth import make_bag
-    from pi0_trt_ros.demo import demo_params
-    from pi0_trt_ros.testing.dds import domain_id
-    from pi0_trt_ros.testing.tiny_tokenizer import build_tiny_tokenizer_json
-
-    if args.domain_id is None:  # claimed after the re-exec above, which would drop the slot's lock
-        args.domain_id = domain_id(DOMAIN_BASE)
-    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_DOMAIN_ID=str(args.domain_id),
-                      PYTHONUNBUFFERED='1')
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    ckpt = write_checkpoint(out, args.tiny, args.device)
-    print(f'checkpoint {ckpt} ready in {time.monotonic() - t0:.1f} s', flush=True)
-    tokenizer = build_tiny_tokenizer_json(out / 'tokenizer.json')
-    bag = out / 'input_bag'
-    if not bag.exists():
-        make_bag(bag, duration_s=10.0, compressed=True)  # looped by the replay
-    doc = demo_params(Path(''), Path(tokenizer), True, backend_options=args.backend_options, backend='torch',
-                      inference_mode=args.inference_mode)
-    doc['/**']['ros__parameters'].update(checkpoint=str(ckpt), engine_dir='', sensor_qos_depth=30,
-                                         deadline_ms=args.budget_ms)
-    config = out / 'control.yaml'
-    config.write_text(yaml.safe_dump(doc))
-    env = dict(os.environ, TRITON_CACHE_DIR=str(out / 'triton_cache'))
     rows = []
     modes = args.modes.split(',')
     cases = ([('fleet', float(w)) for w in args.max_wait_ms.split(',')] if 'fleet' in modes else []) + (

@@ -120,6 +120,59 @@ def run_node(name: str, out: Path, config: Path, bag: Path, seconds: float, env:
             'start_to_first_command_s': None if first is None else (first - start_ns) / 1e9, 'log': log_path}
 
 
+def add_setup_arguments(parser: argparse.ArgumentParser, out: str, domain_base: int) -> None:
+    """Add what both node benchmarks take: work directory, policy, budget, ROS wheels, DDS domain."""
+    parser.add_argument('--out', type=Path, default=Path(out), help='work directory')
+    parser.add_argument('--tiny', action='store_true', help='tiny random Pi0 instead of the full-size one')
+    parser.add_argument('--device', default='cuda', help='where the random weights are built')
+    parser.add_argument('--backend-options', default='{"device": "cuda", "dtype": "bf16", "fast": true}',
+                        help='JSON passed to the torch runner (every node alike)')
+    parser.add_argument('--budget-ms', type=float, default=20.0)
+    parser.add_argument('--ros-prefix', type=Path, help='ROS 2 wheels installed with pip --prefix here')
+    parser.add_argument('--domain-id', type=int, default=None,
+                        help=f"ROS domain id (default: {domain_base} in this run's DDS domain slot)")
+
+
+def set_up(args: argparse.Namespace, domain_base: int, compressed: bool, inference_mode: str = 'every_set',
+           **params: Any) -> tuple[Path, Path, Path, dict[str, str]]:
+    """Re-execute with ``--ros-prefix``'s environment if given, claim the DDS domain, write the inputs.
+
+    The inputs, in ``args.out``: the checkpoint, a tokenizer, the synthetic bag (JPEG cameras if
+    ``compressed``) and ``control.yaml`` (the torch backend on the checkpoint, ``params`` on top).
+    Returns the work directory, the bag, the config and the nodes' environment (their own Triton cache).
+    """
+    if args.ros_prefix is not None and not os.environ.get(_REEXEC_GUARD):
+        env = ros_prefix_env(args.ros_prefix.resolve())
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+    import yaml
+
+    from pi0_trt_ros.bag.synth import make_bag
+    from pi0_trt_ros.demo import demo_params
+    from pi0_trt_ros.testing.dds import domain_id
+    from pi0_trt_ros.testing.tiny_tokenizer import build_tiny_tokenizer_json
+
+    if args.domain_id is None:  # claimed after the re-exec above, which would drop the slot's lock
+        args.domain_id = domain_id(domain_base)
+    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_DOMAIN_ID=str(args.domain_id),
+                      PYTHONUNBUFFERED='1')
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    ckpt = write_checkpoint(out, args.tiny, args.device)
+    print(f'checkpoint {ckpt} ready in {time.monotonic() - t0:.1f} s', flush=True)
+    tokenizer = build_tiny_tokenizer_json(out / 'tokenizer.json')
+    bag = out / 'input_bag'
+    if not bag.exists():
+        make_bag(bag, duration_s=10.0, compressed=compressed)  # looped by the replay
+    doc = demo_params(Path(''), Path(tokenizer), compressed, backend_options=args.backend_options, backend='torch',
+                      inference_mode=inference_mode)
+    doc['/**']['ros__parameters'].update(checkpoint=str(ckpt), engine_dir='', sensor_qos_depth=30, **params)
+    config = out / 'control.yaml'
+    config.write_text(yaml.safe_dump(doc))
+    return out, bag, config, dict(os.environ, TRITON_CACHE_DIR=str(out / 'triton_cache'))
+
+
 def main() -> int:
     """Write the inputs, run the node cold then warm, print the start-up times and the warm run's report."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -127,48 +180,13 @@ def main() -> int:
     parser.add_argument('--cold-seconds', type=float, default=15.0,
                         help='replay length of the cold run (s); 0: no cold run (a second configuration in the same '
                              'work directory finds the Triton cache filled anyway)')
-    parser.add_argument('--out', type=Path, default=Path('/tmp/node_gpu'), help='work directory')
-    parser.add_argument('--tiny', action='store_true', help='tiny random Pi0 instead of the full-size one')
-    parser.add_argument('--device', default='cuda', help='where the random weights are built')
-    parser.add_argument('--backend-options', default='{"device": "cuda", "dtype": "bf16", "fast": true}',
-                        help='JSON passed to the torch runner')
-    parser.add_argument('--budget-ms', type=float, default=20.0)
     parser.add_argument('--raw', action='store_true', help='raw rgb8 frames instead of JPEG')
-    parser.add_argument('--ros-prefix', type=Path, help='ROS 2 wheels installed with pip --prefix here')
-    parser.add_argument('--domain-id', type=int, default=None,
-                        help=f"ROS domain id (default: {DOMAIN_BASE} in this run's DDS domain slot)")
+    add_setup_arguments(parser, '/tmp/node_gpu', DOMAIN_BASE)
     args = parser.parse_args()
-    if args.ros_prefix is not None and not os.environ.get(_REEXEC_GUARD):
-        env = ros_prefix_env(args.ros_prefix.resolve())
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
-
-    import yaml
+    out, bag, config, env = set_up(args, DOMAIN_BASE, compressed=not args.raw)
 
     from pi0_trt_ros.bag.report import make_report
-    from pi0_trt_ros.bag.synth import make_bag
-    from pi0_trt_ros.demo import demo_params
-    from pi0_trt_ros.testing.dds import domain_id
-    from pi0_trt_ros.testing.tiny_tokenizer import build_tiny_tokenizer_json
 
-    if args.domain_id is None:  # claimed after the re-exec above, which would drop the slot's lock
-        args.domain_id = domain_id(DOMAIN_BASE)
-    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_DOMAIN_ID=str(args.domain_id),
-                      PYTHONUNBUFFERED='1')
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    ckpt = write_checkpoint(out, args.tiny, args.device)
-    print(f'checkpoint {ckpt} written in {time.monotonic() - t0:.1f} s', flush=True)
-    tokenizer = build_tiny_tokenizer_json(out / 'tokenizer.json')
-    bag = out / 'input_bag'
-    if not bag.exists():
-        make_bag(bag, duration_s=10.0, compressed=not args.raw)  # looped by the replay
-    doc = demo_params(Path(''), Path(tokenizer), not args.raw, backend_options=args.backend_options, backend='torch')
-    params = doc['/**']['ros__parameters']
-    params.update(checkpoint=str(ckpt), engine_dir='', sensor_qos_depth=30)
-    config = out / 'control.yaml'
-    config.write_text(yaml.safe_dump(doc))
-    env = dict(os.environ, TRITON_CACHE_DIR=str(out / 'triton_cache'))
     results = []
     runs = ((('cold', args.cold_seconds),) if args.cold_seconds > 0 else ()) + (('warm', args.seconds),)
     for name, seconds in runs:

@@ -31,45 +31,24 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
-from launch.event_handlers import OnProcessExit
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
 
-from pi0_trt_ros.launching import on_node_exit
+from pi0_trt_ros.launching import declare_arguments, given_overrides, node_until_exit, overridable
 from pi0_trt_ros.node.param_specs import launch_arguments
 
 # name -> description: the node parameters marked ``launch`` in param_specs.py, and use_sim_time.
-OVERRIDABLE = {spec.name: spec.description for spec in launch_arguments()}
-OVERRIDABLE['use_sim_time'] = 'true to follow /clock (bag replay)'
+OVERRIDABLE = overridable(launch_arguments())
 
 
 def _control_node(context: LaunchContext) -> list:
-    overrides = {}
-    for name in OVERRIDABLE:
-        value = LaunchConfiguration(name).perform(context)
-        if value:
-            overrides[name] = value.lower() == 'true' if name == 'use_sim_time' else value
-    node = Node(
-        package='pi0_trt_ros',
-        executable='control_node',
-        name='pi0_control',
-        namespace=LaunchConfiguration('namespace').perform(context),
-        parameters=[LaunchConfiguration('config').perform(context), overrides],
-        arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level').perform(context)],
-        output='screen',
-        emulate_tty=True,
-    )
-    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_node_exit))]
+    return node_until_exit(context, 'control_node', [LaunchConfiguration('config').perform(context),
+                                                     given_overrides(context, launch_arguments())],
+                           name='pi0_control', namespace=LaunchConfiguration('namespace').perform(context))
 
 
 def generate_launch_description() -> LaunchDescription:
     default_config = os.path.join(get_package_share_directory('pi0_trt_ros'), 'config', 'control.yaml')
-    arguments = [
-        DeclareLaunchArgument('config', default_value=default_config, description='parameter YAML file'),
-        DeclareLaunchArgument('namespace', default_value='', description='namespace of the node and its topics'),
-        DeclareLaunchArgument('log_level', default_value='info', description="debug logs each cycle's timing"),
-    ]
-    arguments += [DeclareLaunchArgument(name, default_value='', description=f'{text} (empty: from config)')
-                  for name, text in OVERRIDABLE.items()]
+    arguments = declare_arguments(default_config, 'parameter YAML file', launch_arguments(), DeclareLaunchArgument(
+        'namespace', default_value='', description='namespace of the node and its topics'))
     return LaunchDescription(arguments + [OpaqueFunction(function=_control_node)])

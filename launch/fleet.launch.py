@@ -36,64 +36,31 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
-from launch.event_handlers import OnProcessExit
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
-import yaml
 
-from pi0_trt_ros.launching import on_node_exit
-from pi0_trt_ros.node.fleet_params import FLEET_NODE_NAME, FLEET_PARAMETERS
-from pi0_trt_ros.node.param_specs import launch_arguments
+from pi0_trt_ros.launching import declare_arguments, given_overrides, node_until_exit, overridable
+from pi0_trt_ros.node.param_specs import FLEET_NODE_NAME, FLEET_PARAMETERS, launch_arguments
 
-# name -> description: the fleet's own parameters, the control node's launch arguments, use_sim_time.
-OVERRIDABLE = {spec.name: spec.description for spec in FLEET_PARAMETERS}
-OVERRIDABLE.update({spec.name: spec.description for spec in launch_arguments()})
-OVERRIDABLE['use_sim_time'] = 'true to follow /clock (bag replay)'
-LISTS = ('robots', 'batch_sizes')  # given as YAML lists: robots:=[robot_a,robot_b]
-
-
-def _value(name: str, text: str) -> object:
-    """Turn a launch argument's text into the parameter's value (lists and booleans parsed as YAML)."""
-    if name == 'use_sim_time':
-        return text.lower() == 'true'
-    if name in LISTS:
-        value = yaml.safe_load(text)
-        return [str(v) for v in value] if name == 'robots' and isinstance(value, list) else value
-    return text
+# The fleet's own parameters marked ``launch``, then the control node's launch arguments.
+LAUNCH_PARAMETERS = tuple(spec for spec in FLEET_PARAMETERS if spec.launch) + launch_arguments()
+OVERRIDABLE = overridable(LAUNCH_PARAMETERS)  # name -> description, and use_sim_time
 
 
 def _fleet_node(context: LaunchContext) -> list:
     share = get_package_share_directory('pi0_trt_ros')
     fleet_name = LaunchConfiguration('fleet_name').perform(context)  # renames the fleet node, not its robots
-    overrides = {}
-    for name in OVERRIDABLE:
-        text = LaunchConfiguration(name).perform(context)
-        if text:
-            overrides[name] = _value(name, text)
-    node = Node(
-        package='pi0_trt_ros',
-        executable='fleet_node',
-        parameters=[os.path.join(share, 'config', 'control.yaml'), LaunchConfiguration('config').perform(context),
-                    overrides],
-        arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level').perform(context)] + (
-            ['-r', f'{FLEET_NODE_NAME}:__node:={fleet_name}'] if fleet_name != FLEET_NODE_NAME else []),
-        output='screen',
-        emulate_tty=True,
-    )
-    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_node_exit))]
+    parameters = [os.path.join(share, 'config', 'control.yaml'), LaunchConfiguration('config').perform(context),
+                  given_overrides(context, LAUNCH_PARAMETERS)]
+    return node_until_exit(context, 'fleet_node', parameters,
+                           remaps=[f'{FLEET_NODE_NAME}:__node:={fleet_name}'] if fleet_name != FLEET_NODE_NAME else [])
 
 
 def generate_launch_description() -> LaunchDescription:
     default_config = os.path.join(get_package_share_directory('pi0_trt_ros'), 'config', 'fleet.yaml')
-    arguments = [
-        DeclareLaunchArgument('config', default_value=default_config,
-                              description='fleet parameter YAML file (read after config/control.yaml)'),
-        DeclareLaunchArgument('log_level', default_value='info', description="debug logs each cycle's timing"),
+    arguments = declare_arguments(
+        default_config, 'fleet parameter YAML file (read after config/control.yaml)', LAUNCH_PARAMETERS,
         DeclareLaunchArgument('fleet_name', default_value=FLEET_NODE_NAME,
                               description='name of the fleet node (unique per process in a domain; its config '
-                              'section is /<fleet_name>)'),
-    ]
-    arguments += [DeclareLaunchArgument(name, default_value='', description=f'{text} (empty: from config)')
-                  for name, text in OVERRIDABLE.items()]
+                              'section is /<fleet_name>)'))
     return LaunchDescription(arguments + [OpaqueFunction(function=_fleet_node)])

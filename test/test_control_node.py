@@ -20,6 +20,8 @@ status and diagnostics out.
 """
 
 import array
+import contextlib
+import logging
 import os
 from pathlib import Path
 import signal
@@ -34,7 +36,8 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.exceptions import InvalidTopicNameException
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.serialization import serialize_message
@@ -46,10 +49,13 @@ from trajectory_msgs.msg import JointTrajectory
 from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.control_node import ControlNode
 from pi0_trt_ros.node.instruction import decode_instruction
+from pi0_trt_ros.node.ros_logging import PACKAGE_LOGGER
+from pi0_trt_ros.node.spin_thread import SpinThread
 from pi0_trt_ros.testing.dds import domain_id
 from pi0_trt_ros.testing.tiny import CAMERA_KEYS, JOINT_NAMES, make_tiny_bundle, tiny_io
+from pi0_trt_ros.testing.wait import wait_for
 
-DOMAIN_ID = domain_id(75)  # this module's own DDS domain; rclpy.init below gets it explicitly too
+DOMAIN_ID = domain_id(75)  # this module's own DDS domain (also the context fixture's, conftest.py)
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)  # set before any rclpy.init (fixtures, child processes)
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 
@@ -63,14 +69,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope='module')
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return make_tiny_bundle(tmp_path_factory.mktemp('tiny'), seed=3, io=tiny_io(camera_hw=(H, W)))
-
-
-@pytest.fixture(scope='module')
-def context() -> Iterator[Context]:
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
 
 
 def node_parameters(bundle: Any, **overrides: Any) -> list[Parameter]:
@@ -110,10 +108,8 @@ class Rig:
             self.node.create_subscription(DiagnosticArray, '/diagnostics', self._diagnostics, 10),
         ]
         self._node_name = node_name
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
+        self.spinner = SpinThread(context, [self.node], name=f'rig{namespace}')
+        self.spinner.start()
         rng = np.random.default_rng(11)
         self.frames = {name: rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for name in CAMERAS}
         self.positions = [0.1, -0.2, 0.3, -0.4, 0.5, -0.6]
@@ -184,16 +180,8 @@ class Rig:
         return {}
 
     def close(self) -> None:
-        self.executor.shutdown()
+        self.spinner.stop()
         self.node.destroy_node()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f'timed out after {timeout} s waiting for {what}')
-        time.sleep(0.01)
 
 
 class Running:
@@ -207,17 +195,16 @@ class Running:
     def __init__(self, context: Context, bundle: Any, namespace: str, **overrides: Any) -> None:
         self.node = ControlNode(context=context, namespace=namespace,
                                 parameter_overrides=node_parameters(bundle, **overrides))
-        self.executor = SingleThreadedExecutor(context=context)  # as main() spins it
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
+        self.spinner = SpinThread(context, [self.node], name='control_node')  # its executor, as main()'s
+        self.spinner.start()
         self.rig = Rig(context, namespace)
         self.rig.wait_connected()
 
     def close(self) -> None:
+        """As the node's process ends: the executor stops, then the node closes (``run_node``)."""
         self.rig.close()
+        self.spinner.stop()
         self.node.close()
-        self.executor.shutdown()
         self.node.destroy_node()
 
 
@@ -553,6 +540,41 @@ def test_start_up_errors_fail_fast_and_say_what_to_do(
         context: Context, bundle: Any, overrides: dict, match: str) -> None:
     with pytest.raises(Pi0Error, match=match):
         ControlNode(context=context, namespace='/startup', parameter_overrides=node_parameters(bundle, **overrides))
+
+
+@contextlib.contextmanager
+def nothing_left_behind(context: Context, prefixes: tuple[str, ...]) -> Iterator[None]:
+    """Check that the block started no thread, left no node named ``prefixes...`` and no log handler.
+
+    The probe sees this process's nodes at once: the nodes of one context share its DDS
+    participant, whose graph is updated as they are created and destroyed.
+    """
+    probe = Node('leftover_probe', context=context)
+    try:
+        threads = set(threading.enumerate())
+        handlers = list(logging.getLogger(PACKAGE_LOGGER).handlers)
+        yield
+        assert [t.name for t in threading.enumerate() if t not in threads] == []
+        nodes = [f'{ns.rstrip("/")}/{name}' for name, ns in probe.get_node_names_and_namespaces()]
+        assert '/leftover_probe' in nodes and [n for n in nodes if n.startswith(prefixes)] == []
+        assert logging.getLogger(PACKAGE_LOGGER).handlers == handlers
+    finally:
+        probe.destroy_node()
+
+
+@pytest.mark.parametrize('name,topic,error,match', [
+    # the robot's last step: the sensor node and its executor exist
+    ('instruction_topic', 'instruction topic', InvalidTopicNameException, 'instruction topic'),
+    # the sensor node exists, its executor not yet
+    ('camera.base.topic', 'base camera', _rclpy.RCLError, 'failed to resolve name'),
+])
+def test_a_start_up_failure_leaves_no_thread_nor_node_behind(context: Context, bundle: Any, name: str, topic: str,
+                                                             error: type, match: str) -> None:
+    # rclpy refuses the topic name when the robot subscribes to it; chunk mode's inference thread runs by then.
+    with nothing_left_behind(context, ('/cleanup/',)):
+        with pytest.raises(error, match=match):
+            ControlNode(context=context, namespace='/cleanup',
+                        parameter_overrides=node_parameters(bundle, inference_mode='chunk', **{name: topic}))
 
 
 def test_the_sensor_node_follows_the_control_nodes_name_namespace_and_remappings(bundle: Any) -> None:

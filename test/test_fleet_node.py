@@ -21,39 +21,35 @@ path gives for its inputs and noise, and one robot's camera dropout must leave t
 commanding. Sequences and counts are checked, with generous waits; no timing is asserted.
 """
 
-import array
 import os
 from pathlib import Path
 import subprocess
 import sys
-import threading
 import time
 from typing import Any, Callable, Iterator
 
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import pytest
-import rclpy
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.exceptions import InvalidTopicNameException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float64MultiArray, String
-from trajectory_msgs.msg import JointTrajectory
+from test_control_node import CAMERAS, expected_chunk, H, node_parameters, nothing_left_behind, Rig, W
 
 from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.fleet_node import FleetNode
+from pi0_trt_ros.node.spin_thread import SpinThread
 from pi0_trt_ros.testing.dds import domain_id
-from pi0_trt_ros.testing.tiny import CAMERA_KEYS, JOINT_NAMES, make_tiny_bundle, tiny_io
+from pi0_trt_ros.testing.tiny import make_tiny_bundle, tiny_io
+from pi0_trt_ros.testing.wait import wait_for
 
-DOMAIN_ID = domain_id(52)  # this module's own DDS domain; rclpy.init below gets it explicitly too
+DOMAIN_ID = domain_id(52)  # this module's own DDS domain (also the context fixture's, conftest.py)
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+# A thread that dies (a callback on a closed fleet, an executor shut down under its spinning thread) fails a test.
+pytestmark = pytest.mark.filterwarnings('error::pytest.PytestUnhandledThreadExceptionWarning')
 
-H, W = 96, 128
-CAMERAS = {'left_wrist': CAMERA_KEYS[1], 'base': CAMERA_KEYS[0], 'right_wrist': CAMERA_KEYS[2]}
 ROBOTS = ('robot_a', 'robot_b', 'robot_c')
 INSTRUCTIONS = {'robot_a': 'pick up the red block', 'robot_b': 'open the drawer', 'robot_c': 'stack the cups'}
 REPO = Path(__file__).resolve().parents[1]
@@ -67,92 +63,18 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Any:
                             batch_sizes=(1, 2, 4))
 
 
-@pytest.fixture(scope='module')
-def context() -> Iterator[Context]:
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
-
 def fleet_parameters(bundle: Any, **overrides: Any) -> list[Parameter]:
-    values = {
-        'engine_dir': str(bundle.engine_dir), 'tokenizer': str(bundle.tokenizer), 'backend': 'onnxruntime',
-        'sensor_qos_reliability': 'reliable', 'warmup_iterations': 1,
-        'joint_lower_limits': [-100.0] * 6, 'joint_upper_limits': [100.0] * 6, 'cameras': list(CAMERAS),
-        'diagnostics_period_sec': 0.5, 'robots': list(ROBOTS), 'batch_sizes': [1, 2, 4],
-    }
-    for name, key in CAMERAS.items():
-        values[f'camera.{name}.topic'] = f'{name}/image_raw'
-        values[f'camera.{name}.key'] = key
-    values.update(overrides)
-    return [Parameter(k, value=v) for k, v in values.items()]
+    """Return the control node's test parameters (chunk mode, its default) and the fleet's robots and batch sizes."""
+    return node_parameters(bundle, **{'inference_mode': 'chunk', 'robots': list(ROBOTS), 'batch_sizes': [1, 2, 4],
+                                      **overrides})
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError(f'timed out after {timeout} s waiting for {what}')
-        time.sleep(0.01)
-
-
-class Rig:
-    """One robot in its namespace: publishes cameras, joint states, the instruction; records commands."""
-
-    def __init__(self, context: Context, namespace: str, seed: int) -> None:
-        self.node = Node('rig', namespace=namespace, context=context)
-        self.cameras = {name: self.node.create_publisher(Image, f'{name}/image_raw', 10) for name in CAMERAS}
-        self.joints = self.node.create_publisher(JointState, 'joint_states', 50)
-        self.instruction = self.node.create_publisher(String, 'instruction', 10)
-        self.commands: list[list[float]] = []
-        self.trajectories: list[JointTrajectory] = []
-        self.status: list[list[float]] = []
-        self._subs = [
-            self.node.create_subscription(Float64MultiArray, 'forward_position_controller/commands',
-                                          lambda m: self.commands.append(list(m.data)), 100),
-            self.node.create_subscription(JointTrajectory, 'joint_trajectory_controller/joint_trajectory',
-                                          self.trajectories.append, 100),
-            self.node.create_subscription(Float64MultiArray, 'pi0_control/status',
-                                          lambda m: self.status.append(list(m.data)), 100),
-        ]
-        rng = np.random.default_rng(seed)
-        self.frames = {name: rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for name in CAMERAS}
-        self.positions = [float(v) for v in rng.uniform(-1.0, 1.0, 6)]
-
-    def connected(self) -> bool:
-        pubs = list(self.cameras.values()) + [self.joints, self.instruction]
-        return (all(p.get_subscription_count() > 0 for p in pubs)
-                and all(s.get_publisher_count() > 0 for s in self._subs))
-
-    def send_set(self, skip_cameras: bool = False) -> None:
-        stamp = self.node.get_clock().now().nanoseconds
-        joint = JointState(name=list(JOINT_NAMES), position=self.positions)
-        joint.header.stamp.sec, joint.header.stamp.nanosec = divmod(stamp, 10**9)
-        self.joints.publish(joint)
-        if skip_cameras:
-            return
-        for name, pub in self.cameras.items():
-            frame = self.frames[name]
-            msg = Image(height=H, width=W, encoding='rgb8', step=W * 3)
-            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
-            msg.data = array.array('B', frame.tobytes())
-            pub.publish(msg)
-
-    def send_bad_set(self) -> None:
-        """Publish a set the robot must reject: a NaN joint state and frames in an unknown encoding."""
-        stamp = self.node.get_clock().now().nanoseconds
-        joint = JointState(name=list(JOINT_NAMES), position=[float('nan')] * 6)
-        joint.header.stamp.sec, joint.header.stamp.nanosec = divmod(stamp, 10**9)
-        self.joints.publish(joint)
-        for name, pub in self.cameras.items():
-            msg = Image(height=H, width=W, encoding='yuv422', step=W * 3)
-            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
-            msg.data = array.array('B', self.frames[name].tobytes())
-            pub.publish(msg)
-
-    def instruct(self, text: str) -> None:
-        self.instruction.publish(String(data=text))
+def send_bad_set(rig: Rig) -> None:
+    """Publish a set the robot must reject: a NaN joint state and frames in an unknown encoding."""
+    stamp = rig.now_ns()
+    rig.joints.publish(rig.joint_state(stamp, positions=[float('nan')] * 6))
+    for name, pub in rig.cameras.items():
+        pub.publish(rig.image(name, stamp, encoding='yuv422'))
 
 
 class Running:
@@ -163,19 +85,20 @@ class Running:
         self.fleet = FleetNode(robot_overrides=robot_overrides, context=context,
                                parameter_overrides=fleet_parameters(bundle, **overrides))
         self.robots = {r.get_namespace().strip('/'): r for r in self.fleet.robots}
-        self.rigs = {name: Rig(context, f'/{name}', seed=20 + i) for i, name in enumerate(ROBOTS)}
+        self.rigs = {name: Rig(context, f'/{name}') for name in ROBOTS}
+        for i, rig in enumerate(self.rigs.values()):  # each robot its own frames and joint positions
+            rng = np.random.default_rng(20 + i)
+            rig.frames = {name: rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for name in CAMERAS}
+            rig.positions = [float(v) for v in rng.uniform(-1.0, 1.0, 6)]
         self.listener = Node('diagnostics_listener', context=context)
         self.diagnostics: list[DiagnosticArray] = []
         self.listener.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, 50)
-        self.executor = SingleThreadedExecutor(context=context)  # the fleet node, as main() spins it
-        self.executor.add_node(self.fleet)
-        self.rig_executor = SingleThreadedExecutor(context=context)
-        for node in [rig.node for rig in self.rigs.values()] + [self.listener]:
-            self.rig_executor.add_node(node)
-        self._threads = [threading.Thread(target=e.spin, daemon=True) for e in (self.executor, self.rig_executor)]
-        for t in self._threads:
-            t.start()
-        wait_for(lambda: all(rig.connected() for rig in self.rigs.values()), WAIT_S, 'discovery')
+        self.spinners = [SpinThread(context, [self.fleet], 'fleet'),  # the fleet node's executor, as main()'s
+                         SpinThread(context, [self.listener], 'diagnostics_listener')]
+        for spinner in self.spinners:
+            spinner.start()
+        for rig in self.rigs.values():
+            rig.wait_connected(WAIT_S)
 
     def latest_status(self, name: str) -> dict[str, str]:
         for msg in reversed(self.diagnostics):
@@ -191,12 +114,14 @@ class Running:
                  'the instructions')
 
     def close(self) -> None:
-        self.rig_executor.shutdown()
-        for node in [rig.node for rig in self.rigs.values()] + [self.listener]:
-            node.destroy_node()
+        """As the fleet process ends: no callback runs once the executors have stopped, then the fleet closes."""
+        for rig in self.rigs.values():
+            rig.close()
+        for spinner in self.spinners:
+            spinner.stop()
         self.fleet.close()
-        self.executor.shutdown()
-        self.fleet.destroy_node()
+        for node in (self.listener, self.fleet):
+            node.destroy_node()
 
 
 @pytest.fixture
@@ -212,23 +137,6 @@ def start(context: Context, bundle: Any) -> Iterator[Callable[..., Running]]:
         r.close()
 
 
-def single_robot_chunk(bundle: Any, frames: dict[str, np.ndarray], positions: list[float], noise: np.ndarray,
-                       text: str) -> np.ndarray:
-    """Return what the single-robot path (a batch-1 runner, as the control node has) gives for this observation."""
-    from pi0_trt_ros.runners import make_runner
-    from pi0_trt_ros.tokenizer import Pi0Tokenizer
-
-    with make_runner('onnxruntime', engine_dir=bundle.engine_dir) as runner:
-        staging = runner.staging
-        for name, key in CAMERAS.items():
-            np.copyto(staging.images[runner.io.camera_keys.index(key)], frames[name])
-        staging.state[:] = np.asarray(positions, np.float32)
-        Pi0Tokenizer.from_path(bundle.tokenizer, runner.io.token_len).encode_into(text, staging.tokens,
-                                                                                  staging.token_mask)
-        np.copyto(staging.noise, noise)
-        return runner.infer().astype(np.float64)
-
-
 def test_each_robot_commands_what_the_single_robot_path_gives(start: Callable[..., Running], bundle: Any) -> None:
     seeds = {'robot_a': 7, 'robot_b': 8, 'robot_c': 9}  # each robot its own noise, as its own node would draw
     r = start({name: [Parameter('noise_seed', value=seed)] for name, seed in seeds.items()},
@@ -240,7 +148,7 @@ def test_each_robot_commands_what_the_single_robot_path_gives(start: Callable[..
     for k in range(2):
         if k == 1:  # robot_b's bad inputs are rejected by robot_b alone: no set, no inference, no effect elsewhere
             faults = r.robots['robot_b'].robot.faults
-            r.rigs['robot_b'].send_bad_set()
+            send_bad_set(r.rigs['robot_b'])
             wait_for(lambda: faults.count('joint_nonfinite') == 1 and faults.count('image_encoding') == 3, WAIT_S,
                      "robot_b's bad inputs counted")
         for i, (name, rig) in enumerate(r.rigs.items()):
@@ -251,10 +159,9 @@ def test_each_robot_commands_what_the_single_robot_path_gives(start: Callable[..
                              for rig in r.rigs.values()), WAIT_S, f'command {k} of every robot')
         chunks = {}
         for name, rig in r.rigs.items():
-            chunks[name] = single_robot_chunk(bundle, rig.frames, rig.positions,
-                                              noise[name].standard_normal((50, 32), dtype=np.float32),
-                                              INSTRUCTIONS[name])
-            np.testing.assert_allclose(rig.commands[k], chunks[name][0], rtol=0, atol=ATOL, err_msg=name)
+            chunks[name] = expected_chunk(bundle, rig.frames, rig.positions,  # the single-robot path's
+                                          noise[name].standard_normal((50, 32), dtype=np.float32), INSTRUCTIONS[name])
+            np.testing.assert_allclose(rig.commands[k][1], chunks[name][0], rtol=0, atol=ATOL, err_msg=name)
             trajectory = np.array([list(p.positions) for p in rig.trajectories[k].points])
             np.testing.assert_allclose(trajectory, chunks[name], rtol=0, atol=ATOL, err_msg=name)
         assert np.abs(chunks['robot_a'] - chunks['robot_b']).max() > 1e-2  # the robots' chunks really differ
@@ -323,6 +230,15 @@ def test_start_up_errors_say_what_to_change(context: Context, bundle: Any, robot
     with pytest.raises(Pi0Error, match=match):
         FleetNode(robot_overrides=robot_overrides, context=context,
                   parameter_overrides=fleet_parameters(bundle, **overrides))
+
+
+def test_a_robot_that_fails_to_start_leaves_no_thread_nor_node_behind(context: Context, bundle: Any) -> None:
+    # robot_a is made (chunk mode: its inference thread runs, its sensor node exists); rclpy refuses
+    # robot_b's instruction topic; the fleet then closes robot_a, the batcher and the runner.
+    with nothing_left_behind(context, ('/robot_', '/pi0_fleet')):
+        with pytest.raises(InvalidTopicNameException, match='instruction topic'):
+            FleetNode(robot_overrides={'robot_b': [Parameter('instruction_topic', value='instruction topic')]},
+                      context=context, parameter_overrides=fleet_parameters(bundle))
 
 
 def test_help_and_a_failed_start_as_processes(bundle: Any) -> None:

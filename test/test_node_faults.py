@@ -23,27 +23,25 @@ long anything takes: tests send traffic until the node reaches the state they ch
 import array
 import os
 import resource
-import threading
 from typing import Any, Callable, Iterator
 
 import cv2
 import numpy as np
 import pytest
-import rclpy
 from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.serialization import serialize_message
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import String
-from test_control_node import INSTRUCTION, node_parameters, Rig, wait_for
+from test_control_node import INSTRUCTION, node_parameters, Rig
 
 from pi0_trt_ros.node.control_node import ControlNode
+from pi0_trt_ros.node.spin_thread import SpinThread
 from pi0_trt_ros.testing.dds import domain_id
 from pi0_trt_ros.testing.faults import FaultInjectingRunner
 from pi0_trt_ros.testing.tiny import make_tiny_bundle, tiny_io
+from pi0_trt_ros.testing.wait import wait_for
 
-DOMAIN_ID = domain_id(77)  # this module's own DDS domain
+DOMAIN_ID = domain_id(77)  # this module's own DDS domain (also the context fixture's, conftest.py)
 os.environ['ROS_DOMAIN_ID'] = str(DOMAIN_ID)
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 
@@ -67,9 +65,8 @@ class Faulty:
                                 parameter_overrides=node_parameters(bundle, **params))
         self.runner = FaultInjectingRunner(self.node.loop.parts.runner)
         self.node.loop.parts.runner = self.runner
-        self.executor = SingleThreadedExecutor(context=context)
-        self.executor.add_node(self.node)
-        threading.Thread(target=self.executor.spin, daemon=True).start()
+        self.spinner = SpinThread(context, [self.node], name='control_node')
+        self.spinner.start()
         self.rig = Rig(context, namespace)
         self.base_payload: bytes | None = None
         if compressed_base:
@@ -112,22 +109,14 @@ class Faulty:
 
     def close(self) -> None:
         self.rig.close()
+        self.spinner.stop()
         self.node.close()
-        self.executor.shutdown()
         self.node.destroy_node()
 
 
 @pytest.fixture(scope='module')
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return make_tiny_bundle(tmp_path_factory.mktemp('tiny'), seed=3, io=tiny_io(camera_hw=(H, W)))
-
-
-@pytest.fixture(scope='module')
-def context() -> Iterator[Context]:
-    ctx = Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID, signal_handler_options=SignalHandlerOptions.NO)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
 
 
 @pytest.fixture(scope='module')

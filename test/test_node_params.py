@@ -30,9 +30,10 @@ from rclpy.signals import SignalHandlerOptions
 import yaml
 
 from pi0_trt_ros.errors import Pi0Error
-from pi0_trt_ros.node.param_specs import CAMERA_FIELDS, launch_arguments, PARAMETERS, SPECS
+from pi0_trt_ros.node.param_specs import (CAMERA_FIELDS, FLEET_NODE_NAME, FLEET_PARAMETERS, launch_arguments,
+                                          PARAMETERS, SHARED_PARAMETERS, SPECS)
 from pi0_trt_ros.node.params import declare_and_read, default_params_file, params_from_yaml
-from pi0_trt_ros.node.usage import parameter_table, usage_text
+from pi0_trt_ros.node.usage import fleet_usage_text, parameter_table, usage_text
 from pi0_trt_ros.testing.dds import domain_id
 
 DOMAIN_ID = domain_id(97)  # this module's own DDS domain (one node, no traffic)
@@ -55,6 +56,13 @@ def test_control_yaml_sets_every_declared_parameter_to_its_default() -> None:
     assert list(cameras) == node_params['cameras']
     for cam, fields in cameras.items():
         assert fields == {spec.name: spec.default.format(name=cam) for spec in CAMERA_FIELDS}
+
+
+def test_fleet_yaml_sets_the_fleet_parameters_to_their_defaults_and_only_shared_ones_for_every_node() -> None:
+    sections = yaml.safe_load((REPO / 'config' / 'fleet.yaml').read_text())
+    fleet = sections[f'/{FLEET_NODE_NAME}']['ros__parameters']
+    assert fleet == {spec.name: spec.default for spec in FLEET_PARAMETERS if spec.name != 'robots'}  # robots: given
+    assert set(sections['/**']['ros__parameters']) <= set(SHARED_PARAMETERS) <= set(SPECS)
 
 
 def test_defaults_pass_their_own_constraints() -> None:
@@ -85,19 +93,21 @@ def test_each_constraint_is_enforced_with_its_own_message(name: str) -> None:
     assert str(caught.value).count('\n  - ') >= 1
 
 
-def test_launch_file_offers_exactly_the_launch_parameters() -> None:
+@pytest.mark.parametrize('launch_file,own', [('control.launch.py', ()), ('fleet.launch.py', FLEET_PARAMETERS)])
+def test_launch_file_offers_exactly_the_launch_parameters(launch_file: str, own: tuple) -> None:
     # In a child process: importing `launch` reconfigures Python logging for the whole process.
     script = ('import importlib.util, json, sys; '
-              'spec = importlib.util.spec_from_file_location("control_launch", sys.argv[1]); '
+              'spec = importlib.util.spec_from_file_location("launch_file", sys.argv[1]); '
               'module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); '
               'print(json.dumps(module.OVERRIDABLE))')
-    done = subprocess.run([sys.executable, '-c', script, str(REPO / 'launch' / 'control.launch.py')],
+    done = subprocess.run([sys.executable, '-c', script, str(REPO / 'launch' / launch_file)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     offered = json.loads(done.stdout)
     assert offered.pop('use_sim_time')  # rclpy's, not the node's
-    assert offered == {spec.name: spec.description for spec in launch_arguments()}
-    assert set(offered) <= set(SPECS)
+    launch_specs = [spec for spec in own if spec.launch] + list(launch_arguments())  # the node's own first
+    assert offered == {spec.name: spec.description for spec in launch_specs}
+    assert set(offered) <= set(SPECS) | {spec.name for spec in own}
 
 
 def test_help_and_docs_list_every_parameter_with_default_and_constraint() -> None:
@@ -111,6 +121,13 @@ def test_help_and_docs_list_every_parameter_with_default_and_constraint() -> Non
         assert f'| `{spec.name}` | {spec.type_name} | `{spec.show_default()}` | {spec.constraint()} |' in docs
         if spec.constraint():
             assert f'      {spec.description}\n      allowed: {spec.constraint()}\n' in text
+    fleet_text, fleet_docs = fleet_usage_text(), docs.split('\n## Fleet node\n')[1]
+    for spec in FLEET_PARAMETERS:
+        assert f'  {spec.name} ({spec.show_default()})\n      {spec.description}\n' in fleet_text
+        assert (f'| `{spec.name}` | {spec.type_name} | `{spec.show_default()}` | {spec.constraint()} | '
+                f'{"launch" if spec.launch else ""} |') in fleet_docs
+    assert 'ros2 launch pi0_trt_ros fleet.launch.py robots:=[' in fleet_docs and 'config/fleet.yaml' in fleet_docs
+    assert all(f'`{name}`' in fleet_docs for name in SHARED_PARAMETERS)
     assert 'docs/PARAMETERS.md' in (REPO / 'README.md').read_text()
 
 

@@ -96,13 +96,14 @@ class ControlNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self._log_handler = forward_package_logs(self.get_logger())  # runners' start-up lines into the ROS log
-        self.p: ControlParams = declare_and_read(self)
         self.runner = None
+        self.robot: RobotControl | None = None
         try:
+            self.p: ControlParams = declare_and_read(self)
             self._setup()
         except BaseException:
-            self._release_runner()
-            logging.getLogger(PACKAGE_LOGGER).removeHandler(self._log_handler)
+            self.close()
+            self.destroy_node()  # no caller holds a node whose start-up failed
             raise
 
     # -- start-up --------------------------------------------------------------------------
@@ -160,18 +161,14 @@ class ControlNode(Node):
         staging.token_mask[:] = False
         return calls_ms
 
-    def _release_runner(self) -> None:
+    def close(self) -> None:
+        """Stop the robot's threads and inputs, then release the runner. Idempotent."""
+        if self.robot is not None:
+            self.robot.close()
+            self.tuning.release()
         if self.runner is not None:
             self.runner.deactivate()
             self.runner = None
-
-    def close(self) -> None:
-        """Stop the control thread (and chunk mode's inference thread), then release the runner. Idempotent."""
-        robot = getattr(self, 'robot', None)
-        if robot is not None:
-            robot.close()
-            self.tuning.release()
-        self._release_runner()
         logging.getLogger(PACKAGE_LOGGER).removeHandler(self._log_handler)
 
     @property

@@ -43,13 +43,11 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
 from typing import Any, Mapping, Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.exceptions import InvalidNamespaceException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -59,12 +57,14 @@ from pi0_trt_ros.node.batcher import Batcher, Seat
 from pi0_trt_ros.node.control_node import NODE_NAME
 from pi0_trt_ros.node.entry import run_node
 from pi0_trt_ros.node.fleet_monitor import batcher_status, GpuMonitor, Throughput
-from pi0_trt_ros.node.fleet_params import (check_shared, declare_fleet, device_options, effective_device,
-                                           FLEET_NODE_NAME, FleetParams, physical_gpu)
+from pi0_trt_ros.node.fleet_params import (check_shared, declare_fleet, device_options, effective_device, FleetParams,
+                                           physical_gpu)
+from pi0_trt_ros.node.param_specs import FLEET_NODE_NAME
 from pi0_trt_ros.node.params import check_against_policy, ControlParams, declare_and_read, declared_values
 from pi0_trt_ros.node.robot import QosProfiles, RobotControl
 from pi0_trt_ros.node.ros_logging import forward_package_logs, PACKAGE_LOGGER
 from pi0_trt_ros.node.runtime_tuning import RuntimeTuning
+from pi0_trt_ros.node.spin_thread import SpinThread
 from pi0_trt_ros.node.usage import fleet_usage_text
 
 __all__ = ['FleetNode', 'main', 'RobotNode']
@@ -80,40 +80,29 @@ class RobotNode(Node):
             raise Pi0Error(f'robots: {namespace!r} is not a valid ROS namespace ({err}): use names such as '
                            'robot_a or site_1/arm_a') from None
         name = self.get_fully_qualified_name()
+        self.seat = seat
         try:
             self.p: ControlParams = declare_and_read(self, fleet.robot_defaults)
             check_shared(self.p, fleet.p, name)
             check_against_policy(self.p, seat.io)
-        except Pi0Error as err:
-            self.destroy_node()
-            raise Pi0Error(f'{name}: {err}') from None
-        self.seat = seat
-        self.robot = RobotControl(self, self.p, seat, fleet.tokenizer, fleet.warmup_ms, fleet.tuning.after_cycle)
+            # (a RobotControl that fails closes what it made; the node's own entities go with the node)
+            self.robot = RobotControl(self, self.p, seat, fleet.tokenizer, fleet.warmup_ms, fleet.tuning.after_cycle)
+        except BaseException as err:
+            self.destroy_node()  # the fleet holds only the robots that started
+            if isinstance(err, Pi0Error):
+                raise Pi0Error(f'{name}: {err}') from None
+            raise
         self.create_timer(self.p.diagnostics_period_sec, self.robot.publish_diagnostics)
-        self._spin_executor = SingleThreadedExecutor(context=fleet.context)
-        self._spin_executor.add_node(self)
-        self._spinner = threading.Thread(target=self._spin, name=f'pi0_spin{namespace}', daemon=True)
+        self._spinner = SpinThread(fleet.context, [self], name=f'pi0_spin{namespace}')
 
     def start(self) -> None:
         """Start the control thread and the executor thread of this robot."""
         self.robot.start(thread_name=f'pi0_control{self.get_namespace()}')
         self._spinner.start()
 
-    def _spin(self) -> None:
-        try:
-            self._spin_executor.spin()
-        except ExternalShutdownException:
-            pass
-        except Exception:
-            if self.context.ok():
-                raise
-            # A signal shut the context down between two waits (rclpy raises RCLError there).
-
     def close(self) -> None:
-        """Stop the executor thread and the control thread (the batcher still serves a call in flight)."""
-        self._spin_executor.shutdown(timeout_sec=5.0)
-        if self._spinner.is_alive():
-            self._spinner.join(timeout=10.0)
+        """Stop the executor thread, then the control thread (the batcher still serves a call in flight)."""
+        self._spinner.stop()
         self.robot.close()
 
 
@@ -138,6 +127,7 @@ class FleetNode(Node):
             self._setup(robot_overrides or {})
         except BaseException:
             self.close()
+            self.destroy_node()  # no caller holds a node whose start-up failed
             raise
 
     # -- start-up --------------------------------------------------------------------------
@@ -210,7 +200,11 @@ class FleetNode(Node):
         return fleet_ms
 
     def close(self) -> None:
-        """Stop every robot, then the batcher, then release the runner. Idempotent."""
+        """Stop every robot, then the batcher, then release the runner. Idempotent.
+
+        Call it once the executor that spins this node has stopped (``run_node``: after ``spin()``
+        returned), so that its diagnostics timer does not run on what is being released.
+        """
         for robot in self.robots:
             robot.close()
         if self.batcher is not None:

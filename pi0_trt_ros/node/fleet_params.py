@@ -14,8 +14,9 @@
 
 """The fleet node's own parameters, the ones its robots share, and the GPU it serves them on.
 
-The fleet node (``pi0_fleet``) reads every control-node parameter (``param_specs.py``) and these:
-``robots`` (the robots' namespaces), ``batch_sizes``, ``max_wait_ms`` and ``device``. Each robot
+The fleet node (``pi0_fleet``) reads every control-node parameter and these (all specified in
+``param_specs.py``): ``robots`` (the robots' namespaces), ``batch_sizes``, ``max_wait_ms`` and
+``device``; this module declares and checks them. Each robot
 is a node ``<robot>/pi0_control`` that declares the control-node parameters again, defaulting to
 the fleet node's values, so a parameter file section ``/<robot>/pi0_control`` overrides any of
 them for that robot. The model, the backend and the process-wide runtime settings
@@ -40,24 +41,9 @@ from rclpy.parameter import Parameter
 
 from pi0_trt_ros.batch_sizes import check_batch_sizes, DEFAULT_BATCH_SIZES
 from pi0_trt_ros.errors import Pi0Error
-from pi0_trt_ros.node.param_specs import ParamSpec
+from pi0_trt_ros.node.param_specs import FLEET_NODE_NAME, FLEET_PARAMETERS, ROBOTS, SHARED_PARAMETERS
 from pi0_trt_ros.node.params import ControlParams
 
-FLEET_NODE_NAME = 'pi0_fleet'
-# Parameters every robot of a fleet takes from the fleet: the policy, and settings of the whole process.
-SHARED_PARAMETERS = ('checkpoint', 'engine_dir', 'tokenizer', 'backend', 'backend_options', 'warmup_iterations',
-                     'gc_mode', 'switch_interval_ms', 'tune_malloc', 'realtime_priority')
-ROBOTS = ParamSpec('robots', [], 'namespaces of the robots this process serves, e.g. [robot_a, robot_b]: each gets '
-                   'the topics of a control node in that namespace', non_empty=True,
-                   hint='pass robots:=[robot_a, robot_b] (namespaces)')
-FLEET_PARAMETERS: tuple[ParamSpec, ...] = (
-    ROBOTS,
-    ParamSpec('batch_sizes', list(DEFAULT_BATCH_SIZES), 'batch sizes the runner serves (an export made with '
-              '`pi0-trt export --batch-sizes` for the engine backends); a partial batch runs at the next size'),
-    ParamSpec('max_wait_ms', 0.0, 'once one robot is ready, wait up to this long for more before running the batch '
-              '(0: run as soon as the runner is free)', minimum=0),
-    ParamSpec('device', '', 'GPU of this process: cuda:N (or cuda, cpu); empty: the backend options decide'),
-)
 _CUDA = re.compile(r'cuda(?::(\d+))?')
 
 

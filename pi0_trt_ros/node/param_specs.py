@@ -12,15 +12,16 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Every parameter of the control node, once: name, default (and so type), description, constraint.
+"""Every parameter of the control and fleet nodes, once: name, default (and so type), description, constraint.
 
-The node declares each from here (``params.py``: description and constraint in its
-ParameterDescriptor), checks each value against its constraint, prints it in ``--help``
-(``usage.py``), and the launch file offers the ones marked ``launch`` as arguments; the tests
-hold ``config/control.yaml`` and ``docs/PARAMETERS.md`` to this table. Only rules that tie
+The control node declares each of ``PARAMETERS`` from here (``params.py``: description and
+constraint in its ParameterDescriptor), checks each value against its constraint, prints it in
+``--help`` (``usage.py``), and the launch file offers the ones marked ``launch`` as arguments; the
+tests hold ``config/control.yaml`` and ``docs/PARAMETERS.md`` to this table. Only rules that tie
 several parameters together (limits per joint, one camera per checkpoint key, backend options)
-live in ``params.py``. This module imports no rclpy, so the launch file and documentation tools
-can read it anywhere.
+live in ``params.py``. The fleet node takes all of them and ``FLEET_PARAMETERS``
+(``fleet_params.py`` declares and checks those). This module imports no rclpy, so the launch
+files and documentation tools can read it anywhere.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import json
 import math
 from typing import Any
 
+from pi0_trt_ros.batch_sizes import DEFAULT_BATCH_SIZES
 from pi0_trt_ros.runners.registry import BACKENDS, describe_backend_options, describe_backends
 
 INFERENCE_MODES = ('chunk', 'every_set')
@@ -53,7 +55,8 @@ class ParamSpec:
     strict: bool = False  # the value must be above ``minimum``, not equal to it
     non_empty: bool = False  # strings and lists: must not be empty
     hint: str = ''  # appended to a violation, e.g. what 0 means or what to pass
-    launch: bool = False  # also a ``control.launch.py`` argument
+    launch: bool = False  # also an argument of the node's launch file (control.launch.py, fleet.launch.py)
+    item_type: type | None = None  # the items' type of a list whose default is empty (it cannot tell)
 
     @property
     def is_double(self) -> bool:
@@ -66,8 +69,11 @@ class ParamSpec:
     def type_name(self) -> str:
         """ROS parameter type, as ``ros2 param describe`` names it (``double``, ``string array``, ...)."""
         default = self.default
-        item = default[0] if isinstance(default, list) else default
-        name = {bool: 'boolean', int: 'integer', float: 'double', str: 'string'}[type(item)]
+        if isinstance(default, list):
+            item_type = type(default[0]) if default else self.item_type
+        else:
+            item_type = type(default)
+        name = {bool: 'boolean', int: 'integer', float: 'double', str: 'string'}[item_type]
         return f'{name} array' if isinstance(default, list) else name
 
     def constraint(self) -> str:
@@ -214,6 +220,25 @@ CAMERA_FIELDS: tuple[ParamSpec, ...] = (
           hint='set the checkpoint camera key it feeds'),
 )
 SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
+
+# -- the fleet node (``fleet_node.py``): these, besides every parameter above -----------------------
+FLEET_NODE_NAME = 'pi0_fleet'
+# Parameters every robot of a fleet takes from the fleet: the policy, and settings of the whole process.
+SHARED_PARAMETERS = ('checkpoint', 'engine_dir', 'tokenizer', 'backend', 'backend_options', 'warmup_iterations',
+                     'gc_mode', 'switch_interval_ms', 'tune_malloc', 'realtime_priority')
+ROBOTS = ParamSpec('robots', [], 'namespaces of the robots this process serves, e.g. [robot_a, robot_b]: each gets '
+                   'the topics of a control node in that namespace', non_empty=True,
+                   hint='pass robots:=[robot_a, robot_b] (namespaces)', launch=True, item_type=str)
+FLEET_PARAMETERS: tuple[ParamSpec, ...] = (
+    ROBOTS,
+    ParamSpec('batch_sizes', list(DEFAULT_BATCH_SIZES), 'batch sizes the runner serves (an export made with '
+              '`pi0-trt export --batch-sizes` for the engine backends); a partial batch runs at the next size',
+              launch=True),
+    ParamSpec('max_wait_ms', 0.0, 'once one robot is ready, wait up to this long for more before running the batch '
+              '(0: run as soon as the runner is free)', minimum=0, launch=True),
+    ParamSpec('device', '', 'GPU of this process: cuda:N (or cuda, cpu); empty: the backend options decide',
+              launch=True),
+)
 
 
 def launch_arguments() -> tuple[ParamSpec, ...]:

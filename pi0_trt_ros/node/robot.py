@@ -30,6 +30,7 @@ the ``after_cycle`` hook (process-wide garbage collection in idle time).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any, Callable, Sequence
@@ -142,20 +143,26 @@ class RobotControl:
                                p.control_rate_hz, self.command_pub.publish, self.trajectory_pub.publish,
                                velocities=p.trajectory_velocities)
         config = loop_config(p, self.n_action_steps)
-        self.loop = (ControlLoop if config.every_set else ChunkLoop)(config, LoopParts(
-            mailbox=self.mailbox, decoders=decoders, instruction=self.instruction,
-            hold_target=self.hold_target, runner=policy,
-            sanitizer=ActionSanitizer(p.joint_lower_limits, p.joint_upper_limits, io.chunk_size), writer=writer,
-            monitor=self.monitor, faults=self.faults, stages=self.stages, publish_status=self._publish_status,
-            ros_now_ns=lambda: node.get_clock().now().nanoseconds,
-            info=lambda line: log.info(line, throttle_duration_sec=throttle),
-            warn=lambda line: log.warning(line, throttle_duration_sec=throttle),
-            after_cycle=after_cycle), clock)
-        self.sensors = SensorInputs(node, p, self.observations, qos.sensor, qos.joint,
-                                    lambda: node.get_clock().now().nanoseconds,
-                                    lambda line: log.error(line, throttle_duration_sec=throttle))
-        node.create_subscription(String, p.instruction_topic, self.instruction.receive, qos.reliable, raw=True)
         self._thread: threading.Thread | None = None
+        # A failure from here on closes what was created (a topic name rclpy refuses, say): the
+        # publishers and subscriptions die with ``node``, but not the threads and the sensor node.
+        with contextlib.ExitStack() as undo:
+            self.loop = (ControlLoop if config.every_set else ChunkLoop)(config, LoopParts(
+                mailbox=self.mailbox, decoders=decoders, instruction=self.instruction,
+                hold_target=self.hold_target, runner=policy,
+                sanitizer=ActionSanitizer(p.joint_lower_limits, p.joint_upper_limits, io.chunk_size), writer=writer,
+                monitor=self.monitor, faults=self.faults, stages=self.stages, publish_status=self._publish_status,
+                ros_now_ns=lambda: node.get_clock().now().nanoseconds,
+                info=lambda line: log.info(line, throttle_duration_sec=throttle),
+                warn=lambda line: log.warning(line, throttle_duration_sec=throttle),
+                after_cycle=after_cycle), clock)
+            undo.callback(self.loop.close)  # chunk mode: its inference thread runs already
+            self.sensors = SensorInputs(node, p, self.observations, qos.sensor, qos.joint,
+                                        lambda: node.get_clock().now().nanoseconds,
+                                        lambda line: log.error(line, throttle_duration_sec=throttle))
+            undo.callback(self.sensors.close)
+            node.create_subscription(String, p.instruction_topic, self.instruction.receive, qos.reliable, raw=True)
+            undo.pop_all()  # all made: close() releases them from now on
 
     def start(self, thread_name: str = 'pi0_control_loop') -> None:
         """Start the control thread; log the mode and where the instruction is awaited."""

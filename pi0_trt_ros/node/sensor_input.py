@@ -43,6 +43,7 @@ messages ready together, a joint sample is taken before the frame that completes
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Callable, TYPE_CHECKING
@@ -79,14 +80,18 @@ class SensorInputs:
         self.node = Node(f'{parent.get_name()}_sensors', namespace=parent.get_namespace(), context=parent.context,
                          use_global_arguments=False, start_parameter_services=False, enable_rosout=False,
                          parameter_overrides=[Parameter('start_type_description_service', value=False)])
-        self.node.create_subscription(JointState, parent.resolve_topic_name(p.joint_states_topic),
-                                      self.joint_callback, joint_qos, raw=True)
-        for i, cam in enumerate(p.cameras):
-            self.node.create_subscription(Image if cam.transport == 'raw' else CompressedImage,
-                                          parent.resolve_topic_name(cam.topic),
-                                          lambda raw, i=i: self.camera_callback(i, raw), camera_qos, raw=True)
-        self._executor = EventsExecutor(context=parent.context)
-        self._executor.add_node(self.node)
+        with contextlib.ExitStack() as undo:  # a failure (a topic name rclpy refuses) leaves no node behind
+            undo.callback(self.node.destroy_node)
+            self.node.create_subscription(JointState, parent.resolve_topic_name(p.joint_states_topic),
+                                          self.joint_callback, joint_qos, raw=True)
+            for i, cam in enumerate(p.cameras):
+                self.node.create_subscription(Image if cam.transport == 'raw' else CompressedImage,
+                                              parent.resolve_topic_name(cam.topic),
+                                              lambda raw, i=i: self.camera_callback(i, raw), camera_qos, raw=True)
+            self._executor = EventsExecutor(context=parent.context)
+            undo.callback(self._executor.shutdown)
+            self._executor.add_node(self.node)
+            undo.pop_all()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, name='pi0_sensor_inputs', daemon=True)
 

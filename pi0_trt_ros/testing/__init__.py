@@ -12,4 +12,4 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Helpers for tests, the demo and benchmarks: tiny artifacts, fault injection, DDS domain slots."""
+"""Helpers for tests, the demo and benchmarks: tiny artifacts, fault injection, DDS domain slots, waiting, the CLI."""
