@@ -25,6 +25,8 @@ script spins the node's executor itself):
   averaged over the second around the cycle (rmw take, CDR parsing, the camera/joint callbacks,
   the synchronizer), i.e. everything before hand-over; the 1 Hz diagnostics timer is reported apart;
 * callbacks: the part of it spent inside the node's callbacks;
+* arrival: the set's last message taken -> set handed over (its callback: parsing, checks, the
+  synchronizer; a compressed frame's decode);
 * handoff: set handed over -> control thread took it (wake-up latency; not CPU);
 * stage: three frames into staging, state, tokens, noise;
 * publish: sanitize the chunk, publish command + trajectory;
@@ -217,6 +219,7 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
     out = {
         'cycles': len(stages),
         'callbacks': s['callbacks'][warm] / 1e6,
+        'arrival': (s['sync'] - s['recv'])[warm] / 1e6,
         'handoff': (s['start'] - s['sync'])[warm] / 1e6,
         'stage': (s['staged'] - s['start'])[warm] / 1e6,
         'inference': (s['inferred'] - s['staged'])[warm] / 1e6,
@@ -244,7 +247,7 @@ def run(bundle: Any, seconds: float, rate_hz: float, gc_mode: str, switch_interv
 def report(result: dict[str, Any], gc_mode: str, transport: str) -> tuple[float, float]:
     print(f'\ntransport={transport} gc_mode={gc_mode}: {result["counts"]}')
     print(f'{"stage":<10} {"p50 ms":>8} {"p99 ms":>8} {"max ms":>8} {"mean ms":>8}')
-    for name in ('receive', 'callbacks', 'handoff', 'stage', 'publish', 'overhead', 'node_code', 'latency',
+    for name in ('receive', 'callbacks', 'arrival', 'handoff', 'stage', 'publish', 'overhead', 'node_code', 'latency',
                  'inference', 'compute'):
         v = result[name]
         print(f'{name:<10} {np.percentile(v, 50):8.3f} {np.percentile(v, 99):8.3f} {v.max():8.3f} {v.mean():8.3f}')
