@@ -49,6 +49,7 @@ from pi0_trt_ros.node.control_loop import (ControlLoop, HoldTarget, LoopConfig, 
 from pi0_trt_ros.node.deadline import DeadlineMonitor, STATUS_FIELDS
 from pi0_trt_ros.node.diagnostics import diagnostic_status, input_key_values, InputLiveness, inputs_level
 from pi0_trt_ros.node.faults import FaultCounters
+from pi0_trt_ros.node.frame_stager import FrameStager
 from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.instruction import InstructionBox
 from pi0_trt_ros.node.observation import ObservationPipeline
@@ -121,8 +122,9 @@ class RobotControl:
         # Inputs: camera i (configured order) feeds staging image io.camera_keys.index(key).
         decoders = [ImageDecoder(staging.images[io.camera_keys.index(c.key)], c.transport, p.resize_mismatched)
                     for c in p.cameras]
+        self.frames = FrameStager(decoders)  # frames into staging on arrival while the policy is not reading
         self.observations = ObservationPipeline.from_params(p, decoders, self.faults, self._hand_over,
-                                                            self.hold_target.update)
+                                                            self.hold_target.update, self.frames.offer)
         self.liveness = InputLiveness(self.observations.sources, self.observations.joint_input, p.stale_timeout_ms,
                                       self.faults, log.info)
         self._stop = threading.Event()
@@ -143,7 +145,7 @@ class RobotControl:
                                velocities=p.trajectory_velocities)
         config = loop_config(p, self.n_action_steps)
         self.loop = (ControlLoop if config.every_set else ChunkLoop)(config, LoopParts(
-            mailbox=self.mailbox, decoders=decoders, instruction=self.instruction,
+            mailbox=self.mailbox, frames=self.frames, instruction=self.instruction,
             hold_target=self.hold_target, runner=policy,
             sanitizer=ActionSanitizer(p.joint_lower_limits, p.joint_upper_limits, io.chunk_size), writer=writer,
             monitor=self.monitor, faults=self.faults, stages=self.stages, publish_status=self._publish_status,
