@@ -99,3 +99,19 @@ def test_staging_writes_only_the_frames_that_are_not_already_there() -> None:
     with stager.claim():
         stager.stage((a, b))  # the set holds the older frame: written back
     np.testing.assert_array_equal(images[0], rgb(10))
+
+
+def test_after_a_hand_over_frames_are_left_for_staging_until_the_images_are_claimed() -> None:
+    stager, images = make()
+    a, b = raw_frame(stager.decoders[0], 10), raw_frame(stager.decoders[1], 20)
+    stager.offer(0, a)
+    stager.offer(1, b)
+    stager.handed_over()  # the set (a, b) waits for the control thread
+    later = raw_frame(stager.decoders[0], 30)
+    stager.offer(0, later)  # belongs to a later set: writing it now would overwrite ``a``
+    np.testing.assert_array_equal(images[0], rgb(10))
+    with stager.claim():
+        stager.stage((a, b))
+    assert stager.written_on_arrival == 2
+    stager.offer(0, later)  # the images are free again and no set waits
+    np.testing.assert_array_equal(images[0], rgb(30))

@@ -25,17 +25,21 @@ then writes only the frames that are not already there.
 The staging images belong to one thread at a time. The control thread (chunk mode: its inference
 thread) ``claim``s them from staging until its ``infer()`` returned; the sensor thread ``offer``s a
 frame only when it gets them at once, and otherwise leaves the frame to be written at staging (if
-it is in the set). The stager remembers which prepared frame each staging image holds, so a frame
-written on arrival is not written twice, and a frame that arrived but is not in the set (a newer
-one, or one the synchronizer passed over) is overwritten at staging. Every write into the staging
-images goes through here; the frames written are the ones ``ImageDecoder.write`` would write at
-staging, so the pixels the policy sees do not change.
+it is in the set). From a set's hand-over until the control thread claims the images, frames are
+left for staging too: they belong to a later set, and written now they would overwrite the frames
+of the set that waits (frames that come in bursts, chunk mode's sets waiting for the next chunk).
+The stager remembers which prepared frame each staging image holds, so a frame written on arrival
+is not written twice, and a frame that arrived but is not in the set (a newer one, or one the
+synchronizer passed over) is overwritten at staging. Every write into the staging images goes
+through here; the frames written are the ones ``ImageDecoder.write`` would write at staging, so
+the pixels the policy sees do not change.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from pi0_trt_ros.node.images import ImageDecoder
 
@@ -50,16 +54,24 @@ class FrameStager:
         self.decoders = tuple(decoders)
         self._owner = threading.Lock()  # held by whoever writes or reads the staging images
         self._held: list[Any] = [None] * len(self.decoders)  # per camera: the prepared frame its image holds
+        self._set_waiting = False  # a set was handed over and the control thread has not claimed the images yet
         self.written_on_arrival = 0  # frames written by offer (counted for tests and benchmarks)
 
-    def claim(self) -> threading.Lock:
-        """Return the lock that makes the staging images the caller's while held: around staging and inference."""
-        return self._owner
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[None]:
+        """Make the staging images the caller's for the ``with`` block: staging and inference."""
+        with self._owner:
+            self._set_waiting = False  # the set that waited is being staged; a later hand-over notes its own
+            yield
+
+    def handed_over(self) -> None:
+        """Note that a set waits for the control thread: later frames are left for staging until it claims."""
+        self._set_waiting = True
 
     def offer(self, index: int, frame: Any) -> None:
-        """Write camera ``index``'s prepared frame into its staging image now, unless the images are claimed."""
-        if not self._owner.acquire(blocking=False):
-            return  # being staged or read: the frame is written at staging if it is in the set
+        """Write camera ``index``'s prepared frame into its staging image now, if the images are free."""
+        if self._set_waiting or not self._owner.acquire(blocking=False):
+            return  # a set waits, or is being staged or read: written at staging if it is in the set
         try:
             self._write(index, frame)
             self.written_on_arrival += 1

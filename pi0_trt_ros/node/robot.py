@@ -203,6 +203,7 @@ class RobotControl:
                 'observations arrive; waiting for an instruction on '
                 f'{self.node.resolve_topic_name(self.p.instruction_topic)}', throttle_duration_sec=10.0)
             return False
+        self.frames.handed_over()
         self.mailbox.put(images, state, newest_stamp_ns, joint_stamp_ns, t_recv, self.sensors.take_callback_ns())
         return True
 
