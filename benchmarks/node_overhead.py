@@ -46,8 +46,8 @@ default GC, and reports the collections seen (``gc.callbacks``) and their pauses
 
 Transport: with Fast DDS's defaults a raw 640x480 frame (0.9 MB) does not fit a shared-memory
 segment (512 KB) and goes over loopback UDP in fragments, which arrive late and in bursts (frames
-13 ms after their stamp at p50, 150 ms at p99; 15 % of the sets without a joint state within
-50 ms). ``--shm-segment-mb N`` gives both processes a Fast DDS profile with an N MB segment, as a
+13 ms after their stamp at p50, 125-150 ms at p99; 12-20 % of the sets without a joint state
+within 50 ms). ``--shm-segment-mb N`` gives both processes a Fast DDS profile with an N MB segment, as a
 robot streaming raw frames should have (frames then arrive ~2 ms after their stamp).
 
     python benchmarks/node_overhead.py --seconds 20 --transport both --gc-mode both
