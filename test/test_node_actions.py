@@ -188,3 +188,21 @@ def test_trajectory_velocities_allocate_nothing_sizable() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 3 * len(traj.fill(chunk)), f'{peak} bytes peak'  # the bytes copy handed to rclpy, no more
+
+
+def test_trajectory_messages_are_built_whatever_stale_bytes_the_serialized_buffer_ends_with() -> None:
+    """The buffer rmw serializes into can end in slack holding an earlier message's bytes, sentinels included."""
+    names = [f'joint_{i}' for i in range(1, 7)]
+    for k in range(100):  # each build serializes into a buffer that may reuse the last one's memory
+        Float64ArrayMessage(6)
+        chunk = np.random.default_rng(k).normal(size=(50, 6))
+        traj = TrajectoryMessage(names, num_points=50, control_rate_hz=50.0, velocities=True)
+        back = deserialize_message(traj.fill(chunk), JointTrajectory)
+        np.testing.assert_array_equal([list(p.positions) for p in back.points], chunk)
+
+
+def test_the_numbers_are_written_through_aligned_views() -> None:
+    """Unaligned views (CDR doubles sit 4 bytes off an 8-byte boundary) make numpy's loops several times slower."""
+    traj = TrajectoryMessage(['a', 'b', 'c'], num_points=4, control_rate_hz=50.0, velocities=True)
+    assert traj.positions.flags.aligned and traj.positions.shape == (4, 3)
+    assert Float64ArrayMessage(3).values.flags.aligned

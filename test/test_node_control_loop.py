@@ -42,6 +42,7 @@ from pi0_trt_ros.node.chunk_monitor import ChunkMonitor
 from pi0_trt_ros.node.control_loop import ControlLoop, HoldTarget, LoopConfig, LoopParts, Mailbox, StageRing
 from pi0_trt_ros.node.deadline import DeadlineMonitor
 from pi0_trt_ros.node.faults import FaultCounters
+from pi0_trt_ros.node.frame_stager import FrameStager
 from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.instruction import InstructionBox
 from pi0_trt_ros.testing.faults import FaultInjectingRunner
@@ -234,7 +235,7 @@ def make_rig(runner: Any, lead_ms: float = 0.0, lead_margin_ms: float = 10.0,
                                (clock.t, deserialize_message(raw, JointTrajectory))))
     parts = LoopParts(
         mailbox=Mailbox(len(JOINT_NAMES), clock),
-        decoders=[ImageDecoder(runner.staging.images[i]) for i in range(len(CAMERA_KEYS))],
+        frames=FrameStager([ImageDecoder(runner.staging.images[i]) for i in range(len(CAMERA_KEYS))]),
         instruction=instruction, hold_target=hold_target,
         runner=injector, sanitizer=ActionSanitizer(lower, upper, io.chunk_size), writer=writer,
         monitor=DeadlineMonitor(20.0, 10, error_consecutive=3) if config.every_set else ChunkMonitor(

@@ -255,7 +255,7 @@ def test_many_frame_sizes_keep_the_resize_scratch_bounded(node: Faulty) -> None:
         return one
     for k in range(1, 13):
         send_until_counted(node, 'image_resized', send(k))
-    decoder = node.node.loop.parts.decoders[[c.name for c in node.node.p.cameras].index('base')]
+    decoder = node.node.loop.parts.frames.decoders[[c.name for c in node.node.p.cameras].index('base')]
     assert len(decoder._scratch) <= 4
 
 

@@ -58,13 +58,15 @@ class Harness:
                  transports: tuple[str, ...] = ('raw', 'raw')) -> None:
         self.sets: list[tuple[tuple[Any, ...], np.ndarray, int, int, int]] = []
         self.holds: list[np.ndarray] = []
+        self.offered: list[tuple[int, Any, int]] = []  # (camera, prepared frame, sets handed over by then)
         self.lines: list[str] = []
         self.take = take
         self.faults = FaultCounters(self.lines.append, self.lines.append, throttle_sec=0.0)
         decoders = [ImageDecoder(np.zeros((H, W, 3), np.uint8), t) for t in transports]
         picker = JointPicker(JOINTS, [-1.0, -1.0], [1.0, 1.0], margin=0.1)
         self.pipeline = ObservationPipeline(decoders, picker, rules, CAMERAS, self.faults, self.hand_over,
-                                            lambda positions: self.holds.append(positions.copy()))
+                                            lambda positions: self.holds.append(positions.copy()),
+                                            lambda camera, frame: self.offered.append((camera, frame, len(self.sets))))
 
     def hand_over(self, frames: tuple[Any, ...], state: np.ndarray, newest: int, joint_stamp: int,
                   t_recv: int) -> bool:
@@ -96,6 +98,19 @@ def test_a_complete_set_is_handed_over_with_the_nearest_joint_sample() -> None:
     np.testing.assert_array_equal(h.holds[-1], np.float32([0.3, 0.4]))  # the hold target follows the joints
     assert h.pipeline.last_accepted == [3, 4, 2]
     assert h.faults.counts() == {} and h.lines == []
+
+
+def test_each_accepted_frame_is_offered_before_its_set_is_handed_over_and_rejected_ones_are_not() -> None:
+    h = Harness(transports=('compressed', 'raw'))
+    h.joint(T0, (0.0, 0.0))
+    assert not h.pipeline.add_frame(0, jpeg(T0, decodable=False), T0, 1)  # rejected when it does not decode
+    h.frame(1, T0, encoding='yuv422')  # rejected by its header
+    assert h.offered == []
+    assert not h.pipeline.add_frame(0, jpeg(T0 + 1 * MS), T0 + 1 * MS, 2)
+    assert h.frame(1, T0 + 1 * MS, value=4)  # completes the set
+    assert [(camera, handed_over) for camera, _, handed_over in h.offered] == [(0, 0), (1, 0)]
+    frames, *_ = h.sets[0]
+    assert all(offered is frame for (_, offered, _), frame in zip(h.offered, frames))  # the set's own frames
 
 
 def test_rejected_frames_and_joint_states_are_counted_and_never_used() -> None:

@@ -21,7 +21,8 @@
   chunk's actions are published one per control tick while the next chunk is inferred on another
   thread; the rules below hold in both modes.
 * Usable observations. A set is usable when inference returns and its chunk is not entirely
-  NaN/inf (its frames were checked and decoded on arrival, so staging it only copies). A set that fails is counted
+  NaN/inf (its frames were checked and decoded on arrival, and mostly written into staging then:
+  ``FrameStager``). A set that fails is counted
   and gives no command; while sets keep failing, time since the last usable one runs on exactly
   as if no set came, so a camera whose frames never decode is a stopped camera.
 * Stale → hold → stop. ``stale_timeout_ns`` after the last usable observation the inputs are stale:
@@ -50,7 +51,7 @@ from pi0_trt_ros.node.actions import ActionSanitizer, CommandWriter
 from pi0_trt_ros.node.chunk_monitor import ChunkMonitor
 from pi0_trt_ros.node.deadline import DeadlineMonitor
 from pi0_trt_ros.node.faults import BadInput, FaultCounters
-from pi0_trt_ros.node.images import ImageDecoder
+from pi0_trt_ros.node.frame_stager import FrameStager
 from pi0_trt_ros.node.instruction import InstructionBox
 
 STAGES = ('callbacks', 'recv', 'sync', 'start', 'staged', 'inferred', 'published', 'done')
@@ -231,7 +232,7 @@ class LoopParts:
     """What the loop works with: inputs, the policy, outputs, and where it reports."""
 
     mailbox: Mailbox
-    decoders: Sequence[ImageDecoder]  # per camera, configured order
+    frames: FrameStager  # the cameras' staging images: written on arrival, or here at staging
     instruction: InstructionBox
     hold_target: HoldTarget
     runner: Any  # a Runner: .staging and .infer()
@@ -355,22 +356,24 @@ class ControlLoop:
     def _run_policy(self, slot: SetSlot, run: PolicyRun, chunk: np.ndarray, hold: np.ndarray) -> None:
         """Stage ``slot``, infer, sanitize into ``chunk`` ([T, dof]; ``hold`` [dof] is scratch); fill ``run``.
 
-        Touches the runner's staging buffers, the noise generator and ``chunk``/``hold``, never the
-        loop's own state: chunk mode runs it on its inference thread. Failures are counted here
-        and named in ``run.why``; the caller marks the set unusable.
+        Touches the runner's staging buffers (claimed from the sensor thread until ``infer()``
+        returned), the noise generator and ``chunk``/``hold``, never the loop's own state: chunk
+        mode runs it on its inference thread. Failures are counted here and named in ``run.why``;
+        the caller marks the set unusable.
         """
         parts, clock = self.parts, self.clock
         run.t_start = clock.now_ns()
-        self._stage(slot)
-        run.why = ''
-        run.instruction_version = parts.instruction.staged_version
-        run.t_staged = clock.now_ns()
-        try:
-            actions = parts.runner.infer()  # [T, action_dim] float32, reused buffer
-        except Exception as err:
-            self._policy_fault('inference_error', f'{type(err).__name__}: {err}; set not used')
-            run.why = f'policy: inference failed ({type(err).__name__})'
-            return
+        with parts.frames.claim():
+            self._stage(slot)
+            run.why = ''
+            run.instruction_version = parts.instruction.staged_version
+            run.t_staged = clock.now_ns()
+            try:
+                actions = parts.runner.infer()  # [T, action_dim] float32, reused buffer
+            except Exception as err:
+                self._policy_fault('inference_error', f'{type(err).__name__}: {err}; set not used')
+                run.why = f'policy: inference failed ({type(err).__name__})'
+                return
         run.t_inferred = clock.now_ns()
         parts.hold_target.copy_into(hold)
         replaced = parts.sanitizer.sanitize_into(actions, hold, chunk)
@@ -382,11 +385,10 @@ class ControlLoop:
         run.t_ready = clock.now_ns()
 
     def _stage(self, slot: SetSlot) -> None:
-        """Write the set into the runner's staging buffers (its frames were prepared on arrival: copies)."""
+        """Write the set into the runner's staging buffers (the frames not already written on arrival)."""
         parts = self.parts
         staging = parts.runner.staging
-        for decoder, frame in zip(parts.decoders, slot.images):
-            decoder.write(frame)
+        parts.frames.stage(slot.images)
         np.copyto(staging.state, slot.state)
         parts.instruction.stage_if_changed(staging.tokens, staging.token_mask)
         if not self.config.fixed_noise:

@@ -29,7 +29,8 @@ offline replay is the node minus DDS. Per message, with its receive time and the
 3. A joint sample goes into a ring of picked rows (found by stamp through ``NearestSampleBuffer``)
    and to ``on_joint_state`` (the node's hold target); a frame is prepared
    (``ImageDecoder.prepare``: a compressed one is decoded now, and rejected if it does not decode,
-   so that staging a set only copies) and goes into ``ApproximateTimeSync``.
+   so that staging a set only copies), goes to ``on_frame`` (the node's ``FrameStager``, which
+   writes it into staging now if it can) and into ``ApproximateTimeSync``.
 4. A complete camera set is matched to the joint sample nearest its newest stamp (within the
    tolerance, else ``joint_state_unmatched``), its oldest stamp checked against ``max_age_ns``
    (``observation_too_old``), and it is handed over: ``hand_over(frames, state, newest_stamp_ns,
@@ -71,8 +72,8 @@ def stamp_ns(msg: Any) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
-def _ignore(positions: np.ndarray) -> None:
-    """Follow no joint sample (the default ``on_joint_state``)."""
+def _ignore(*args: Any) -> None:
+    """Follow no joint sample or frame (the default ``on_joint_state`` and ``on_frame``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +106,8 @@ class ObservationPipeline:
 
     def __init__(self, decoders: Sequence[ImageDecoder], picker: JointPicker, rules: ObservationRules,
                  camera_names: Sequence[str], faults: FaultCounters, hand_over: HandOver,
-                 on_joint_state: Callable[[np.ndarray], object] = _ignore) -> None:
+                 on_joint_state: Callable[[np.ndarray], object] = _ignore,
+                 on_frame: Callable[[int, Any], object] = _ignore) -> None:
         if len(camera_names) != len(decoders) or not decoders:
             raise ValueError(f'need one decoder per camera and at least one camera; got {len(decoders)} decoders for '
                              f'cameras {list(camera_names)}')
@@ -116,6 +118,7 @@ class ObservationPipeline:
         self.faults = faults
         self._hand_over = hand_over
         self._on_joint_state = on_joint_state
+        self._on_frame = on_frame  # (camera index, prepared frame): accepted, before it goes to the synchronizer
         self.joint_input = cameras  # input index of the joint states
         self.sources = tuple(f'camera {n}' for n in camera_names) + ('joint_states',)  # per input, for logs
         self.stamps = StampGate(cameras + 1, rules.max_future_ns, repeat_ok=(self.joint_input,))
@@ -132,12 +135,12 @@ class ObservationPipeline:
 
     @classmethod
     def from_params(cls, p: ControlParams, decoders: Sequence[ImageDecoder], faults: FaultCounters,
-                    hand_over: HandOver, on_joint_state: Callable[[np.ndarray], object] = _ignore
-                    ) -> 'ObservationPipeline':
+                    hand_over: HandOver, on_joint_state: Callable[[np.ndarray], object] = _ignore,
+                    on_frame: Callable[[int, Any], object] = _ignore) -> 'ObservationPipeline':
         """Build the pipeline the node's parameters describe, around one decoder per configured camera."""
         picker = JointPicker(p.joint_names, p.joint_lower_limits, p.joint_upper_limits, p.joint_limit_margin)
         return cls(decoders, picker, ObservationRules.from_params(p), [c.name for c in p.cameras], faults,
-                   hand_over, on_joint_state)
+                   hand_over, on_joint_state, on_frame)
 
     def add_serialized_frame(self, index: int, raw: bytes, now_ns: int, t_recv: int) -> bool:
         """Read camera ``index``'s serialized frame (Image or CompressedImage, as configured), then ``add_frame``."""
@@ -175,6 +178,7 @@ class ObservationPipeline:
             self.faults.add(self.sources[index], failed)
             return False
         self.last_accepted[index] = t_recv
+        self._on_frame(index, frame)
         frames = self.sync.add(index, stamp, frame)
         return frames is not None and self._complete(frames, now_ns, t_recv)
 

@@ -50,6 +50,7 @@ from pi0_trt_ros.node.control_loop import (ControlLoop, HoldTarget, LoopConfig, 
 from pi0_trt_ros.node.deadline import DeadlineMonitor, STATUS_FIELDS
 from pi0_trt_ros.node.diagnostics import diagnostic_status, input_key_values, InputLiveness, inputs_level
 from pi0_trt_ros.node.faults import FaultCounters
+from pi0_trt_ros.node.frame_stager import FrameStager
 from pi0_trt_ros.node.images import ImageDecoder
 from pi0_trt_ros.node.instruction import InstructionBox
 from pi0_trt_ros.node.observation import ObservationPipeline
@@ -122,8 +123,9 @@ class RobotControl:
         # Inputs: camera i (configured order) feeds staging image io.camera_keys.index(key).
         decoders = [ImageDecoder(staging.images[io.camera_keys.index(c.key)], c.transport, p.resize_mismatched)
                     for c in p.cameras]
+        self.frames = FrameStager(decoders)  # frames into staging on arrival while the policy is not reading
         self.observations = ObservationPipeline.from_params(p, decoders, self.faults, self._hand_over,
-                                                            self.hold_target.update)
+                                                            self.hold_target.update, self.frames.offer)
         self.liveness = InputLiveness(self.observations.sources, self.observations.joint_input, p.stale_timeout_ms,
                                       self.faults, log.info)
         self._stop = threading.Event()
@@ -148,7 +150,7 @@ class RobotControl:
         # publishers and subscriptions die with ``node``, but not the threads and the sensor node.
         with contextlib.ExitStack() as undo:
             self.loop = (ControlLoop if config.every_set else ChunkLoop)(config, LoopParts(
-                mailbox=self.mailbox, decoders=decoders, instruction=self.instruction,
+                mailbox=self.mailbox, frames=self.frames, instruction=self.instruction,
                 hold_target=self.hold_target, runner=policy,
                 sanitizer=ActionSanitizer(p.joint_lower_limits, p.joint_upper_limits, io.chunk_size), writer=writer,
                 monitor=self.monitor, faults=self.faults, stages=self.stages, publish_status=self._publish_status,
@@ -208,6 +210,7 @@ class RobotControl:
                 'observations arrive; waiting for an instruction on '
                 f'{self.node.resolve_topic_name(self.p.instruction_topic)}', throttle_duration_sec=10.0)
             return False
+        self.frames.handed_over()
         self.mailbox.put(images, state, newest_stamp_ns, joint_stamp_ns, t_recv, self.sensors.take_callback_ns())
         return True
 
