@@ -189,11 +189,14 @@ def _qkv_rope_kernel(a_ptr, w_ptr, cos_ptr, sin_ptr, q_ptr, k_ptr, v_ptr, M, H, 
     tl.store(v_at + HALF, o2.to(v_ptr.dtype.element_ty), mask=ok & is_v[None, :])
 
 
+# Tiles tried on the GPU (BLOCK_N, BLOCK_K, stages): narrow column blocks so that >= 100 programs stream w.
+_TILES = [(16, 256, 3), (32, 128, 4), (32, 256, 3), (64, 128, 3)]
+
+
 def _configs(splits: tuple[int, ...]) -> list[triton.Config]:
-    """Tiles tried on the GPU: narrow column blocks so that >= 100 programs stream w at these N."""
-    tiles = [(16, 256, 3), (32, 128, 4), (32, 256, 3), (64, 128, 3)]
+    """Autotuning configurations: every tile, for each split of K."""
     return [triton.Config({'BLOCK_N': n, 'BLOCK_K': k, 'SPLIT_K': s}, num_warps=4, num_stages=st)
-            for n, k, st in tiles for s in splits]
+            for n, k, st in _TILES for s in splits]
 
 
 def _autotune(kernel: triton.JITFunction, configs: list[triton.Config], key: list[str],
@@ -210,8 +213,20 @@ _SPLIT_K = _autotune(_skinny_gemm_kernel, _configs((4, 8)), _GEMM_KEY,
                      restore_value=['out_ptr'])  # atomics into out: restore between trials
 # QKV + RoPE: blocks of half-columns, each program the whole of K (the rotation needs finished sums).
 _QKV_ROPE = _autotune(_qkv_rope_kernel, [triton.Config({'BLOCK_N': n, 'BLOCK_K': k}, num_warps=4, num_stages=st)
-                                         for n, k, st in [(16, 256, 3), (32, 128, 4), (32, 256, 3), (64, 128, 3)]],
-                      ['M', 'H', 'N', 'K', 'HALF'])
+                                         for n, k, st in _TILES], ['M', 'H', 'N', 'K', 'HALF'])
+
+
+def _launch_constants(a: torch.Tensor, weight: torch.Tensor, prefetch_weights: bool) -> dict[str, object]:
+    """Return the constexprs both skinny kernels take from their operands (a [M, K], weight [N, K])."""
+    return {'BLOCK_M': max(16, triton.next_power_of_2(a.shape[0])),
+            'UPCAST_DOT': interpreted() and weight.dtype == torch.bfloat16,  # the interpreter's bf16 dot is wrong
+            'DOT_PRECISION': 'ieee' if weight.dtype == torch.float32 else 'tf32', 'PDL': pdl(a),
+            'PREFETCH': prefetch_weights and prefetch(a), 'LINE': 128 // weight.element_size()}
+
+
+def _interpreter_tiles(n: int, k: int) -> tuple[int, int]:
+    """(BLOCK_N, BLOCK_K) under the interpreter: few, large programs (it pays per program and loop trip)."""
+    return max(16, min(128, triton.next_power_of_2(n))), max(16, min(128, triton.next_power_of_2(k)))
 
 
 def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, norm_weight: torch.Tensor | None = None,
@@ -236,13 +251,10 @@ def skinny_linear(a: torch.Tensor, weight: torch.Tensor, out: torch.Tensor, *, n
     args = (a, weight, weight if norm_weight is None else norm_weight, out, m, n, k, a.stride(0), weight.stride(0),
             out.stride(0), eps)
     fixed = {'RMS_NORM': norm_weight is not None, 'EPILOGUE': epilogue,
-             'BLOCK_M': max(16, triton.next_power_of_2(m)),
-             'UPCAST_DOT': interpreted() and weight.dtype == torch.bfloat16,  # the interpreter's bf16 dot is wrong
-             'DOT_PRECISION': 'ieee' if weight.dtype == torch.float32 else 'tf32', 'PDL': pdl(a),
-             'PREFETCH': prefetch_weights and prefetch(a), 'LINE': 128 // weight.element_size()}
-    if not a.is_cuda:  # interpreter: few, large programs; split K in two where allowed (exercises the atomics)
+             **_launch_constants(a, weight, prefetch_weights)}
+    if not a.is_cuda:  # interpreter: split K in two where allowed (exercises the atomics)
         split = 2 if residual else 1
-        block_n, block_k = (max(16, min(128, triton.next_power_of_2(v))) for v in (n, k))
+        block_n, block_k = _interpreter_tiles(n, k)
         grid = (triton.cdiv(n, block_n), split)
         _skinny_gemm_kernel[grid](*args, **fixed, BLOCK_N=block_n, BLOCK_K=block_k, SPLIT_K=split)
         return out
@@ -268,13 +280,10 @@ def skinny_qkv_rope(a: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, si
     half = d // 2
     args = (a, weight, cos, sin, q, k_cache, v_cache, m, num_heads, n, k, a.stride(0), weight.stride(0), cos.stride(0),
             q.stride(0), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1), scale)
-    fixed = {'HALF': half, 'BLOCK_M': max(16, triton.next_power_of_2(m)),
-             'UPCAST_DOT': interpreted() and weight.dtype == torch.bfloat16,  # the interpreter's bf16 dot is wrong
-             'DOT_PRECISION': 'ieee' if weight.dtype == torch.float32 else 'tf32', 'PDL': pdl(a),
-             'PREFETCH': prefetch(a), 'LINE': 128 // weight.element_size()}
+    fixed = {'HALF': half, **_launch_constants(a, weight, prefetch_weights=True)}
     half_cols = (num_heads + 2 * n) * half  # each program takes BLOCK_N of them and their partners
-    if not a.is_cuda:  # interpreter: few, large programs
-        block_n, block_k = (max(16, min(128, triton.next_power_of_2(v))) for v in (half_cols, k))
+    if not a.is_cuda:
+        block_n, block_k = _interpreter_tiles(half_cols, k)
         _qkv_rope_kernel[(triton.cdiv(half_cols, block_n),)](*args, **fixed, BLOCK_N=block_n, BLOCK_K=block_k)
         return
     _QKV_ROPE[lambda meta: (triton.cdiv(half_cols, meta['BLOCK_N']),)](*args, **fixed, launch_pdl=fixed['PDL'])

@@ -29,13 +29,14 @@ attention kernels take a batch axis, each element its own KV cache rows and mask
   1024 output columns leave cuBLAS few thread blocks (H200: 4.3 and 5.3 us against cuBLAS's 6.9
   and 8.2); 'skinny' all four as skinny Triton GEMMs (QKV with the RoPE + KV write and gate/up
   with the GeGLU in their epilogues), each streaming its weights (the attention: the prefix's K/V)
-  into L2 before it waits on the kernel before it; 'cublas' as in the
-  first point; 'triton' all four as fused skinny GEMMs (QKV with the input RMSNorm in its
-  prologue, gate/up with the RMSNorm and GeGLU);
+  into L2 before it waits on the kernel before it; 'cublas' as in the first point; 'triton' all
+  four as fused skinny GEMMs (QKV with the input RMSNorm in its prologue, gate/up with the RMSNorm
+  and GeGLU);
 * the vision tower's patch embedding (a stride-14 convolution) runs as one GEMM over the unfolded
   patches;
-* the expert's KV cache is one [L, N, P + S, D] buffer per call: the prefix writes its part once,
-  each denoise step overwrites the suffix rows in place (no concatenation per layer per step);
+* the expert's KV cache is one [L, B, N, P + S, D] buffer per batch size: the prefix writes its
+  part once, each denoise step overwrites the suffix rows in place (no concatenation per layer
+  per step);
 * the action-time MLP's time half (a constant of the fixed Euler schedule) is precomputed per
   step; the state token is projected once per call;
 * the cameras go through SigLIP as one batch, with PyTorch's fused attention (no mask there);
