@@ -32,7 +32,6 @@ from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import pytest
 from rclpy.context import Context
-from rclpy.exceptions import InvalidTopicNameException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from test_control_node import CAMERAS, expected_chunk, H, node_parameters, nothing_left_behind, Rig, W
@@ -41,6 +40,7 @@ from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.fleet_node import FleetNode
 from pi0_trt_ros.node.spin_thread import SpinThread
 from pi0_trt_ros.testing.dds import domain_id
+from pi0_trt_ros.testing.faults import InjectedFault, refused_subscription
 from pi0_trt_ros.testing.tiny import make_tiny_bundle, tiny_io
 from pi0_trt_ros.testing.wait import wait_for
 
@@ -224,6 +224,9 @@ def test_a_robots_camera_dropout_leaves_the_others_commanding(start: Callable[..
     ({}, {'robots': [], 'max_wait_ms': -1.0}, r'robots is empty(.|\n)*max_wait_ms must be >= 0'),
     ({'robot_z': [Parameter('noise_seed', value=1)]}, {}, r"parameters given for \['robot_z'\]"),
     ({}, {'device': 'gpu0'}, 'device must be cpu, cuda or cuda:N'),
+    ({}, {'robots': ['robot a', 'robot_b']}, r"robots: '/robot a' is not a valid namespace \(namespace must not"),
+    ({'robot_b': [Parameter('instruction_topic', value='say it')]}, {},
+     r"/robot_b/pi0_control: invalid parameters(.|\n)*instruction_topic: 'say it' is not a valid topic name"),
 ])
 def test_start_up_errors_say_what_to_change(context: Context, bundle: Any, robot_overrides: dict,
                                             overrides: dict, match: str) -> None:
@@ -234,11 +237,10 @@ def test_start_up_errors_say_what_to_change(context: Context, bundle: Any, robot
 
 def test_a_robot_that_fails_to_start_leaves_no_thread_nor_node_behind(context: Context, bundle: Any) -> None:
     # robot_a is made (chunk mode: its inference thread runs, its sensor node exists); rclpy refuses
-    # robot_b's instruction topic; the fleet then closes robot_a, the batcher and the runner.
-    with nothing_left_behind(context, ('/robot_', '/pi0_fleet')):
-        with pytest.raises(InvalidTopicNameException, match='instruction topic'):
-            FleetNode(robot_overrides={'robot_b': [Parameter('instruction_topic', value='instruction topic')]},
-                      context=context, parameter_overrides=fleet_parameters(bundle))
+    # robot_b's instruction subscription; the fleet then closes robot_a, the batcher and the runner.
+    with nothing_left_behind(context, ('/robot_', '/pi0_fleet')), refused_subscription('/robot_b/instruction'):
+        with pytest.raises(InjectedFault, match='/robot_b/instruction'):
+            FleetNode(context=context, parameter_overrides=fleet_parameters(bundle))
 
 
 def test_help_and_a_failed_start_as_processes(bundle: Any) -> None:

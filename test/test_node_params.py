@@ -157,3 +157,38 @@ def test_node_declares_each_parameter_read_only_described_and_constrained(contex
         assert not node.set_parameters([Parameter('deadline_ms', value=30.0)])[0].successful  # read-only
     finally:
         node.destroy_node()
+
+
+def test_invalid_topic_names_are_reported_with_the_other_problems(context: Context) -> None:
+    """Every topic parameter is resolved as the node's subscriptions will be; each bad one named at once."""
+    bad = {'instruction_topic': 'instruction topic', 'commands_topic': '9_commands',
+           'camera.base.topic': '{robot}/image', 'joint_states_topic': 'joints//state', 'deadline_ms': -1.0}
+    node = Node('params_probe', namespace='/cell', context=context,
+                parameter_overrides=[Parameter(name, value=value) for name, value in {**REQUIRED, **bad}.items()])
+    try:
+        with pytest.raises(Pi0Error) as caught:
+            declare_and_read(node)
+    finally:
+        node.destroy_node()
+    message = str(caught.value)
+    assert message.count('\n  - ') == len(bad), message
+    for name, value in bad.items():
+        if name.endswith('topic'):
+            assert f'{name}: {value!r} is not a valid topic name (' in message
+    assert "'{robot}/image' is not a valid topic name (unknown substitution: {robot})" in message
+    assert "'9_commands' is not a valid topic name (topic name token must not start with a number)" in message
+    # the names that resolve stay accepted: private, absolute, substituted
+    good = {'instruction_topic': '~/instruction', 'commands_topic': '/arm/commands', 'trajectory_topic': '{node}/plan'}
+    node = Node('params_probe', namespace='/cell', context=context,
+                parameter_overrides=[Parameter(name, value=value) for name, value in {**REQUIRED, **good}.items()])
+    try:
+        params = declare_and_read(node)
+    finally:
+        node.destroy_node()
+    assert (params.instruction_topic, params.commands_topic, params.trajectory_topic) == tuple(good.values())
+
+
+def test_a_parameter_file_with_an_invalid_topic_name_is_refused_without_a_node() -> None:
+    with pytest.raises(Pi0Error, match=r"instruction_topic: 'say it' is not a valid topic name \(topic name must not "
+                                       r'contain characters other than alphanumerics'):
+        params_from_yaml(default_params_file(), {**REQUIRED, 'instruction_topic': 'say it'})

@@ -47,7 +47,6 @@ import time
 from typing import Any, Mapping, Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.exceptions import InvalidNamespaceException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -74,11 +73,7 @@ class RobotNode(Node):
     """One robot of the fleet: ``<namespace>/pi0_control`` with a ``RobotControl`` on the fleet's ``seat``."""
 
     def __init__(self, fleet: 'FleetNode', namespace: str, seat: Seat, overrides: Sequence[Parameter]) -> None:
-        try:
-            super().__init__(NODE_NAME, namespace=namespace, context=fleet.context, parameter_overrides=overrides)
-        except InvalidNamespaceException as err:
-            raise Pi0Error(f'robots: {namespace!r} is not a valid ROS namespace ({err}): use names such as '
-                           'robot_a or site_1/arm_a') from None
+        super().__init__(NODE_NAME, namespace=namespace, context=fleet.context, parameter_overrides=overrides)
         name = self.get_fully_qualified_name()
         self.seat = seat
         try:

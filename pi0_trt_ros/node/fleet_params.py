@@ -35,9 +35,10 @@ import re
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import InvalidNamespaceException, ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.validate_namespace import validate_namespace
 
 from pi0_trt_ros.batch_sizes import check_batch_sizes, DEFAULT_BATCH_SIZES
 from pi0_trt_ros.errors import Pi0Error
@@ -77,6 +78,13 @@ def declare_fleet(node: Node) -> FleetParams:
         problems.append(f'robots is empty or names an empty namespace ({names}): {ROBOTS.hint}')
     if len(set(robots)) != len(robots):
         problems.append(f'robots has duplicates: {robots}')
+    for namespace in robots:
+        try:
+            validate_namespace(namespace)
+        except InvalidNamespaceException as err:  # its text: 'Invalid namespace: <why>:' + a caret drawing
+            reason = str(err).splitlines()[0].removeprefix('Invalid namespace: ').rstrip(':')
+            problems.append(f'robots: {namespace!r} is not a valid namespace ({reason}): use names such as robot_a '
+                            'or site_1/arm_a')
     try:
         sizes = check_batch_sizes(list(values['batch_sizes']))
     except Pi0Error as err:

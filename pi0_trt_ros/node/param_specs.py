@@ -57,6 +57,7 @@ class ParamSpec:
     hint: str = ''  # appended to a violation, e.g. what 0 means or what to pass
     launch: bool = False  # also an argument of the node's launch file (control.launch.py, fleet.launch.py)
     item_type: type | None = None  # the items' type of a list whose default is empty (it cannot tell)
+    topic: bool = False  # a topic name: params.py resolves it as rclpy would (this module imports no rclpy)
 
     @property
     def is_double(self) -> bool:
@@ -135,7 +136,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec('sensor_qos_depth', 5, 'history depth of each camera subscription', minimum=1),
     _spec('resize_mismatched', False, 'resize frames whose size differs from the exported camera size (else '
           'dropped)'),
-    _spec('joint_states_topic', 'joint_states', 'sensor_msgs/JointState topic', non_empty=True),
+    _spec('joint_states_topic', 'joint_states', 'sensor_msgs/JointState topic', non_empty=True, topic=True),
     _spec('joint_names', ['joint_1', 'joint_2', 'joint_3', 'joint_4', 'joint_5', 'joint_6'],
           'joints in policy state/action order, picked by name from JointState'),
     _spec('joint_lower_limits', [-3.14159] * 6, 'per-joint lower command limit, robot units (rad / m)'),
@@ -145,7 +146,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec('joint_state_tolerance_ms', 50.0, 'largest |joint sample stamp - newest camera stamp| accepted', minimum=0),
     _spec('joint_state_buffer', 100, 'joint samples kept for the nearest-stamp lookup', minimum=1),
     _spec('instruction_topic', 'instruction', 'std_msgs/String instruction topic (reliable, volatile)',
-          non_empty=True),
+          non_empty=True, topic=True),
     _spec('max_instruction_chars', 512, 'longer instructions are rejected', minimum=1),
     # sync
     _spec('sync_queue_size', 10, 'per-camera queue of the approximate-time synchronizer', minimum=1),
@@ -156,9 +157,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
           'it does not become the newest stamp of its input', minimum=0),
     # outputs and control
     _spec('commands_topic', 'forward_position_controller/commands', 'std_msgs/Float64MultiArray, next action',
-          non_empty=True),
+          non_empty=True, topic=True),
     _spec('trajectory_topic', 'joint_trajectory_controller/joint_trajectory',
-          'trajectory_msgs/JointTrajectory, chunk', non_empty=True),
+          'trajectory_msgs/JointTrajectory, chunk', non_empty=True, topic=True),
     _spec('publish_trajectory', True, 'publish the whole chunk as a JointTrajectory at each inference'),
     _spec('trajectory_stamp_now', False, 'JointTrajectory header.stamp = publish time (ROS clock); default zero: '
           'the controller starts it on receipt, whatever its clock'),
@@ -213,7 +214,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 )
 # camera.<name>.<field>: defaults hold ``{name}`` for the camera's name.
 CAMERA_FIELDS: tuple[ParamSpec, ...] = (
-    _spec('topic', 'cam_{name}/image_raw', 'image topic of this camera', non_empty=True),
+    _spec('topic', 'cam_{name}/image_raw', 'image topic of this camera', non_empty=True, topic=True),
     _spec('type', 'raw', 'raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage, jpeg/png)',
           choices=CAMERA_TYPES),
     _spec('key', 'observation.images.{name}_0_rgb', 'checkpoint camera key this camera feeds', non_empty=True,

@@ -16,7 +16,9 @@
 
 The parameters themselves (name, default, description, constraint) are listed once, in
 ``param_specs.py``; this module declares them on the node, checks each against its constraint,
-then checks the rules that tie several together.
+then checks the rules that tie several together. Topic names are resolved as the node's
+subscriptions and publishers will resolve them (namespace, ``~``, substitutions, remappings), so a
+name rclpy would refuse is reported here with the rest, not as a traceback half-way through start-up.
 
 All parameters are read-only (changing them needs a restart: buffers, subscriptions and the
 engine are sized from them). Durations are in milliseconds unless the name says otherwise.
@@ -38,8 +40,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.exceptions import ParameterException
+from rclpy.exceptions import InvalidTopicNameException, ParameterException
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
+from rclpy.validate_topic_name import validate_topic_name
 import yaml
 
 from pi0_trt_ros.errors import Pi0Error
@@ -130,7 +134,7 @@ def declare_and_read(node: Node, defaults: Mapping[str, Any] | None = None) -> C
     raw['cameras'] = _cameras(raw['cameras'], lambda cam, spec, default: _declare(
         node, spec, f'camera.{cam}.{spec.name}', given.get(f'camera.{cam}.{spec.name}', default), f'{cam}: ',
         problems))
-    return _build_or_raise(raw, problems)
+    return _build_or_raise(raw, problems, node.resolve_topic_name)
 
 
 def declared_values(node: Node, params: ControlParams) -> dict[str, Any]:
@@ -170,7 +174,7 @@ def params_from_yaml(path: str | Path, overrides: dict[str, Any] | None = None) 
     per_camera = values.get('camera') or {}
     raw['cameras'] = _cameras(raw['cameras'], lambda cam, spec, default: str(
         (per_camera.get(cam) or {}).get(spec.name, default)))
-    return _build_or_raise(raw, problems)
+    return _build_or_raise(raw, problems, validate_topic_name)  # no node: the name's form only
 
 
 def _cameras(names: list[str] | None, value: Callable[[str, ParamSpec, str], Any]) -> tuple[CameraConfig, ...]:
@@ -182,8 +186,8 @@ def _cameras(names: list[str] | None, value: Callable[[str, ParamSpec, str], Any
     return tuple(cameras)
 
 
-def _build_or_raise(raw: dict[str, Any], problems: list[str]) -> ControlParams:
-    params = _build(raw, problems)
+def _build_or_raise(raw: dict[str, Any], problems: list[str], resolve_topic: Callable[[str], Any]) -> ControlParams:
+    params = _build(raw, problems, resolve_topic)
     if params is None:
         raise Pi0Error(_format(problems))
     return params
@@ -217,15 +221,31 @@ def _coerce(spec: ParamSpec, name: str, value: Any, problems: list[str]) -> Any:
     return value
 
 
-def _build(raw: dict[str, Any], problems: list[str]) -> ControlParams | None:
+def _topic_problem(resolve_topic: Callable[[str], Any], name: str, topic: str) -> str | None:
+    """Return why ``resolve_topic`` (rclpy's) refuses ``topic``, the value of parameter ``name``; None if accepted."""
+    try:
+        resolve_topic(topic)
+    except (InvalidTopicNameException, _rclpy.RCLError, ValueError) as err:
+        # rclpy's texts: 'Invalid topic name: <why>:' + a caret drawing, 'failed to resolve name: <why>, at <file>'
+        reason = str(err).splitlines()[0].removeprefix('Invalid topic name: ').removeprefix('failed to resolve name: ')
+        return f'{name}: {topic!r} is not a valid topic name ({reason.split(", at ")[0].rstrip(":")})'
+    return None
+
+
+def _build(raw: dict[str, Any], problems: list[str], resolve_topic: Callable[[str], Any]) -> ControlParams | None:
     """Check each value against its spec, then the cross-field rules; record each problem; None if any."""
     def need(ok: bool, message: str) -> None:
         if not ok:
             problems.append(message)
 
-    for spec in PARAMETERS:
-        problem = spec.problem(raw[spec.name])
+    def check(spec: ParamSpec, value: Any, name: str) -> None:
+        problem = spec.problem(value, name)
+        if problem is None and spec.topic:
+            problem = _topic_problem(resolve_topic, name, value)
         need(problem is None, problem or '')
+
+    for spec in PARAMETERS:
+        check(spec, raw[spec.name], spec.name)
     need(bool(raw['engine_dir'] or raw['checkpoint']),
          'engine_dir and checkpoint are both empty: pass engine_dir:=<export dir> (from `pi0-trt export`) '
          'or checkpoint:=<LeRobot pi0 checkpoint dir>')
@@ -249,8 +269,7 @@ def _build(raw: dict[str, Any], problems: list[str]) -> ControlParams | None:
     for c in cams:
         values = {'topic': c.topic, 'type': c.transport, 'key': c.key}
         for spec in CAMERA_FIELDS:
-            problem = spec.problem(values[spec.name], f'camera.{c.name}.{spec.name}')
-            need(problem is None, problem or '')
+            check(spec, values[spec.name], f'camera.{c.name}.{spec.name}')
     keys = [c.key for c in cams]
     need(len(set(keys)) == len(keys), f'two cameras feed the same checkpoint key: {keys}')
 

@@ -12,24 +12,49 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Fault injection around a real runner, for the node's fault tests.
+"""Fault injection around a real runner and real rclpy, for the node's fault tests.
 
 ``FaultInjectingRunner`` wraps an active runner (ONNX Runtime in the tests) and runs the real
 model on every call; on request it makes the next calls raise, return NaN, or take longer. How
 "longer" passes is injected too (a real sleep over DDS, a fake clock's advance in unit tests).
+``refused_subscription`` makes rclpy refuse one subscription, for the start-up clean-up tests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 
 class InjectedFault(RuntimeError):
     """The exception an injected failing call raises."""
+
+
+@contextlib.contextmanager
+def refused_subscription(topic: str) -> Iterator[None]:
+    """Inside the block, rclpy's ``Node.create_subscription`` raises InjectedFault for ``topic`` (a resolved name).
+
+    As a subscription fails for real (a name that resolves to nothing valid, the middleware out of
+    resources), half-way through a node's start-up; every other subscription is made as usual.
+    """
+    from rclpy.node import Node
+
+    create = Node.create_subscription
+
+    def create_or_refuse(node: Node, msg_type: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        if node.resolve_topic_name(name) == topic:
+            raise InjectedFault(f'subscription to {topic} refused')
+        return create(node, msg_type, name, *args, **kwargs)
+
+    Node.create_subscription = create_or_refuse  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Node.create_subscription = create  # type: ignore[method-assign]
 
 
 class FaultInjectingRunner:
