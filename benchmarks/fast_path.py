@@ -139,7 +139,7 @@ def main() -> None:
     noise = noises[0]
     images = torch.cat(plain.preprocess_images(frames))
     ctx: dict = {}
-    x_t = noise[0].clone()
+    x_t = noise.clone()  # [1, T, A]
     model = plain.model
 
     @torch.inference_mode()
@@ -175,9 +175,9 @@ def main() -> None:
 
     @torch.inference_mode()
     def plain_step():
-        v_t = model.denoise_step(ctx['state'], x_t[None], model.time_embeddings[0], ctx['k'], ctx['v'],
+        v_t = model.denoise_step(ctx['state'], x_t, model.time_embeddings[0], ctx['k'], ctx['v'],
                                  ctx['mask'], ctx['cos'], ctx['sin'])
-        x_t.add_(v_t[0], alpha=-0.1)
+        x_t.add_(v_t, alpha=-0.1)
 
     if args.profile:
         profile_graph(capture_cuda_graph(fast_call), args.profile)

@@ -6,6 +6,7 @@
 # (constraints.txt); a name neither pins, its newest wheel. On the GPU machine:
 #   python3 -m pip install -q --no-index --no-deps --prefix /tmp/ros DIR/*.whl
 #   python3 benchmarks/node_gpu.py --ros-prefix /tmp/ros ...
+# (a Debian-built Python puts the files under /tmp/ros/local/: --ros-prefix finds them there too)
 # WITH_OPENCV=1 adds OpenCV (61 MB) for a machine without cv2; the H200 machines here have it.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,7 +23,7 @@ pin() {  # the pinned requirement of each name given, from the constraint files
 # What rclpy loads at run time and the messages the node, the recorder and the player import.
 ros=$(grep -hoE '^ros-[a-z0-9-]+==[^ ]+' "$shared/tools/ros2cli/constraints.txt" \
   | grep -vE '^ros-(jazzy-)?ament-(cmake-|flake8|pep257|lint)|^ros-ament-(cppcheck|cpplint|uncrustify|xmllint|copyright)')
-extra=(rosbags lz4 zstandard ruamel.yaml typing-extensions)
+extra=(rosbags apsw backports.zstd lz4 ruamel.yaml typing-extensions)  # rosbags and what it imports
 [ "${WITH_OPENCV:-0}" = 0 ] || extra+=(opencv-python-headless)
 # shellcheck disable=SC2046
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -40,6 +40,7 @@ import os
 from pathlib import Path
 import subprocess
 import sys
+import sysconfig
 import time
 from typing import Any
 
@@ -52,13 +53,20 @@ _REEXEC_GUARD = 'PI0_NODE_GPU_ENV_SET'
 
 
 def ros_prefix_env(prefix: Path) -> dict[str, str]:
-    """Environment for ROS 2 wheels installed with ``pip install --prefix PREFIX`` (what their bootstrapper sets)."""
-    site = prefix / 'lib' / f'python{sys.version_info.major}.{sys.version_info.minor}' / 'site-packages'
-    libs = [str(prefix / 'lib')] + sorted(str(p) for p in site.glob('ros_*.libs'))
+    """Environment for ROS 2 wheels installed with ``pip install --prefix PREFIX`` (what their bootstrapper sets).
+
+    pip lays the prefix out by the interpreter's install scheme: ``PREFIX/lib/python3.X/site-packages``,
+    or ``PREFIX/local/lib/python3.X/dist-packages`` for a Debian-built Python; the one holding rclpy is used.
+    """
+    layouts = [Path(sysconfig.get_path('purelib', vars={'base': str(prefix), 'platbase': str(prefix)})),
+               prefix / 'lib' / f'python{sys.version_info.major}.{sys.version_info.minor}' / 'site-packages']
+    site = next((p for p in layouts if (p / 'rclpy').is_dir()), layouts[-1])
+    root = site.parents[2]  # the scheme's own prefix: lib/ (the wheels' shared libraries) and share/ (ament index)
+    libs = [str(root / 'lib')] + sorted(str(p) for p in site.glob('ros_*.libs'))
     env = dict(os.environ)
     env['LD_LIBRARY_PATH'] = os.pathsep.join(libs + [p for p in env.get('LD_LIBRARY_PATH', '').split(os.pathsep) if p])
     env['PYTHONPATH'] = os.pathsep.join([str(REPO), str(site)] + [p for p in env.get('PYTHONPATH', '').split(':') if p])
-    env['AMENT_PREFIX_PATH'] = str(prefix)
+    env['AMENT_PREFIX_PATH'] = str(root)
     env.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
     env[_REEXEC_GUARD] = '1'
     return env
