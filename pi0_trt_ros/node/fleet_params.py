@@ -43,7 +43,7 @@ from rclpy.validate_namespace import validate_namespace
 from pi0_trt_ros.batch_sizes import check_batch_sizes, DEFAULT_BATCH_SIZES
 from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.param_specs import FLEET_NODE_NAME, FLEET_PARAMETERS, ROBOTS, SHARED_PARAMETERS
-from pi0_trt_ros.node.params import ControlParams
+from pi0_trt_ros.node.params import ControlParams, rclpy_reason
 
 _CUDA = re.compile(r'cuda(?::(\d+))?')
 
@@ -81,10 +81,9 @@ def declare_fleet(node: Node) -> FleetParams:
     for namespace in robots:
         try:
             validate_namespace(namespace)
-        except InvalidNamespaceException as err:  # its text: 'Invalid namespace: <why>:' + a caret drawing
-            reason = str(err).splitlines()[0].removeprefix('Invalid namespace: ').rstrip(':')
-            problems.append(f'robots: {namespace!r} is not a valid namespace ({reason}): use names such as robot_a '
-                            'or site_1/arm_a')
+        except InvalidNamespaceException as err:
+            problems.append(f'robots: {namespace!r} is not a valid namespace ({rclpy_reason(err)}): use names such as '
+                            'robot_a or site_1/arm_a')
     try:
         sizes = check_batch_sizes(list(values['batch_sizes']))
     except Pi0Error as err:

@@ -221,14 +221,24 @@ def _coerce(spec: ParamSpec, name: str, value: Any, problems: list[str]) -> Any:
     return value
 
 
+def rclpy_reason(err: Exception) -> str:
+    """Return the why of rclpy's name errors, in one line.
+
+    Their texts: 'Invalid topic name: <why>:' or 'Invalid namespace: <why>:' and a caret drawing,
+    'failed to resolve name: <why>, at <file>:<line>'.
+    """
+    reason = str(err).splitlines()[0]
+    for prefix in ('Invalid topic name: ', 'Invalid namespace: ', 'failed to resolve name: '):
+        reason = reason.removeprefix(prefix)
+    return reason.split(', at ')[0].rstrip(':')
+
+
 def _topic_problem(resolve_topic: Callable[[str], Any], name: str, topic: str) -> str | None:
     """Return why ``resolve_topic`` (rclpy's) refuses ``topic``, the value of parameter ``name``; None if accepted."""
     try:
         resolve_topic(topic)
     except (InvalidTopicNameException, _rclpy.RCLError, ValueError) as err:
-        # rclpy's texts: 'Invalid topic name: <why>:' + a caret drawing, 'failed to resolve name: <why>, at <file>'
-        reason = str(err).splitlines()[0].removeprefix('Invalid topic name: ').removeprefix('failed to resolve name: ')
-        return f'{name}: {topic!r} is not a valid topic name ({reason.split(", at ")[0].rstrip(":")})'
+        return f'{name}: {topic!r} is not a valid topic name ({rclpy_reason(err)})'
     return None
 
 
