@@ -40,7 +40,6 @@ import os
 from pathlib import Path
 import subprocess
 import sys
-import sysconfig
 import time
 from typing import Any
 
@@ -55,17 +54,25 @@ _REEXEC_GUARD = 'PI0_NODE_GPU_ENV_SET'
 def ros_prefix_env(prefix: Path) -> dict[str, str]:
     """Environment for ROS 2 wheels installed with ``pip install --prefix PREFIX`` (what their bootstrapper sets).
 
-    pip lays the prefix out by the interpreter's install scheme: ``PREFIX/lib/python3.X/site-packages``,
-    or ``PREFIX/local/lib/python3.X/dist-packages`` for a Debian-built Python; the one holding rclpy is used.
+    The ROS wheels ship their Python packages and shared libraries as data files
+    (``DATA/lib/python3.X/site-packages``, ``DATA/lib``) and only a placeholder module as the wheel's own
+    code; rosbags and the other plain wheels go to the scheme's purelib. Where DATA and purelib are depends
+    on the interpreter's install scheme: ``PREFIX`` and ``PREFIX/lib/python3.X/site-packages``, or
+    ``PREFIX/local`` and ``PREFIX/local/lib/python3.X/dist-packages`` for a Debian-built Python, and pip's
+    choice need not be this interpreter's. So DATA is found by the file only the real rclpy has, and every
+    package directory under the prefix follows it on the path.
     """
-    layouts = [Path(sysconfig.get_path('purelib', vars={'base': str(prefix), 'platbase': str(prefix)})),
-               prefix / 'lib' / f'python{sys.version_info.major}.{sys.version_info.minor}' / 'site-packages']
-    site = next((p for p in layouts if (p / 'rclpy').is_dir()), layouts[-1])
-    root = site.parents[2]  # the scheme's own prefix: lib/ (the wheels' shared libraries) and share/ (ament index)
-    libs = [str(root / 'lib')] + sorted(str(p) for p in site.glob('ros_*.libs'))
+    found = sorted(prefix.glob('**/rclpy/__init__.py'))
+    if not found:
+        raise SystemExit(f'no rclpy under {prefix}: install the wheels with pip install --prefix {prefix}')
+    site = found[0].parents[1]  # DATA/lib/python3.X/site-packages
+    root = site.parents[2]  # DATA: lib/ (the wheels' shared libraries) and share/ (ament index)
+    package_dirs = [p for p in sorted(prefix.glob('**/lib/python3.*/*-packages')) if p != site]
+    python_paths = [str(REPO), str(site)] + [str(p) for p in package_dirs]
+    libs = [str(root / 'lib')] + sorted(str(p) for p in prefix.glob('**/ros_*.libs'))
     env = dict(os.environ)
     env['LD_LIBRARY_PATH'] = os.pathsep.join(libs + [p for p in env.get('LD_LIBRARY_PATH', '').split(os.pathsep) if p])
-    env['PYTHONPATH'] = os.pathsep.join([str(REPO), str(site)] + [p for p in env.get('PYTHONPATH', '').split(':') if p])
+    env['PYTHONPATH'] = os.pathsep.join(python_paths + [p for p in env.get('PYTHONPATH', '').split(':') if p])
     env['AMENT_PREFIX_PATH'] = str(root)
     env.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
     env[_REEXEC_GUARD] = '1'
