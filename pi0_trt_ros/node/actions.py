@@ -269,16 +269,6 @@ class TrajectoryMessage:
         self._rate_hz = 1e9 / period_ns  # the point spacing actually written, in Hz
         self._velocity = np.zeros((num_points, dof), np.float64)  # [T, dof] rad/s (or m/s)
 
-    def fill(self, chunk: np.ndarray, stamp_ns: int = 0) -> bytes:
-        """Write ``chunk`` ([T, dof], float64, already sanitized) and the header stamp (ns); return the bytes.
-
-        ``stamp_ns`` 0 (the default) writes the zero stamp: "start when received".
-        """
-        if chunk.shape[0] != self.num_points:
-            raise ValueError(f'chunk has {chunk.shape[0]} rows, the trajectory {self.num_points} points')
-        np.copyto(self.positions, chunk)
-        return self.serialized(stamp_ns)
-
     def serialized(self, stamp_ns: int = 0) -> bytes:
         """Return the serialized message with the ``positions`` written so far (and their velocities), stamped."""
         if self._velocities is not None:
