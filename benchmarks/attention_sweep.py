@@ -15,7 +15,9 @@
 """Tile sizes of the fast path's attention kernel at Pi0's full-size shapes, timed on a GPU.
 
 Two shapes: the prefix (8 query heads x 816 tokens over 816 keys) and the expert's suffix
-(8 x 51 queries over 867 cached keys), head dim 256, one KV head, bf16. Each configuration is
+(8 x 51 queries over 867 cached keys), head dim 256, one KV head, bf16; for the suffix also value
+slices (``block_dv``: 64 or 128 of V's 256 columns per program), with all keys in one chunk (no
+merge kernel) or in chunks of 256. Each configuration is
 captured in a CUDA graph of 20 launches and timed by CUDA events; the table gives microseconds
 per launch (median of the replays).
 
@@ -66,8 +68,8 @@ def main() -> None:
         'prefix': (p, p, torch.zeros(p, dtype=torch.int32, device=dev), prefix_group),
         'suffix': (s, p + s, suffix_group, torch.cat([prefix_group, suffix_group])),
     }
-    print(f'| shape ({torch.cuda.get_device_name()}) | block_m | block_n | chunk | warps | stages | us |')
-    print('|---|---|---|---|---|---|---|')
+    print(f'| shape ({torch.cuda.get_device_name()}) | block_m | block_n | chunk | block_dv | warps | stages | us |')
+    print('|---|---|---|---|---|---|---|---|')
     best = {}
     for name, (sq, kk, qg, kg) in cases.items():
         q = torch.randn(sq, h * d, device=dev).to(dtype)
@@ -77,26 +79,28 @@ def main() -> None:
         ref = torch.empty_like(q)
         attention(q, k, v, qg, kg, ref, block_m=64, block_n=32, chunk=kk)
         if name == 'prefix':  # many rows: no split; the tile and the pipeline depth matter
-            configs = itertools.product((64, 128), (32, 64), [kk], (4, 8), (2, 3))
-        else:  # few rows: the split (a run-time argument) matters
-            configs = itertools.product((16, 32, 64), (32, 64), (kk, 64, 128, 256), (4,), (1, 2))
-        for bm, bn, chunk, warps, stages in configs:
+            configs = list(itertools.product((64, 128), (32, 64), [kk], [d], (4, 8), (2, 3)))
+        else:  # few rows: the split (a run-time argument) and the value slices matter
+            configs = (list(itertools.product((16, 32), [64], (64, 128, 256), [d], (4,), (1, 2)))
+                       + list(itertools.product((16, 32, 64), (32, 64), (kk, 256), (64, 128), (4,), (2, 3))))
+        for bm, bn, chunk, dv, warps, stages in configs:
             if chunk < bn:
                 continue
             try:
-                def fn(bm=bm, bn=bn, chunk=chunk, warps=warps, stages=stages):
-                    attention(q, k, v, qg, kg, out, block_m=bm, block_n=bn, chunk=chunk, num_warps=warps,
-                              num_stages=stages)
+                def fn(bm=bm, bn=bn, chunk=chunk, dv=dv, warps=warps, stages=stages):
+                    attention(q, k, v, qg, kg, out, block_m=bm, block_n=bn, chunk=chunk, block_dv=dv,
+                              num_warps=warps, num_stages=stages)
                 fn()
                 err = float((out.float() - ref.float()).abs().max())
                 us = time_us(fn)
             except Exception as e:  # a tile that does not fit (shared memory) is skipped, and said so
-                print(f'| {name} | {bm} | {bn} | {chunk} | {warps} | {stages} | failed: {type(e).__name__} |')
+                print(f'| {name} | {bm} | {bn} | {chunk} | {dv} | {warps} | {stages} | failed: {type(e).__name__} |')
                 continue
             flag = '' if err < 2e-2 else f' (max diff {err:.2e})'
-            print(f'| {name} | {bm} | {bn} | {chunk} | {warps} | {stages} | {us:.1f}{flag} |')
+            print(f'| {name} | {bm} | {bn} | {chunk} | {dv} | {warps} | {stages} | {us:.1f}{flag} |')
             if not flag and us < best.get(name, (float('inf'),))[0]:
-                best[name] = (us, f'block_m {bm}, block_n {bn}, chunk {chunk}, {warps} warps, {stages} stages')
+                best[name] = (us, f'block_m {bm}, block_n {bn}, chunk {chunk}, block_dv {dv}, {warps} warps, '
+                                  f'{stages} stages')
     for name, (us, config) in best.items():
         print(f'best {name}: {us:.1f} us with {config}')
 

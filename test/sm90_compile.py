@@ -78,8 +78,9 @@ def cases():
     for split in (False, True):
         yield (f'attention split={split}', attention._attention_kernel,
                {'qg_ptr': '*i32', 'kg_ptr': '*i32', 'part_ptr': '*fp32', 'stat_ptr': '*fp32'},
-               dict(D=256, BLOCK_D=256, BLOCK_M=32 if split else 64, BLOCK_N=64, MASKED=True, SPLIT=split,
-                    UPCAST_DOT=False, DOT_PRECISION='tf32', PREFETCH=split, LINE=64, **pdl), 4,
+               dict(D=256, BLOCK_D=256, BLOCK_DV=256 if split else 64, BLOCK_M=32 if split else 64, BLOCK_N=64,
+                    MASKED=True, SPLIT=split, UPCAST_DOT=False, DOT_PRECISION='tf32', PREFETCH=split, LINE=64,
+                    **pdl), 4,
                'prefetch.global.L2' if split else 'griddepcontrol')
     yield ('attention merge', attention._merge_kernel, {'part_ptr': '*fp32', 'stat_ptr': '*fp32'},
            dict(D=256, BLOCK_D=256, ROWS=16, COLS=64, **pdl), 4, 'griddepcontrol')

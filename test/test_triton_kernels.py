@@ -259,11 +259,15 @@ def suffix_groups(p: int, valid: int, s: int) -> tuple[torch.Tensor, torch.Tenso
     return cum, key_group, visible
 
 
-@pytest.mark.parametrize('dtype,chunk,d', [(torch.float32, None, 16), (torch.bfloat16, None, 16),
-                                           (torch.float32, 32, 16), (torch.bfloat16, 32, 16),
-                                           (torch.float32, 32, 128)],  # merged in two head-dim slices
-                         ids=['one_pass-fp32', 'one_pass-bf16', 'split_kv-fp32', 'split_kv-bf16', 'split_kv-d128'])
-def test_attention_matches_grouped_attention_on_the_suffix_mask(dtype, chunk, d):
+@pytest.mark.parametrize('dtype,chunk,d,block_dv', [
+    (torch.float32, None, 16, None), (torch.bfloat16, None, 16, None), (torch.float32, 32, 16, None),
+    (torch.bfloat16, 32, 16, None),
+    (torch.float32, 32, 128, None),  # merged in two head-dim slices
+    (torch.bfloat16, None, 24, 8),  # value slices, no merge; the last slice half outside the head dim
+    (torch.float32, 32, 16, 8)],  # value slices, each chunk's partial written slice by slice
+    ids=['one_pass-fp32', 'one_pass-bf16', 'split_kv-fp32', 'split_kv-bf16', 'split_kv-d128', 'one_pass-v_slices',
+         'split_kv-v_slices'])
+def test_attention_matches_grouped_attention_on_the_suffix_mask(dtype, chunk, d, block_dv):
     g = gen(4)
     p, valid, s, h, n = 70, 53, 11, 4, 2
     q = torch.randn(1, h, s, d, generator=g)
@@ -275,7 +279,7 @@ def test_attention_matches_grouped_attention_on_the_suffix_mask(dtype, chunk, d)
     want = grouped_attention(q, k, v, mask, scale)[0]  # [S, H*D]
     q_rows = (q[0] * scale).to(dtype).transpose(0, 1).reshape(s, h * d)
     out = torch.full((s, h * d), float('nan'), dtype=dtype)
-    attention(q_rows, k[0], v[0], query_group, key_group, out, block_m=16, block_n=16, chunk=chunk)
+    attention(q_rows, k[0], v[0], query_group, key_group, out, block_m=16, block_n=16, chunk=chunk, block_dv=block_dv)
     torch.testing.assert_close(out.float(), want.float(), rtol=TOL[dtype], atol=TOL[dtype])
 
 

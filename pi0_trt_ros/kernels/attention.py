@@ -29,6 +29,11 @@ Split-KV: with few query rows (the expert's 51 queries) one program per row bloc
 867 keys alone. The keys are then cut into chunks, each program does one (row block, chunk) and
 leaves its unnormalized partial output with its running max and sum; a second kernel merges the
 chunks. Row blocks over one chunk each keep the GPU busy at any query count.
+
+Value slices (``block_dv`` < the head dim): each program computes the scores over the whole head
+dim as usual but accumulates only a slice of V's columns, so several programs share a row block
+and a chunk. More programs without more chunks: with every key in one chunk, the expert's few
+rows get enough programs and no merge kernel at all (the scores are computed once per slice).
 """
 
 from __future__ import annotations
@@ -45,14 +50,15 @@ HIDDEN_GROUP = 1 << 30  # key group that no query reaches (padded keys)
 @triton.jit
 def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, stat_ptr, S, K, G, N, chunk,
                       stride_q, stride_kb, stride_kn, stride_kk, stride_vb, stride_vn, stride_vk, stride_o,
-                      D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                      MASKED: tl.constexpr, SPLIT: tl.constexpr, UPCAST_DOT: tl.constexpr,
+                      D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr,
+                      BLOCK_N: tl.constexpr, MASKED: tl.constexpr, SPLIT: tl.constexpr, UPCAST_DOT: tl.constexpr,
                       DOT_PRECISION: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, LINE: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # row r = g * S + s of one batch element
     slot = tl.program_id(1)  # b * N + n: batch element b, KV head n
     b = slot // N
     n = slot % N
-    split = tl.program_id(2)
+    split = tl.program_id(2) // (BLOCK_D // BLOCK_DV)  # axis 2: (chunk, slice of V's columns)
+    v_slice = tl.program_id(2) % (BLOCK_D // BLOCK_DV)
     row_ok = rows < G * S
     s = b * S + rows % S  # the query's row in q, the groups and out
     head = n * G + rows // S
@@ -61,9 +67,11 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
     kg_ptr += b * K
     d = tl.arange(0, BLOCK_D)
     d_ok = d < D
+    dv = v_slice * BLOCK_DV + tl.arange(0, BLOCK_DV)  # this program's columns of V and of the output
+    dv_ok = dv < D
     key_end = tl.minimum(K, (split + 1) * chunk)
     if PREFETCH:  # the chunk's K/V into L2 (the prefix's part is no earlier kernel's), once per chunk
-        if tl.program_id(0) == 0:
+        if (tl.program_id(0) == 0) & (v_slice == 0):
             lines = tl.arange(0, BLOCK_D // LINE) * LINE
             for start in range(split * chunk, key_end, BLOCK_N):
                 keys = start + tl.arange(0, BLOCK_N)
@@ -79,7 +87,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
     qg = tl.load(qg_ptr + s, mask=row_ok, other=0)
     m_i = tl.full([BLOCK_M], float('-inf'), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
     for start in range(split * chunk, key_end, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < key_end
@@ -96,8 +104,8 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(scores - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_ptr + n * stride_vn + cols[:, None] * stride_vk + d[None, :],
-                    mask=col_ok[:, None] & d_ok[None, :], other=0.0)  # [BLOCK_N, BLOCK_D]
+        v = tl.load(v_ptr + n * stride_vn + cols[:, None] * stride_vk + dv[None, :],
+                    mask=col_ok[:, None] & dv_ok[None, :], other=0.0)  # [BLOCK_N, BLOCK_DV]
         if UPCAST_DOT:
             v = v.to(tl.float32)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
@@ -107,13 +115,14 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
     if SPLIT:  # partial [splits, B*N, G*S, BLOCK_D], stats [splits, B*N, G*S, 2] (max, sum)
         rows_total = G * S
         at = (split * tl.num_programs(1) + slot) * rows_total + rows
-        tl.store(part_ptr + at[:, None] * BLOCK_D + d[None, :], acc, mask=row_ok[:, None])
-        tl.store(stat_ptr + at * 2, m_i, mask=row_ok)
-        tl.store(stat_ptr + at * 2 + 1, l_i, mask=row_ok)
+        tl.store(part_ptr + at[:, None] * BLOCK_D + dv[None, :], acc, mask=row_ok[:, None])
+        if v_slice == 0:  # every slice has the same max and sum: one writes them
+            tl.store(stat_ptr + at * 2, m_i, mask=row_ok)
+            tl.store(stat_ptr + at * 2 + 1, l_i, mask=row_ok)
     else:
         out = acc / l_i[:, None]
-        tl.store(out_ptr + s[:, None] * stride_o + head[:, None] * D + d[None, :],
-                 out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+        tl.store(out_ptr + s[:, None] * stride_o + head[:, None] * D + dv[None, :],
+                 out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & dv_ok[None, :])
 
 
 @triton.jit
@@ -148,15 +157,16 @@ def _merge_kernel(part_ptr, stat_ptr, out_ptr, S, G, N, splits, stride_o, D: tl.
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: torch.Tensor | None,
               key_group: torch.Tensor | None, out: torch.Tensor, block_m: int | None = None,
-              block_n: int | None = None, chunk: int | None = None, num_warps: int | None = None,
-              num_stages: int | None = None, prefetch_kv: bool = False) -> torch.Tensor:
+              block_n: int | None = None, chunk: int | None = None, block_dv: int | None = None,
+              num_warps: int | None = None, num_stages: int | None = None, prefetch_kv: bool = False) -> torch.Tensor:
     """Attention of q [B*S, H*D] (already scaled) over k/v [B, N, K, D]; writes out [B*S, H*D]; returns ``out``.
 
     Batch element b's S query rows (rows b*S .. b*S + S - 1) read its own keys only; k/v [N, K, D]
     is batch 1. query_group int32 [B*S] and key_group int32 [B*K] (contiguous) define the mask
     (both None: no mask). Query head h reads KV head h // (H/N). Rows of q/out and of k/v may be
     strided; the last dim is contiguous. Tiles: ``block_m`` query rows by ``block_n`` keys; ``chunk`` keys per split
-    (None: the defaults below; ``chunk >= K``: no split). ``prefetch_kv``: when the keys are split,
+    (None: the defaults below; ``chunk >= K``: no split); ``block_dv`` columns of V per program (a power
+    of two; None: the whole head dim). ``prefetch_kv``: when the keys are split,
     the first row block of each chunk asks L2 for the chunk's K/V before waiting on the kernel before
     (with PDL; see `pi0_trt_ros.kernels.prefetch`).
     """
@@ -186,14 +196,17 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, query_group: to
         num_stages = num_stages or (2 if fp32 else 3)
     chunk = triton.cdiv(chunk, block_n) * block_n
     splits = triton.cdiv(kk, chunk)
+    block_dv = min(block_dv or block_d, block_d)
+    if block_dv & (block_dv - 1):
+        raise ValueError(f'attention: block_dv must be a power of two, got {block_dv}')
     part = stat = out  # placeholders when not split
     if splits > 1:
         part = torch.empty((splits, batch * n, rows, block_d), device=q.device, dtype=torch.float32)
         stat = torch.empty((splits, batch * n, rows, 2), device=q.device, dtype=torch.float32)
-    _attention_kernel[(triton.cdiv(rows, block_m), batch * n, splits)](
+    _attention_kernel[(triton.cdiv(rows, block_m), batch * n, splits * (block_d // block_dv))](
         q, k, v, query_group if masked else q, key_group if masked else q, out, part, stat, s, kk, g, n, chunk,
         q.stride(0), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), out.stride(0),
-        D=d, BLOCK_D=block_d,
+        D=d, BLOCK_D=block_d, BLOCK_DV=block_dv,
         BLOCK_M=block_m, BLOCK_N=block_n, MASKED=masked, SPLIT=splits > 1,
         UPCAST_DOT=interpreted() and k.dtype == torch.bfloat16,  # Triton 3.9's interpreter mis-computes bf16 dots
         DOT_PRECISION='ieee' if fp32 else 'tf32', PDL=pdl(q), launch_pdl=pdl(q),
