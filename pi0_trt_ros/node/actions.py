@@ -251,7 +251,6 @@ class TrajectoryMessage:
             point.time_from_start.sec, point.time_from_start.nanosec = divmod((k + 1) * period_ns, 1_000_000_000)
             points.append(point)
         msg.points = points
-        self.num_points = num_points
         serialized = self._serialized = SerializedMessage(msg)
         # In serialization order: the header's stamp, then each point's positions (and velocities).
         stamp = serialized.view(np.array(_STAMP_SENTINEL, np.int64), 'header.stamp', 'u4')
