@@ -57,8 +57,9 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, qg_ptr, kg_ptr, out_ptr, part_ptr, st
     slot = tl.program_id(1)  # b * N + n: batch element b, KV head n
     b = slot // N
     n = slot % N
-    split = tl.program_id(2) // (BLOCK_D // BLOCK_DV)  # axis 2: (chunk, slice of V's columns)
-    v_slice = tl.program_id(2) % (BLOCK_D // BLOCK_DV)
+    slices: tl.constexpr = BLOCK_D // BLOCK_DV  # axis 2: (chunk, slice of V's columns)
+    split = tl.program_id(2) // slices
+    v_slice = tl.program_id(2) % slices
     row_ok = rows < G * S
     s = b * S + rows % S  # the query's row in q, the groups and out
     head = n * G + rows // S
