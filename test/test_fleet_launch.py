@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from pi0_trt_ros.testing.dds import domain_id
-from pi0_trt_ros.testing.ros_cli import CameraRobots, Launched, param_get, ros2
+from pi0_trt_ros.testing.ros_cli import CameraRobots, Launched, param_get
 from pi0_trt_ros.testing.wait import wait_for
 
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'  # before rclpy initializes anything
@@ -64,10 +64,8 @@ def test_fleet_launch_serves_each_robot_with_its_own_parameters(
         assert 'onnxruntime' in param_get(env, '/arm_a/pi0_control', 'backend')  # launch argument, every node
         assert 'Integer values are: [1, 2]' in param_get(env, '/fleet_test', 'batch_sizes')  # renamed, own section
         robots = CameraRobots(DOMAIN_ID, ROBOTS)
-        for ns in ROBOTS:
-            pub = ros2(env, 'topic', 'pub', '--once', f'/{ns}/instruction', 'std_msgs/msg/String',
-                       "{data: 'pick up the red block'}", timeout=120)
-            assert pub.returncode == 0, pub.stdout + pub.stderr
+        for ns in ROBOTS:  # each robot's node hears its own instruction
+            launched.instruct(f'/{ns}/instruction', 'pick up the red block', f'{ns}.pi0_control')
         try:
             wait_for(lambda: all(len(robots.commands[ns]) > 10 for ns in ROBOTS), 120.0, 'commands at both robots')
         except AssertionError as err:

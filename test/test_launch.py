@@ -67,10 +67,7 @@ def test_launch_pub_echo_param_get(installed: None, bundle: Any, env: dict[str, 
         commands = robot.commands[NS[1:]]
         time.sleep(1.0)
         assert commands == []  # observations flow, but no instruction yet
-        pub = ros2(env, 'topic', 'pub', '--once', f'{NS}/instruction', 'std_msgs/msg/String',
-                   f"{{data: '{INSTRUCTION}'}}", timeout=60)
-        assert pub.returncode == 0, pub.stdout + pub.stderr
-        launched.wait_for_line(f"instruction: '{INSTRUCTION}'", 20.0)
+        launched.instruct(f'{NS}/instruction', INSTRUCTION, f'{NS[1:]}.pi0_control')
         try:  # commands flow (seen by the robot) before the CLI is asked to see one: a failure says which side
             wait_for(lambda: bool(commands), 60.0, 'commands at the robot')
         except AssertionError as err:

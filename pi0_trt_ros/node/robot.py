@@ -68,8 +68,10 @@ class QosProfiles:
                                  else ReliabilityPolicy.BEST_EFFORT)
         self.joint = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=max(10, p.sensor_qos_depth),
                                 durability=DurabilityPolicy.VOLATILE, reliability=self.sensor.reliability)
-        # `ros2 topic pub` (default profile) is reliable + volatile and waits for one matching
-        # subscription before publishing (--once), so a reliable volatile reader gets the message.
+        # `ros2 topic pub` (default profile) is reliable + volatile and, with --once, waits for one
+        # matching subscription before publishing. Volatile: a message sent before this node's side
+        # of discovery saw the publisher is not delivered later; publishing the same text again is
+        # harmless (an unchanged instruction changes nothing), and the node logs each one it takes.
         self.reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, durability=DurabilityPolicy.VOLATILE,
                                    reliability=ReliabilityPolicy.RELIABLE)
 

@@ -78,6 +78,7 @@ class Launched:
         self.proc = subprocess.Popen(['ros2', 'launch', PACKAGE, launch_file, *args], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
+        self.env = env
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -95,6 +96,30 @@ class Launched:
         """Wait until the output holds ``text`` (or the launch ended); fail with the output if it does not."""
         wait_for(lambda: text in self.output or self.proc.poll() is not None, timeout, repr(text))
         assert text in self.output, self.output
+
+    def instruct(self, topic: str, text: str, logger: str, timeout: float = DISCOVERY_TIMEOUT) -> int:
+        """``ros2 topic pub --once`` ``text`` on ``topic`` until node ``logger`` logs it; return the number of tries.
+
+        ``--once`` waits for one matching subscription, publishes, and exits soon after. The
+        publisher's side of discovery can finish before the node's: on a loaded machine the node
+        may then match the publisher only after the message went by, and a volatile topic does not
+        deliver earlier messages. So, as a user watching the log would, publish again until the
+        node says ``[logger]: instruction: 'text'``; the same text again changes nothing in the node.
+        """
+        line = f"[{logger}]: instruction: '{text}'"
+        end = time.monotonic() + timeout
+        tries = 0
+        while line not in self.output:
+            if time.monotonic() > end or self.proc.poll() is not None:
+                raise AssertionError(f'{logger} logged no instruction after {tries} tries:\n{self.output[-4000:]}')
+            tries += 1
+            pub = ros2(self.env, 'topic', 'pub', '--once', '--keep-alive', '1', topic, 'std_msgs/msg/String',
+                       f"{{data: '{text}'}}", timeout=timeout)
+            assert pub.returncode == 0, pub.stdout + pub.stderr
+            heard = time.monotonic() + 5.0
+            while line not in self.output and time.monotonic() < heard:
+                time.sleep(0.05)
+        return tries
 
     def stop(self, timeout: float = 30.0) -> int:
         """Ctrl-C as a terminal sends it, escalating if it hangs; return the exit status.
