@@ -40,7 +40,7 @@ from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.fleet_node import FleetNode
 from pi0_trt_ros.node.spin_thread import SpinThread
 from pi0_trt_ros.testing.dds import domain_id
-from pi0_trt_ros.testing.faults import InjectedFault, refused_subscription
+from pi0_trt_ros.testing.faults import InjectedFault, refused_subscription, tokenizer_failing_on
 from pi0_trt_ros.testing.tiny import make_tiny_bundle, tiny_io
 from pi0_trt_ros.testing.wait import wait_for
 
@@ -216,6 +216,31 @@ def test_a_robots_camera_dropout_leaves_the_others_commanding(start: Callable[..
     wait_for(lambda: r.latest_status('/robot_b/pi0_control: inputs').get('level') == 0, WAIT_S,
              "robot_b's inputs OK again")
     assert int(r.latest_status('/robot_b/pi0_control: inputs')['bad_input.camera_stopped']) == 3
+
+
+def test_a_robot_whose_callback_fails_stops_alone(start: Callable[..., Running]) -> None:
+    r = start(control_rate_hz=50.0)  # chunk mode, the default
+    r.instruct_all()
+    rigs, robots = r.rigs, r.robots
+    stream(r, lambda: all(len(rig.commands) >= 5 for rig in rigs.values()), 'commands of every robot')
+    failed = robots['robot_b']
+    with tokenizer_failing_on('open the drawer slowly'):  # raises in robot_b's instruction callback
+        rigs['robot_b'].instruct('open the drawer slowly')
+        stream(r, lambda: bool(failed.failure), "robot_b's failed callback")
+    assert failed.failure == "InjectedFault: tokenizer failed on 'open the drawer slowly'"
+    loop = failed.robot.loop
+    wait_for(lambda: len(rigs['robot_b'].commands) == loop.commands_published + loop.holds_published, WAIT_S,
+             "robot_b's last commands")
+    n_b = len(rigs['robot_b'].commands)
+    others = {name: robots[name].robot.loop for name in ('robot_a', 'robot_c')}
+    policy_commands = {name: other.commands_published for name, other in others.items()}
+    stream(r, lambda: all(other.commands_published > policy_commands[name] + 50 for name, other in others.items()),
+           'robot_a and robot_c to keep commanding after robot_b stopped')
+    assert len(rigs['robot_b'].commands) == n_b  # robot_b commanded nothing since, its inputs flowing all along
+    wait_for(lambda: r.latest_status('/robot_b/pi0_control: stopped').get('level') == 2, WAIT_S,
+             "the fleet's ERROR for robot_b")
+    assert 'InjectedFault' in r.latest_status('/robot_b/pi0_control: stopped')['message']
+    assert r.latest_status('/robot_a/pi0_control: stopped') == {}
 
 
 @pytest.mark.parametrize('robot_overrides,overrides,match', [

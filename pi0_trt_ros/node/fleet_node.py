@@ -27,7 +27,9 @@ calls its ``Seat``, and the batcher runs whichever robots are ready, as soon as 
 free (``max_wait_ms``: wait that long at most for more). A robot with stale cameras, bad inputs
 or a slow link does not submit, so no batch waits on it beyond ``max_wait_ms``, and its row never
 touches another's. Each robot node spins in an executor thread of its own, so one robot's flood
-of messages does not delay another robot's callbacks.
+of messages does not delay another robot's callbacks; should one of its callbacks raise (a bug),
+that robot alone stops commanding, as a control node's process would end, and the fleet says so
+on ``/diagnostics`` (``/<robot>/pi0_control: stopped``, ERROR).
 
 The fleet node (``pi0_fleet``) publishes on ``/diagnostics`` the batcher's figures (aggregate
 observations/s, the batch-size histogram, per-robot latency and misses) and the GPU's
@@ -44,6 +46,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import traceback
 from typing import Any, Mapping, Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -54,6 +57,8 @@ from pi0_trt_ros.batch_sizes import padded_size
 from pi0_trt_ros.errors import Pi0Error
 from pi0_trt_ros.node.batcher import Batcher, Seat
 from pi0_trt_ros.node.control_node import NODE_NAME
+from pi0_trt_ros.node.deadline import Level
+from pi0_trt_ros.node.diagnostics import diagnostic_status
 from pi0_trt_ros.node.entry import run_node
 from pi0_trt_ros.node.fleet_monitor import batcher_status, GpuMonitor, Throughput
 from pi0_trt_ros.node.fleet_params import (check_shared, declare_fleet, device_options, effective_device, FleetParams,
@@ -88,12 +93,24 @@ class RobotNode(Node):
                 raise Pi0Error(f'{name}: {err}') from None
             raise
         self.create_timer(self.p.diagnostics_period_sec, self.robot.publish_diagnostics)
-        self._spinner = SpinThread(fleet.context, [self], name=f'pi0_spin{namespace}')
+        self.failure = ''  # what one of this robot's callbacks raised: the robot has stopped
+        self._spinner = SpinThread(fleet.context, [self], name=f'pi0_spin{namespace}', on_error=self._callback_failed)
 
     def start(self) -> None:
         """Start the control thread and the executor thread of this robot."""
         self.robot.start(thread_name=f'pi0_control{self.get_namespace()}')
         self._spinner.start()
+
+    def _callback_failed(self, err: Exception) -> None:
+        """Stop this robot, and only this one, once one of its callbacks raised (a bug; the executor thread ended).
+
+        A robot whose node no longer takes instructions or parameters must not go on commanding; the
+        single-robot node stops the same way (its process ends). The fleet reports it on /diagnostics.
+        """
+        self.failure = f'{type(err).__name__}: {err}'
+        self.get_logger().fatal(f'a callback failed ({self.failure}): this robot stops commanding, the other robots go '
+                                f'on; restart the fleet to serve it again\n{"".join(traceback.format_exception(err))}')
+        self.robot.close()
 
     def close(self) -> None:
         """Stop the executor thread, then the control thread (the batcher still serves a call in flight)."""
@@ -226,7 +243,10 @@ class FleetNode(Node):
             batcher_status(name, self.hardware_id, [r.get_namespace() for r in self.robots],
                            self.runner.batch_sizes, self.fleet.max_wait_ms, throughput,
                            [r.robot.monitor for r in self.robots]),
-            self.gpu.status(name, self.hardware_id)])
+            self.gpu.status(name, self.hardware_id),
+            *[diagnostic_status(f'{robot.get_fully_qualified_name()}: stopped', self.hardware_id, Level.ERROR,
+                                f'a callback failed ({robot.failure}); no commands until the fleet restarts', [])
+              for robot in self.robots if robot.failure]])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
 

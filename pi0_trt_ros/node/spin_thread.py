@@ -21,12 +21,15 @@ flowing). So the thread spins in slices (``spin_once`` with a timeout: a wake-up
 return it) and checks a flag between them; ``stop()`` sets the flag, joins the thread, and only
 then shuts the executor down. Once ``stop()`` has returned no callback of the nodes runs, so what
 the callbacks use can be closed and the nodes destroyed.
+
+A callback that raises while the context is up ends the thread: with ``on_error`` given, that is
+called with the exception (on this thread) instead of the exception escaping the thread.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Iterable
+from typing import Callable, Iterable
 
 from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -38,8 +41,10 @@ SPIN_SLICE_S = 0.1  # longest wait of one spin_once: how soon a stop is noticed
 class SpinThread:
     """A ``SingleThreadedExecutor`` spinning ``nodes`` on a thread named ``name``: ``start()``, then ``stop()``."""
 
-    def __init__(self, context: Context, nodes: Iterable[Node], name: str) -> None:
+    def __init__(self, context: Context, nodes: Iterable[Node], name: str,
+                 on_error: Callable[[Exception], None] | None = None) -> None:
         self.executor = SingleThreadedExecutor(context=context)
+        self._on_error = on_error
         for node in nodes:
             self.executor.add_node(node)
         self._stop = threading.Event()
@@ -62,7 +67,9 @@ class SpinThread:
                 self.executor.spin_once(timeout_sec=SPIN_SLICE_S)
         except ExternalShutdownException:
             pass
-        except Exception:
-            if self.executor.context.ok():
+        except Exception as err:
+            if not self.executor.context.ok():
+                return  # a signal shut the context down between two waits (rclpy raises RCLError there)
+            if self._on_error is None:
                 raise
-            # A signal shut the context down between two waits (rclpy raises RCLError there).
+            self._on_error(err)

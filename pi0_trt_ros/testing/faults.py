@@ -17,7 +17,8 @@
 ``FaultInjectingRunner`` wraps an active runner (ONNX Runtime in the tests) and runs the real
 model on every call; on request it makes the next calls raise, return NaN, or take longer. How
 "longer" passes is injected too (a real sleep over DDS, a fake clock's advance in unit tests).
-``refused_subscription`` makes rclpy refuse one subscription, for the start-up clean-up tests.
+``refused_subscription`` makes rclpy refuse one subscription, for the start-up clean-up tests;
+``tokenizer_failing_on`` makes one instruction's callback raise, for the fleet's failed-robot test.
 """
 
 from __future__ import annotations
@@ -55,6 +56,29 @@ def refused_subscription(topic: str) -> Iterator[None]:
         yield
     finally:
         Node.create_subscription = create  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def tokenizer_failing_on(text: str) -> Iterator[None]:
+    """Inside the block, ``Pi0Tokenizer.encode_into`` raises InjectedFault for ``text``: a bug in a callback.
+
+    Not a bad instruction (those are ``Pi0Error``s the node counts and survives): an exception
+    nothing expects, raised in the instruction subscription's callback.
+    """
+    from pi0_trt_ros.tokenizer import Pi0Tokenizer
+
+    encode_into = Pi0Tokenizer.encode_into
+
+    def encode_or_fail(tokenizer: Pi0Tokenizer, prompt: str, *args: Any, **kwargs: Any) -> Any:
+        if prompt == text:
+            raise InjectedFault(f'tokenizer failed on {text!r}')
+        return encode_into(tokenizer, prompt, *args, **kwargs)
+
+    Pi0Tokenizer.encode_into = encode_or_fail  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Pi0Tokenizer.encode_into = encode_into  # type: ignore[method-assign]
 
 
 class FaultInjectingRunner:
