@@ -71,7 +71,7 @@ class QosProfiles:
         # `ros2 topic pub` (default profile) is reliable + volatile and, with --once, waits for one
         # matching subscription before publishing. Volatile: a message sent before this node's side
         # of discovery saw the publisher is not delivered later; publishing the same text again is
-        # harmless (an unchanged instruction changes nothing), and the node logs each one it takes.
+        # harmless (an unchanged instruction changes nothing), and the node logs the instructions it takes.
         self.reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, durability=DurabilityPolicy.VOLATILE,
                                    reliability=ReliabilityPolicy.RELIABLE)
 
