@@ -596,16 +596,37 @@ def test_the_sensor_node_follows_the_control_nodes_name_namespace_and_remappings
         rclpy.try_shutdown(context=ctx)
 
 
-def run_node_process(bundle: Any, *params: str) -> subprocess.Popen:
+# The control node's entry point with a tokenizer that raises on the instruction given as the first argument.
+NODE_FAILING_ON = ('import sys\n'
+                   'from pi0_trt_ros.node import control_node\n'
+                   'from pi0_trt_ros.testing.faults import tokenizer_failing_on\n'
+                   'with tokenizer_failing_on(sys.argv.pop(1)):\n'
+                   '    sys.exit(control_node.main())\n')
+
+
+def run_node_process(bundle: Any, *params: str, failing_on: str = '') -> subprocess.Popen:
+    """Start the control node as ``ros2 run`` does (in ``/proc``), or with a tokenizer failing on ``failing_on``."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
                PYTHONPATH=str(REPO), PYTHONUNBUFFERED='1')
     args = ['-p', f'engine_dir:={bundle.engine_dir}', '-p', f'tokenizer:={bundle.tokenizer}', '-p',
             'backend:=onnxruntime', '-r', '__ns:=/proc']
     for p in params:
         args += ['-p', p]
-    return subprocess.Popen([sys.executable, '-m', 'pi0_trt_ros.node.control_node', '--ros-args', *args],
+    program = ['-c', NODE_FAILING_ON, failing_on] if failing_on else ['-m', 'pi0_trt_ros.node.control_node']
+    return subprocess.Popen([sys.executable, *program, '--ros-args', *args],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
+
+
+def read_until_ready(proc: subprocess.Popen) -> list[str]:
+    """Return the node process's lines up to the one saying it waits for an instruction; fail if it ends first."""
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if 'waiting for an instruction' in line:
+            return lines
+    pytest.fail('node never became ready:\n' + ''.join(lines))
 
 
 def test_process_exits_non_zero_on_a_start_up_error(bundle: Any) -> None:
@@ -619,16 +640,28 @@ def test_process_exits_non_zero_on_a_start_up_error(bundle: Any) -> None:
                          ids=['SIGINT', 'SIGTERM', 'SIGINT_twice'])  # twice: Ctrl-C under ros2 launch
 def test_process_shuts_down_cleanly_on_signals(bundle: Any, signals: tuple[signal.Signals, ...]) -> None:
     proc = run_node_process(bundle)
-    lines = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        if 'waiting for an instruction' in line:
-            break
-    else:
-        pytest.fail('node never became ready:\n' + ''.join(lines))
+    lines = read_until_ready(proc)
     for sig in signals:
         proc.send_signal(sig)
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0, ''.join(lines) + out
     assert 'Traceback' not in out
+
+
+def test_process_ends_with_a_fatal_line_when_a_callback_raises(bundle: Any, context: Context) -> None:
+    proc = run_node_process(bundle, failing_on='explode')  # a bug in the instruction callback, injected
+    lines = read_until_ready(proc)
+    node = Node('instructor', context=context)
+    try:
+        pub = node.create_publisher(String, '/proc/instruction', 10)
+        end = time.monotonic() + 60.0  # generous: a loaded machine; nothing is asserted about the time
+        while proc.poll() is None and time.monotonic() < end:  # until the node has heard it (volatile topic)
+            pub.publish(String(data='explode'))
+            time.sleep(0.2)
+    finally:
+        node.destroy_node()
+    out, _ = proc.communicate(timeout=60)
+    out = ''.join(lines) + out
+    assert proc.returncode == 1, out  # launch and supervisors see it; the node's threads are stopped
+    assert '[FATAL]' in out and "unexpected error (InjectedFault: tokenizer failed on 'explode')" in out, out
+    assert 'the node stops, and its commands with it' in out and 'Traceback' in out, out  # where it came from

@@ -15,13 +15,16 @@
 """Run a node process until shutdown: the entry-point logic the control node and the fleet node share.
 
 ``--help`` prints the usage and exits; a start-up error (`Pi0Error`) is logged as fatal and
-exits 1; SIGINT/SIGTERM shut down cleanly (exit 0) whenever they arrive, start-up included.
+exits 1; SIGINT/SIGTERM shut down cleanly (exit 0) whenever they arrive, start-up included. Any
+other exception (a bug, in start-up or in a callback) is logged as fatal with its traceback, and
+the process ends with exit code 1: the node's threads stop, so it commands nothing more.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
+import traceback
 from typing import Any, Callable
 
 import rclpy
@@ -64,11 +67,15 @@ def run_node(make_node: Callable[[], Node], name: str, usage: Callable[[], str],
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # A signal shut the context down between two waits: rclpy raises RCLError there, not
-        # ExternalShutdownException. It is the same clean shutdown.
+    except Exception as err:
+        # A signal that shut the context down between two waits raises RCLError there, not
+        # ExternalShutdownException: the same clean shutdown.
+        if not rclpy.ok():
+            return 0
+        rclpy.logging.get_logger(name).fatal(
+            f'unexpected error ({type(err).__name__}: {err}): the node stops, and its commands with it\n'
+            f'{"".join(traceback.format_exception(err))}')
+        return 1
     finally:
         if node is not None:
             node.close()
