@@ -226,7 +226,7 @@ def test_a_robot_whose_callback_fails_stops_alone(start: Callable[..., Running])
     failed = robots['robot_b']
     with tokenizer_failing_on('open the drawer slowly'):  # raises in robot_b's instruction callback
         rigs['robot_b'].instruct('open the drawer slowly')
-        stream(r, lambda: bool(failed.failure), "robot_b's failed callback")
+        stream(r, lambda: bool(failed.failure), 'robot_b to stop after its failed callback')
     assert failed.failure == "InjectedFault: tokenizer failed on 'open the drawer slowly'"
     loop = failed.robot.loop
     wait_for(lambda: len(rigs['robot_b'].commands) == loop.commands_published + loop.holds_published, WAIT_S,

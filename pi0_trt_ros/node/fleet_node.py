@@ -93,7 +93,7 @@ class RobotNode(Node):
                 raise Pi0Error(f'{name}: {err}') from None
             raise
         self.create_timer(self.p.diagnostics_period_sec, self.robot.publish_diagnostics)
-        self.failure = ''  # what one of this robot's callbacks raised: the robot has stopped
+        self.failure = ''  # what one of this robot's callbacks raised, once the robot has stopped
         self._spinner = SpinThread(fleet.context, [self], name=f'pi0_spin{namespace}', on_error=self._callback_failed)
 
     def start(self) -> None:
@@ -107,10 +107,11 @@ class RobotNode(Node):
         A robot whose node no longer takes instructions or parameters must not go on commanding; the
         single-robot node stops the same way (its process ends). The fleet reports it on /diagnostics.
         """
-        self.failure = f'{type(err).__name__}: {err}'
-        self.get_logger().fatal(f'a callback failed ({self.failure}): this robot stops commanding, the other robots go '
+        failure = f'{type(err).__name__}: {err}'
+        self.get_logger().fatal(f'a callback failed ({failure}): this robot stops commanding, the other robots go '
                                 f'on; restart the fleet to serve it again\n{"".join(traceback.format_exception(err))}')
         self.robot.close()
+        self.failure = failure  # once stopped
 
     def close(self) -> None:
         """Stop the executor thread, then the control thread (the batcher still serves a call in flight)."""
