@@ -29,4 +29,10 @@ extra=(rosbags apsw backports.zstd lz4 ruamel.yaml typing-extensions)  # rosbags
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform any -d "$dir" $ros $(pin "${extra[@]}")
+# rosidl_runtime_py (the bag player's and recorder's message lookup) is not on PyPI: the toolbox
+# vendors its pure-Python source; a wheel of it, built from a scratch copy (setup.py builds in-tree).
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+cp -r "$shared/tools/ros2cli/src/rosidl_runtime_py" "$stage/"
+python3 -m pip wheel -q --no-deps -w "$dir" "$stage/rosidl_runtime_py"
 du -sh "$dir"
