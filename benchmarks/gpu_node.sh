@@ -13,7 +13,8 @@
 # run with --ros-prefix; without it rclpy must import as it is (a ROS install, or this repo's
 # environment). BACKEND_OPTIONS is the torch runner's JSON (default: cuda, bf16, the fast path); the
 # node part adds each expert_gemm to it. The work directory WORK (default /tmp/gpu_node: checkpoint,
-# bag, Triton cache) is kept for the next call; each part's output and JSON go to OUT_DIR.
+# bag, Triton cache) is kept for the next call; each part's output and JSON go to OUT_DIR, and for
+# the node the warm run's log (node_<gemm>.log) and report (plots, summary: node_<gemm>_report/).
 # A CPU check of this script (tiny model, seconds instead of minutes):
 #   EXTRA='--tiny --device cpu' BACKEND_OPTIONS='{"device": "cpu", "dtype": "fp32", "mode": "eager"}' \
 #   EXPERT_GEMMS=- NODE_S=4 COLD_S=0 ROBOTS=1,2 FLEET_S=6 bash benchmarks/gpu_node.sh /tmp/gpu_node_out
@@ -53,8 +54,13 @@ for part in "${parts[@]}"; do
       for gemm in ${EXPERT_GEMMS:-mixed skinny}; do
         python3 benchmarks/node_gpu.py --out "$work/node" --seconds "${NODE_S:-60}" --cold-seconds "$cold" \
           --backend-options "$(with_gemm "$gemm")" "${ros[@]}" "${extra[@]}" 2>&1 | tee "$out/node_$gemm.txt"
-        status=$((status | PIPESTATUS[0]))
-        cp "$work/node/node_gpu.json" "$out/node_$gemm.json" 2>/dev/null
+        rc=${PIPESTATUS[0]}
+        status=$((status | rc))
+        cp "$work/node/node_warm.log" "$out/node_$gemm.log" 2>/dev/null
+        if [ "$rc" = 0 ]; then  # a failed run leaves the last good run's files in the work directory
+          cp "$work/node/node_gpu.json" "$out/node_$gemm.json"
+          rm -rf "$out/node_${gemm}_report" && cp -r "$work/node/report" "$out/node_${gemm}_report"
+        fi
         cold=0  # the Triton cache is filled now
       done ;;
     fleet)

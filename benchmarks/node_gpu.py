@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 from pathlib import Path
+import shutil
 import subprocess
 import sys
 import time
@@ -116,7 +117,8 @@ def run_node(name: str, out: Path, config: Path, bag: Path, seconds: float, env:
     from pi0_trt_ros.bag.session import DEFAULT_RECORD_TOPICS, replay_and_record
     from pi0_trt_ros.demo import stop_node
 
-    recorded = out / f'recorded_{name}'
+    recorded = out / f'recorded_{name}'  # an earlier run's (the work directory is kept): replaced
+    shutil.rmtree(recorded, ignore_errors=True)
     log_path = out / f'node_{name}.log'
     with log_path.open('w') as log:
         start_ns = time.time_ns()
