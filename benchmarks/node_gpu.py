@@ -39,6 +39,7 @@ import json
 import os
 from pathlib import Path
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -154,6 +155,9 @@ def set_up(args: argparse.Namespace, domain_base: int, compressed: bool, inferen
            **params: Any) -> tuple[Path, Path, Path, dict[str, str]]:
     """Re-execute with ``--ros-prefix``'s environment if given, claim the DDS domain, write the inputs.
 
+    The domain must be empty (no nodes a killed run left), and from here SIGTERM unwinds like an
+    exception, so the nodes this run starts are stopped however it ends.
+
     The inputs, in ``args.out``: the checkpoint, a tokenizer, the synthetic bag (JPEG cameras if
     ``compressed``) and ``control.yaml`` (the torch backend on the checkpoint, ``params`` on top).
     Returns the work directory, the bag, the config and the nodes' environment (their own Triton cache).
@@ -166,11 +170,17 @@ def set_up(args: argparse.Namespace, domain_base: int, compressed: bool, inferen
 
     from pi0_trt_ros.bag.synth import make_bag
     from pi0_trt_ros.demo import demo_params
-    from pi0_trt_ros.testing.dds import domain_id
+    from pi0_trt_ros.testing.dds import domain_id, nodes_on_domain
     from pi0_trt_ros.testing.tiny_tokenizer import build_tiny_tokenizer_json
 
     if args.domain_id is None:  # claimed after the re-exec above, which would drop the slot's lock
         args.domain_id = domain_id(domain_base)
+    left = nodes_on_domain(args.domain_id)
+    if left:
+        raise SystemExit(f'ROS nodes are already on domain {args.domain_id}: {", ".join(left)}; an earlier run, '
+                         "killed, left them, and their figures would mix with this run's: stop them first")
+    # A timeout's SIGTERM: unwind, so that every node this run starts is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST', ROS_DOMAIN_ID=str(args.domain_id),
                       PYTHONUNBUFFERED='1')
     out = args.out.resolve()

@@ -132,3 +132,20 @@ def test_bad_base_ids_and_slot_values_are_refused_with_the_fix(monkeypatch: pyte
     monkeypatch.setenv(dds.SLOT_ENV, str(dds.SLOT_COUNT))
     with pytest.raises(ValueError, match='is not a DDS domain slot'):
         dds.domain_id(40)
+
+
+def test_nodes_left_on_a_domain_are_found_and_an_empty_domain_has_none() -> None:
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.signals import SignalHandlerOptions
+
+    domain = dds.domain_id(56)  # this test's own DDS domain
+    assert dds.nodes_on_domain(domain, wait_s=1.0) == []
+    context = Context()
+    rclpy.init(context=context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        left = rclpy.create_node('pi0_control', namespace='robot_3', context=context)  # a node a killed run left
+        assert dds.nodes_on_domain(domain, wait_s=30.0) == ['/robot_3/pi0_control']
+        left.destroy_node()
+    finally:
+        context.try_shutdown()

@@ -120,3 +120,30 @@ def domain_id(base: int) -> int:
         raise ValueError(f'DDS base domain id {base} is outside {BASE_IDS.start}..{BASE_IDS.stop - 1}: pick a free '
                          f'one in that range (slots shift it by {SLOT_STRIDE}, and Fast DDS stops at 232)')
     return base + process_tree_slot() * SLOT_STRIDE
+
+
+def nodes_on_domain(domain_id: int, wait_s: float = 2.0) -> list[str]:
+    """Return the ROS nodes already on ``domain_id`` (full names), looking for up to ``wait_s`` of discovery.
+
+    A slot's lock goes with the process that claimed it, but nodes that process started outlive a
+    kill of it (a timeout's SIGTERM, say); the next run claims the slot again and shares their
+    domain, and their commands and statuses mix with its own. A benchmark checks here first.
+    """
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.signals import SignalHandlerOptions
+
+    context = Context()
+    rclpy.init(context=context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        probe = rclpy.create_node(f'pi0_domain_probe_{os.getpid()}', context=context)
+        until = time.monotonic() + wait_s
+        while True:
+            names = [f'{ns.rstrip("/")}/{name}' for name, ns in probe.get_node_names_and_namespaces()
+                     if name != probe.get_name()]
+            if names or time.monotonic() >= until:
+                probe.destroy_node()
+                return sorted(names)
+            time.sleep(0.1)
+    finally:
+        context.try_shutdown()
