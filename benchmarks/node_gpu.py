@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 DOMAIN_BASE = 71  # this benchmark's base DDS domain id, shifted by the run's domain slot
+SHOWN_MISSES = 20  # deadline misses printed one by one (node_gpu.json has every one)
 COMMAND_TOPIC = '/forward_position_controller/commands'
 _REEXEC_GUARD = 'PI0_NODE_GPU_ENV_SET'
 
@@ -136,6 +137,19 @@ def run_node(name: str, out: Path, config: Path, bag: Path, seconds: float, env:
     first = first_command_ns(recorded)
     return {'name': name, 'recorded': recorded, 'node_exit_code': rc, 'node_alive_at_end': alive,
             'start_to_first_command_s': None if first is None else (first - start_ns) / 1e9, 'log': log_path}
+
+
+def misses(recorded: Path, budget_ms: float) -> list[dict[str, float]]:
+    """Return the cycles of the recorded run whose compute exceeded ``budget_ms``: when, and where the time went."""
+    import numpy as np
+
+    from pi0_trt_ros.bag.report import read_cycles
+
+    c = read_cycles(recorded)
+    first_ns = int(c['t_ns'][0])
+    return [{'cycle': int(c['cycle_index'][i]), 'after_first_s': (int(c['t_ns'][i]) - first_ns) / 1e9,
+             'compute_ms': float(c['compute_ms'][i]), 'inference_ms': float(c['inference_ms'][i]),
+             'obs_age_ms': float(c['obs_age_ms'][i])} for i in np.flatnonzero(c['compute_ms'] > budget_ms)]
 
 
 def add_setup_arguments(parser: argparse.ArgumentParser, out: str, domain_base: int) -> None:
@@ -226,9 +240,16 @@ def main() -> int:
     warm = results[-1]
     summary = make_report(warm['recorded'], out / 'report', budget_ms=args.budget_ms)
     print((out / 'report' / 'summary.txt').read_text(), end='')
+    missed = misses(warm['recorded'], args.budget_ms)
+    for m in missed[:SHOWN_MISSES]:
+        print(f'miss: cycle {m["cycle"]} ({m["after_first_s"]:.3f} s after the first), compute '
+              f'{m["compute_ms"]:.2f} ms, inference {m["inference_ms"]:.2f} ms, '
+              f'observation age {m["obs_age_ms"]:.2f} ms')
+    if len(missed) > SHOWN_MISSES:
+        print(f'... and {len(missed) - SHOWN_MISSES} more misses (all in node_gpu.json)')
     figures = {'backend_options': json.loads(args.backend_options), 'tiny': args.tiny,
                'runs': [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()} for r in results],
-               'summary': {k: v for k, v in summary.items() if k != 'files'}}
+               'summary': {k: v for k, v in summary.items() if k != 'files'}, 'misses': missed}
     (out / 'node_gpu.json').write_text(json.dumps(figures, indent=1, default=str))
     return 0 if all(r['node_exit_code'] == 0 and r['node_alive_at_end'] for r in results) else 1
 
