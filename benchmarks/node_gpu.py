@@ -128,15 +128,17 @@ def run_node(name: str, out: Path, config: Path, bag: Path, seconds: float, env:
                                  '--params-file', str(config)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
     try:
-        replay_and_record(bag, record_bag=recorded, record_topics=DEFAULT_RECORD_TOPICS, loop=True,
-                          duration_s=seconds, wait_for_subscribers_s=900.0, linger_s=2.5, domain_id=domain_id,
-                          log=lambda *a: None, give_up=lambda: node.poll() is not None)  # start-up failed
+        session = replay_and_record(bag, record_bag=recorded, record_topics=DEFAULT_RECORD_TOPICS, loop=True,
+                                    duration_s=seconds, wait_for_subscribers_s=900.0, linger_s=2.5,
+                                    domain_id=domain_id, log=lambda *a: None,
+                                    give_up=lambda: node.poll() is not None)  # start-up failed
         alive = node.poll() is None
     finally:
         rc = stop_node(node)
     first = first_command_ns(recorded)
     return {'name': name, 'recorded': recorded, 'node_exit_code': rc, 'node_alive_at_end': alive,
-            'start_to_first_command_s': None if first is None else (first - start_ns) / 1e9, 'log': log_path}
+            'start_to_first_command_s': None if first is None else (first - start_ns) / 1e9, 'log': log_path,
+            'replay': session.stats.summary()}
 
 
 def misses(recorded: Path, budget_ms: float) -> list[dict[str, float]]:
@@ -237,6 +239,7 @@ def main() -> int:
         print(f'node {name}: start to first command {"none" if first is None else f"{first:.1f} s"}, '
               f'replay {seconds:g} s, exit code {r["node_exit_code"]}, alive at end {r["node_alive_at_end"]}',
               flush=True)
+        print(f'node {name}: {r["replay"]}', flush=True)  # a late player bunches the sets it hands the node
     warm = results[-1]
     summary = make_report(warm['recorded'], out / 'report', budget_ms=args.budget_ms)
     print((out / 'report' / 'summary.txt').read_text(), end='')
