@@ -26,7 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from pi0_trt_ros.errors import Pi0Error
-from pi0_trt_ros.runners.registry import BACKENDS, describe_backends, EXPORT_BACKENDS, TORCH_EXPERT_GEMMS
+from pi0_trt_ros.runners.registry import (BACKENDS, DEFAULT_EXPERT_GEMM, describe_backends, EXPORT_BACKENDS,
+                                          TORCH_EXPERT_GEMMS)
 
 LOG = logging.getLogger('pi0-trt')
 
@@ -65,7 +66,8 @@ def runner_from_args(args: argparse.Namespace) -> Any:
     if args.backend == 'torch':
         options = {'device': args.device or _default_torch_device(), 'dtype': args.dtype or 'fp32',
                    'mode': getattr(args, 'mode', 'cuda_graph'), 'compiled': getattr(args, 'compile', False),
-                   'fast': getattr(args, 'fast', False), 'expert_gemm': getattr(args, 'expert_gemm', 'mixed'),
+                   'fast': getattr(args, 'fast', False),
+                   'expert_gemm': getattr(args, 'expert_gemm', DEFAULT_EXPERT_GEMM),
                    'prefix_fp8': getattr(args, 'prefix_fp8', False)}
         return make_runner('torch', checkpoint=args.checkpoint, arch=args.arch, batch_sizes=batch_sizes, **options)
     if args.engine_dir is None:
@@ -292,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--mode', choices=('eager', 'cuda_graph'), default='cuda_graph', help='torch backend mode')
     p.add_argument('--compile', action='store_true', help='torch backend: torch.compile the hot functions')
     p.add_argument('--fast', action='store_true', help='torch backend: the fused Triton-kernel fast path')
-    p.add_argument('--expert-gemm', choices=TORCH_EXPERT_GEMMS, default='mixed',
+    p.add_argument('--expert-gemm', choices=TORCH_EXPERT_GEMMS, default=DEFAULT_EXPERT_GEMM,
                    help="with --fast: how the denoise steps' GEMMs run (see the torch backend's expert_gemm)")
     p.add_argument('--prefix-fp8', action='store_true',
                    help="with --fast --dtype bf16: the VLM prefix's GEMMs in FP8 e4m3 (the torch backend's prefix_fp8)")

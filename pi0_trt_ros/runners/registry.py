@@ -34,8 +34,9 @@ from pi0_trt_ros.errors import RunnerError
 ONNXRUNTIME_DEVICES = ('cpu', 'cuda')
 TORCH_DTYPES = ('fp32', 'fp16', 'bf16')
 TORCH_MODES = ('eager', 'cuda_graph')
-# model/fast.py's EXPERT_GEMMS (not imported here: no torch)
-TORCH_EXPERT_GEMMS = ('mixed', 'skinny', 'cublas', 'triton')
+# The torch fast path's ways of running the denoise steps' GEMMs (model/fast.py), the default first
+TORCH_EXPERT_GEMMS = ('skinny', 'mixed', 'cublas', 'triton')
+DEFAULT_EXPERT_GEMM = TORCH_EXPERT_GEMMS[0]
 _JSON_KIND = {bool: 'true or false', int: 'an integer', str: 'a string'}
 
 
@@ -115,8 +116,9 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
              BackendOption('warmup', int, 3, _WARMUP),
              BackendOption('compiled', bool, False, 'torch.compile the hot functions'),
              BackendOption('fast', bool, False, 'the fused Triton-kernel fast path (not with compiled)'),
-             BackendOption('expert_gemm', str, 'mixed', "fast path's denoise-step GEMMs: split-K Triton o_proj/down "
-                           'with cuBLAS QKV and gate/up, all four on Triton, all cuBLAS, or all fused Triton',
+             BackendOption('expert_gemm', str, DEFAULT_EXPERT_GEMM, "fast path's denoise-step GEMMs: all four on "
+                           'Triton, split-K Triton o_proj/down with cuBLAS QKV and gate/up, all cuBLAS, or all fused '
+                           'Triton',
                            TORCH_EXPERT_GEMMS),
              BackendOption('prefix_fp8', bool, False, "fast path, bf16: the VLM prefix's GEMMs in FP8 e4m3 "
                            '(faster on Hopper, less accurate)'))),

@@ -38,7 +38,7 @@ from pi0_trt_ros.batch_sizes import SINGLE
 from pi0_trt_ros.errors import BackendUnavailableError, RunnerError
 from pi0_trt_ros.manifest import PolicyIO
 from pi0_trt_ros.runners.base import Runner, Staging
-from pi0_trt_ros.runners.registry import TORCH_DTYPES, TORCH_MODES
+from pi0_trt_ros.runners.registry import DEFAULT_EXPERT_GEMM, TORCH_DTYPES, TORCH_MODES
 
 LOG = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ class TorchRunner(Runner):
     def __init__(self, checkpoint: str | Path | None = None, arch: str | Path | None = None, *,
                  policy: Any = None, io: PolicyIO | None = None, device: str = 'cuda', dtype: str = 'fp16',
                  mode: str = 'cuda_graph', warmup: int = 3, compiled: bool = False, fast: bool = False,
-                 expert_gemm: str = 'mixed', prefix_fp8: bool = False, batch_sizes: Sequence[int] = SINGLE) -> None:
+                 expert_gemm: str = DEFAULT_EXPERT_GEMM, prefix_fp8: bool = False,
+                 batch_sizes: Sequence[int] = SINGLE) -> None:
         if dtype not in TORCH_DTYPES or mode not in TORCH_MODES:
             raise RunnerError(f'torch runner: dtype must be one of {TORCH_DTYPES}, mode one of {TORCH_MODES}')
         if fast and compiled:
