@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_node.sh [OUT_DIR [PART...]]    # on the GPU machine, .whl/ copied along
 # PARTs, run in the order given (default: node fleet):
 #   node   benchmarks/node_gpu.py: the synthetic bag at 30 Hz into one control node (every_set, 20 ms
-#          budget), once per expert GEMM path in EXPERT_GEMMS (default "mixed skinny"); the first path
+#          budget), once per expert GEMM path in EXPERT_GEMMS (default "skinny mixed"); the first path
 #          also cold (empty Triton cache, COLD_S s of replay, default 12), each warm for NODE_S s (60);
 #   fleet  benchmarks/fleet_gpu.py: R in ROBOTS (default 1,2,4,8) robots served by one fleet process
 #          (max wait MAX_WAIT_MS, default 5) and by R independent nodes (FLEET_MODES), FLEET_S s each (60).
@@ -51,7 +51,7 @@ for part in "${parts[@]}"; do
   case $part in
     node)
       cold=${COLD_S:-12}
-      for gemm in ${EXPERT_GEMMS:-mixed skinny}; do
+      for gemm in ${EXPERT_GEMMS:-skinny mixed}; do
         python3 benchmarks/node_gpu.py --out "$work/node" --seconds "${NODE_S:-60}" --cold-seconds "$cold" \
           --backend-options "$(with_gemm "$gemm")" "${ros[@]}" "${extra[@]}" 2>&1 | tee "$out/node_$gemm.txt"
         rc=${PIPESTATUS[0]}

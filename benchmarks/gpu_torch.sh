@@ -7,7 +7,7 @@
 #    one denoise step) of both;
 # 3. benchmarks/gemm_floor.py: the GEMM-only floor of the same shapes (bf16, and e4m3 for vision/prefix);
 # 4. `pi0-trt bench --random-full-size` end to end (staged host input -> host actions) for the fast path
-#    (its expert GEMMs 'mixed' and 'skinny', the latter also without its L2 prefetch) and the
+#    (its expert GEMMs 'skinny', the default, also without its L2 prefetch, and 'mixed') and the
 #    previous paths, each row labelled with the GPU it ran on, and the fast path at batch 1, 2, 4, 8;
 # 5. with LEROBOT_SITE set (a folder holding LeRobot, see benchmarks/fetch_lerobot_wheels.sh), LeRobot's own
 #    PI0Policy in bf16 and fp32 (benchmarks/lerobot_baseline.py), in the same run.
@@ -32,7 +32,7 @@ bench() {  # one bench row: dtype mode [flag...]
     --iters "${ITERS:-1000}" --warmup 50 --json "$out/$name.json" 2>&1 \
     | grep -v ' INFO \|^  triton\|AUTOTUNE\|Warning:\|_warn_once' | tee -a "$out/bench.txt"
 }
-IFS=';' read -ra cases <<< "${CASES:-bf16 cuda_graph --fast;bf16 cuda_graph --fast --expert-gemm skinny;bf16 cuda_graph --fast --prefix-fp8;fp16 cuda_graph --fast;bf16 cuda_graph --compile;bf16 cuda_graph}"
+IFS=';' read -ra cases <<< "${CASES:-bf16 cuda_graph --fast;bf16 cuda_graph --fast --expert-gemm mixed;bf16 cuda_graph --fast --prefix-fp8;fp16 cuda_graph --fast;bf16 cuda_graph --compile;bf16 cuda_graph}"
 for case in "${cases[@]}"; do
   # shellcheck disable=SC2086
   bench $case
