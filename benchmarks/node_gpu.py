@@ -151,7 +151,8 @@ def misses(recorded: Path, budget_ms: float) -> list[dict[str, float]]:
     first_ns = int(c['t_ns'][0])
     return [{'cycle': int(c['cycle_index'][i]), 'after_first_s': (int(c['t_ns'][i]) - first_ns) / 1e9,
              'compute_ms': float(c['compute_ms'][i]), 'inference_ms': float(c['inference_ms'][i]),
-             'obs_age_ms': float(c['obs_age_ms'][i])} for i in np.flatnonzero(c['compute_ms'] > budget_ms)]
+             'obs_age_ms': float(c['obs_age_ms'][i]), 'queued_ms': float(c['queued_ms'][i])}
+            for i in np.flatnonzero(c['compute_ms'] > budget_ms)]
 
 
 def add_setup_arguments(parser: argparse.ArgumentParser, out: str, domain_base: int) -> None:
@@ -246,7 +247,7 @@ def main() -> int:
     missed = misses(warm['recorded'], args.budget_ms)
     for m in missed[:SHOWN_MISSES]:
         print(f'miss: cycle {m["cycle"]} ({m["after_first_s"]:.3f} s after the first), compute '
-              f'{m["compute_ms"]:.2f} ms, inference {m["inference_ms"]:.2f} ms, '
+              f'{m["compute_ms"]:.2f} ms (queued {m["queued_ms"]:.2f}), inference {m["inference_ms"]:.2f} ms, '
               f'observation age {m["obs_age_ms"]:.2f} ms')
     if len(missed) > SHOWN_MISSES:
         print(f'... and {len(missed) - SHOWN_MISSES} more misses (all in node_gpu.json)')

@@ -131,10 +131,10 @@ class Status:
     """One publish_status call: the values it gave, with the set's fields copied (the set is reused)."""
 
     def __init__(self, t: int, missed: bool, compute_ns: int, obs_age_ns: int, inference_ns: int, slot: Any,
-                 slack_ns: float, switch_index: int, ticks_missed: float) -> None:
+                 slack_ns: float, switch_index: int, ticks_missed: float, queued_ns: int) -> None:
         self.t, self.missed, self.compute_ns, self.obs_age_ns = t, missed, compute_ns, obs_age_ns
         self.inference_ns, self.t_recv, self.slack_ns = inference_ns, slot.t_recv, slack_ns
-        self.switch_index, self.ticks_missed = switch_index, ticks_missed
+        self.switch_index, self.ticks_missed, self.queued_ns = switch_index, ticks_missed, queued_ns
 
 
 @dataclasses.dataclass
@@ -359,6 +359,19 @@ def test_deadline_miss_policy(runner: Any, policy: str) -> None:
     late = {'publish': 3, 'drop': 0, 'hold': 0}[policy]
     assert rig.loop.commands_published == late + 1 and len(rig.trajectories) == late + 1
     assert rig.loop.holds_published == (3 if policy == 'hold' else 0)
+
+
+def test_a_set_that_waited_for_the_cycle_before_reports_the_wait_as_part_of_its_compute_time(runner: Any) -> None:
+    rig = make_rig(runner)
+    rig.injector.inject('slow', 2, slow_ns=15 * MS)
+    rig.put_set(0)
+    rig.steps(1)  # taken at once
+    rig.put_set(1)
+    rig.clock.advance(10 * MS)  # handed over while the control thread was still busy elsewhere
+    rig.steps(1)
+    assert [s.queued_ns for s in rig.status] == [0, 10 * MS]
+    assert [s.compute_ns for s in rig.status] == [15 * MS, 25 * MS]  # the wait counts: a miss
+    assert [s.missed for s in rig.status] == [False, True]
 
 
 # -- chunk mode: the next chunk inferred while the running one is published ---------------------

@@ -138,6 +138,7 @@ def summarize(cycles: dict[str, Any], budget_ms: float) -> dict[str, Any]:
         'compute_ms': _stats(finite),
         'inference_ms': _stats(cycles['inference_ms'][np.isfinite(cycles['inference_ms'])]),
         'obs_age_ms': _stats(cycles['obs_age_ms'][np.isfinite(cycles['obs_age_ms'])]),
+        'queued_ms': _stats(cycles['queued_ms'][np.isfinite(cycles['queued_ms'])]),
         'deadline_misses': int(missed.sum()),
         'node_deadline_misses': int(np.nansum(cycles['deadline_missed'] > 0.5)),
         'max_consecutive_misses': _longest_run(missed),
@@ -297,6 +298,7 @@ def _format(summary: dict[str, Any]) -> str:
         row('  compute', summary['compute_ms']),
         row('  inference', summary['inference_ms']),
         row('  obs age', summary['obs_age_ms']),
+        row('  queued', summary['queued_ms']),  # of compute: waiting for the cycle before
     ]
     chunk = summary.get('chunk_mode')
     if chunk:

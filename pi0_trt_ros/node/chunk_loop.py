@@ -223,7 +223,7 @@ class ChunkLoop(ControlLoop):
                                          obs_age_ns)
         index = self.plan.start_index if start is None else start
         parts.publish_status(late or start is not None, compute_ns, obs_age_ns, inference_ns, slot,
-                             self._switch_slack_ns, index, float(self.monitor.ticks_missed))
+                             self._switch_slack_ns, index, float(self.monitor.ticks_missed), run.t_start - slot.t_sync)
         self._record_stages(slot, run, t_published)
         self.cycles += 1
         self._switched = None

@@ -242,7 +242,7 @@ class LoopParts:
     faults: FaultCounters
     stages: StageRing
     # (missed, compute, obs age, inference ns; set; chunk slack ns or NaN, switch index, ticks missed or NaN)
-    publish_status: Callable[[bool, int, int, int, SetSlot, float, int, float], object]
+    publish_status: Callable[[bool, int, int, int, SetSlot, float, int, float, int], object]
     ros_now_ns: Callable[[], int]  # node clock (ROS time), for observation age and trajectory stamps
     info: Callable[[str], object]  # throttled by the caller where input-driven
     warn: Callable[[str], object]
@@ -347,7 +347,8 @@ class ControlLoop:
         compute_ns, inference_ns = t_published - slot.t_sync, run.t_inferred - run.t_staged
         obs_age_ns = parts.ros_now_ns() - slot.newest_stamp_ns
         missed = parts.monitor.record(compute_ns, obs_age_ns, inference_ns)
-        parts.publish_status(missed, compute_ns, obs_age_ns, inference_ns, slot, math.nan, 0, math.nan)
+        parts.publish_status(missed, compute_ns, obs_age_ns, inference_ns, slot, math.nan, 0, math.nan,
+                             run.t_start - slot.t_sync)
         self._record_stages(slot, run, t_published)
         self.cycles += 1
         slot.images = ()  # release the frames

@@ -36,7 +36,7 @@ import numpy as np
 # this order (the bag report reads them back by these indices).
 STATUS_FIELDS = ('cycle_index', 'compute_ms', 'obs_age_ms', 'deadline_missed', 'inference_ms',
                  'set_stamp_sec', 'set_stamp_nanosec', 'joint_offset_ms', 'sets_superseded',
-                 'chunk_slack_ms', 'switch_index', 'ticks_missed')
+                 'chunk_slack_ms', 'switch_index', 'ticks_missed', 'queued_ms')
 # cycle_index: running cycle counter; compute_ms: sync complete -> commands published (ms), checked
 # against the budget (chunk mode: sync complete -> chunk ready); obs_age_ms: newest header stamp ->
 # publish (ms); deadline_missed: 1.0 when the cycle missed (chunk mode: the chunk came after the
@@ -48,7 +48,9 @@ STATUS_FIELDS = ('cycle_index', 'compute_ms', 'obs_age_ms', 'deadline_missed', '
 # wins). Chunk mode (NaN in every_set mode but switch_index, 0 there): chunk_slack_ms: run-out time of
 # the running chunk minus this chunk ready (ms; < 0: late; NaN when it replaced nothing);
 # switch_index: the chunk's action published first (time elapsed since its observation, in control
-# periods); ticks_missed: control ticks without their command so far.
+# periods); ticks_missed: control ticks without their command so far. queued_ms: sync complete -> the
+# set's staging began (ms), the part of compute_ms it waited for the cycle before it (or, in chunk
+# mode, for the inference thread).
 
 
 class Level(enum.IntEnum):

@@ -229,7 +229,7 @@ class RobotControl:
                 self._stop.wait(self.loop.config.period_ns / 1e9)
 
     def _publish_status(self, missed: bool, compute_ns: int, obs_age_ns: int, inference_ns: int, slot: SetSlot,
-                        chunk_slack_ns: float, switch_index: int, ticks_missed: float) -> None:
+                        chunk_slack_ns: float, switch_index: int, ticks_missed: float, queued_ns: int) -> None:
         values = self._status_values  # in STATUS_FIELDS order
         values[0], values[1], values[2] = self.cycles, compute_ns * 1e-6, obs_age_ns * 1e-6
         values[3], values[4] = float(missed), inference_ns * 1e-6
@@ -237,6 +237,7 @@ class RobotControl:
         values[7] = (slot.joint_stamp_ns - slot.newest_stamp_ns) * 1e-6
         values[8] = self.mailbox.superseded
         values[9], values[10], values[11] = chunk_slack_ns * 1e-6, switch_index, ticks_missed
+        values[12] = queued_ns * 1e-6
         self.status_pub.publish(self._status.fill(values))
 
     # -- diagnostics -------------------------------------------------------------------------
