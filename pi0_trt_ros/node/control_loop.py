@@ -241,7 +241,8 @@ class LoopParts:
     monitor: DeadlineMonitor | ChunkMonitor  # every_set: DeadlineMonitor; chunk: ChunkMonitor
     faults: FaultCounters
     stages: StageRing
-    # (missed, compute, obs age, inference ns; set; chunk slack ns or NaN, switch index, ticks missed or NaN)
+    # (missed, compute, obs age, inference ns; set; chunk slack ns or NaN, switch index, ticks missed or NaN;
+    # queued ns: hand-over -> staging began)
     publish_status: Callable[[bool, int, int, int, SetSlot, float, int, float, int], object]
     ros_now_ns: Callable[[], int]  # node clock (ROS time), for observation age and trajectory stamps
     info: Callable[[str], object]  # throttled by the caller where input-driven
